@@ -1,0 +1,108 @@
+"""The engine configuration (SPEC §2) as frozen msgspec Structs; every key optional.
+
+Loaded from `wfa.yaml` (or JSON/TOML) strictly like a workflow file. Loading
+and environment overrides live in engine/loading.py; these are the types and
+their defaults.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+
+Percent = Annotated[float, Meta(ge=0, le=100)]
+Positive = Annotated[int, Meta(ge=1)]
+Seconds = Annotated[float, Meta(gt=0)]
+
+
+class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class ExecutionConfig(_Section, kw_only=True):
+    max_concurrent_workflows: Positive = 10
+    max_steps_per_workflow: Positive = 50
+    default_timeout: Seconds = 300.0
+    default_retry_count: Annotated[int, Meta(ge=0, le=99)] = 3  # retries after the first attempt
+    enable_parallel_execution: bool = True
+    enable_conditional_execution: bool = True
+
+
+class AllocationStrategy(StrEnum):
+    ROUND_ROBIN = "round_robin"
+    PRIORITY = "priority"
+    LOAD_BALANCED = "load_balanced"
+    PREDICTIVE = "predictive"
+
+
+class ResourcesConfig(_Section, kw_only=True):
+    max_cpu_usage: Percent = 80.0
+    max_memory_usage: Percent = 70.0
+    max_storage_usage: Percent = 85.0
+    max_network_usage: Percent = 60.0
+    network_capacity_mbps: Annotated[float, Meta(gt=0)] = 1000.0
+    agent_pool_size: Positive = 20
+    allocation_strategy: AllocationStrategy = AllocationStrategy.LOAD_BALANCED
+
+
+class Isolation(StrEnum):
+    THREAD = "thread"
+    PROCESS = "process"
+
+
+class AgentBackend(StrEnum):
+    LOCAL = "local"
+    DASK = "dask"
+
+
+class AgentConfig(_Section, kw_only=True):
+    name: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]{1,100}$")]
+    capabilities: tuple[str, ...] = ("default",)
+    capacity: Positive = 1  # concurrent attempts
+    isolation: Isolation = Isolation.THREAD
+    backend: AgentBackend = AgentBackend.LOCAL
+    address: str | None = None  # dask scheduler, tcp://host:port
+    resources: dict[str, float] = msgspec.field(default_factory=dict)
+
+
+class MonitoringConfig(_Section, kw_only=True):
+    check_interval: Seconds = 30.0
+    alert_threshold: Positive = 5
+    performance_threshold: Annotated[float, Meta(ge=0)] = 90.0
+    error_rate_threshold: Percent = 10.0
+    alert_command: tuple[str, ...] | None = None
+
+
+class Durability(StrEnum):
+    SYNC = "sync"  # acknowledged = on disk
+    RELAXED = "relaxed"  # flushed every 100 ms
+
+
+class StorageConfig(_Section, kw_only=True):
+    path: str = ".wfa"
+    durability: Durability = Durability.SYNC
+
+
+class TraceExport(StrEnum):
+    NONE = "none"
+    CONSOLE = "console"
+    OTLP = "otlp"
+
+
+class TelemetryConfig(_Section, kw_only=True):
+    traces: TraceExport = TraceExport.NONE
+    otlp_endpoint: str = "http://127.0.0.1:4318"
+    service_name: str = "workflow-automator"
+    prometheus_port: Annotated[int, Meta(ge=1, le=65535)] | None = None
+
+
+class EngineConfig(_Section, kw_only=True):
+    execution: ExecutionConfig = msgspec.field(default_factory=ExecutionConfig)
+    resources: ResourcesConfig = msgspec.field(default_factory=ResourcesConfig)
+    agents: tuple[AgentConfig, ...] | None = None  # None: agent_pool_size generic agents
+    monitoring: MonitoringConfig = msgspec.field(default_factory=MonitoringConfig)
+    storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
+    telemetry: TelemetryConfig = msgspec.field(default_factory=TelemetryConfig)

@@ -1,0 +1,122 @@
+"""The workflow file (SPEC §1) as frozen msgspec Structs.
+
+A YAML, JSON or TOML file and the Python builder produce the same
+`WorkflowSpec`; the spec is stored whole in the log with `RunSubmitted`, so a
+run can always be resumed from the log alone. These types only describe shape
+and per-field constraints; cross-field rules (unknown dependencies, cycles,
+expressions) live in engine/validation.py.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
+
+from engine.errors import ErrorKind
+
+WorkflowName = Annotated[
+    str,
+    Meta(pattern=r"^[A-Za-z0-9_.-]{1,100}$", description="letters, digits, _ . -; 1-100 chars"),
+]
+StepId = Annotated[
+    str, Meta(pattern=r"^[A-Za-z0-9_-]{1,100}$", description="letters, digits, _ -; 1-100 chars")
+]
+CallPath = Annotated[
+    str,
+    Meta(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*$",
+        description="module:function",
+    ),
+]
+Seconds = Annotated[float, Meta(gt=0)]
+NonNegative = Annotated[float, Meta(ge=0)]
+
+DEFAULT_RETRY_ON: tuple[ErrorKind, ...] = (
+    ErrorKind.USER,
+    ErrorKind.TIMEOUT,
+    ErrorKind.AGENT,
+    ErrorKind.NETWORK,
+    ErrorKind.RESOURCE,
+)
+
+
+class Mode(StrEnum):
+    DAG = "dag"  # order comes from `after`
+    SEQUENTIAL = "sequential"  # each step after the one listed before it
+
+
+class TriggerRule(StrEnum):
+    ALL_SUCCESS = "all_success"
+    ALL_DONE = "all_done"
+    ANY_SUCCESS = "any_success"
+    NONE_FAILED = "none_failed"
+
+
+class OnFailure(StrEnum):
+    FAIL = "fail"
+    PAUSE = "pause"  # wait for manual intervention
+
+
+class _Spec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Strict decoding: unknown keys are errors, with their location."""
+
+
+class RetrySpec(_Spec, kw_only=True):
+    """Retry policy of a step; `max_attempts=None` takes execution.default_retry_count + 1."""
+
+    max_attempts: Annotated[int, Meta(ge=1, le=100)] | None = None
+    initial_delay: NonNegative = 1.0
+    backoff: Annotated[float, Meta(ge=1)] = 2.0
+    max_delay: NonNegative = 60.0
+    on: tuple[ErrorKind, ...] = DEFAULT_RETRY_ON
+
+
+class CacheSpec(_Spec, kw_only=True):
+    ttl: Seconds
+
+
+class ResourcesSpec(_Spec, kw_only=True):
+    """What one attempt of the step needs while it runs."""
+
+    cpu: NonNegative = 0.0  # cores
+    memory_mb: NonNegative = 0.0
+    storage_mb: NonNegative = 0.0
+    network_mbps: NonNegative = 0.0
+    gpu: NonNegative = 0.0
+
+
+class StepSpec(_Spec, kw_only=True):
+    id: StepId
+    description: str = ""
+    run: tuple[str, ...] | None = None  # argv, never a shell; elements may hold ${{ }}
+    call: CallPath | None = None  # module:function, fn(ctx) -> outputs
+    params: dict[str, Any] = msgspec.field(default_factory=dict, name="with")
+    env: dict[str, str] = msgspec.field(default_factory=dict)
+    after: tuple[str, ...] = ()
+    agent: str = "default"  # capability the agent must have
+    retry: RetrySpec | None = None
+    timeout: Seconds | None = None  # per attempt; None takes execution.default_timeout
+    fallback: tuple[str, ...] = ()  # agent names to move to when the chosen one fails
+    resources: ResourcesSpec | None = None
+    cache: CacheSpec | None = None
+    critical: bool = True  # False: a final failure does not fail the run
+    when: str | None = None  # CEL; false skips the step
+    trigger: TriggerRule = TriggerRule.ALL_SUCCESS
+    on_failure: OnFailure = OnFailure.FAIL
+    approval: bool = False  # wait for `wfa approve` before running
+    foreach: str | None = None  # CEL list; one instance per item
+    priority: int = 0  # higher starts first when capacity is short
+
+
+class WorkflowSpec(_Spec, kw_only=True):
+    name: WorkflowName
+    description: str = ""
+    mode: Mode = Mode.DAG
+    timeout: Seconds | None = None  # whole-run timeout
+    priority: int = 0  # higher runs first when runs are queued
+    schedule: str | None = None  # cron, used by `wfa serve`
+    inputs: dict[str, Any] = msgspec.field(default_factory=dict)
+    steps: tuple[StepSpec, ...]
