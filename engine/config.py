@@ -22,7 +22,7 @@ class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     pass
 
 
-class ExecutionConfig(_Section, kw_only=True):
+class ExecutionConfig(_Section, frozen=True, kw_only=True):
     max_concurrent_workflows: Positive = 10
     max_steps_per_workflow: Positive = 50
     default_timeout: Seconds = 300.0
@@ -38,7 +38,7 @@ class AllocationStrategy(StrEnum):
     PREDICTIVE = "predictive"
 
 
-class ResourcesConfig(_Section, kw_only=True):
+class ResourcesConfig(_Section, frozen=True, kw_only=True):
     max_cpu_usage: Percent = 80.0
     max_memory_usage: Percent = 70.0
     max_storage_usage: Percent = 85.0
@@ -58,7 +58,7 @@ class AgentBackend(StrEnum):
     DASK = "dask"
 
 
-class AgentConfig(_Section, kw_only=True):
+class AgentConfig(_Section, frozen=True, kw_only=True):
     name: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]{1,100}$")]
     capabilities: tuple[str, ...] = ("default",)
     capacity: Positive = 1  # concurrent attempts
@@ -68,7 +68,7 @@ class AgentConfig(_Section, kw_only=True):
     resources: dict[str, float] = msgspec.field(default_factory=dict)
 
 
-class MonitoringConfig(_Section, kw_only=True):
+class MonitoringConfig(_Section, frozen=True, kw_only=True):
     check_interval: Seconds = 30.0
     alert_threshold: Positive = 5
     performance_threshold: Annotated[float, Meta(ge=0)] = 90.0
@@ -81,7 +81,7 @@ class Durability(StrEnum):
     RELAXED = "relaxed"  # flushed every 100 ms
 
 
-class StorageConfig(_Section, kw_only=True):
+class StorageConfig(_Section, frozen=True, kw_only=True):
     path: str = ".wfa"
     durability: Durability = Durability.SYNC
 
@@ -92,14 +92,14 @@ class TraceExport(StrEnum):
     OTLP = "otlp"
 
 
-class TelemetryConfig(_Section, kw_only=True):
+class TelemetryConfig(_Section, frozen=True, kw_only=True):
     traces: TraceExport = TraceExport.NONE
     otlp_endpoint: str = "http://127.0.0.1:4318"
     service_name: str = "workflow-automator"
     prometheus_port: Annotated[int, Meta(ge=1, le=65535)] | None = None
 
 
-class EngineConfig(_Section, kw_only=True):
+class EngineConfig(_Section, frozen=True, kw_only=True):
     execution: ExecutionConfig = msgspec.field(default_factory=ExecutionConfig)
     resources: ResourcesConfig = msgspec.field(default_factory=ResourcesConfig)
     agents: tuple[AgentConfig, ...] | None = None  # None: agent_pool_size generic agents

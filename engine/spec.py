@@ -64,7 +64,7 @@ class _Spec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     """Strict decoding: unknown keys are errors, with their location."""
 
 
-class RetrySpec(_Spec, kw_only=True):
+class RetrySpec(_Spec, frozen=True, kw_only=True):
     """Retry policy of a step; `max_attempts=None` takes execution.default_retry_count + 1."""
 
     max_attempts: Annotated[int, Meta(ge=1, le=100)] | None = None
@@ -74,11 +74,11 @@ class RetrySpec(_Spec, kw_only=True):
     on: tuple[ErrorKind, ...] = DEFAULT_RETRY_ON
 
 
-class CacheSpec(_Spec, kw_only=True):
+class CacheSpec(_Spec, frozen=True, kw_only=True):
     ttl: Seconds
 
 
-class ResourcesSpec(_Spec, kw_only=True):
+class ResourcesSpec(_Spec, frozen=True, kw_only=True):
     """What one attempt of the step needs while it runs."""
 
     cpu: NonNegative = 0.0  # cores
@@ -88,7 +88,7 @@ class ResourcesSpec(_Spec, kw_only=True):
     gpu: NonNegative = 0.0
 
 
-class StepSpec(_Spec, kw_only=True):
+class StepSpec(_Spec, frozen=True, kw_only=True):
     id: StepId
     description: str = ""
     run: tuple[str, ...] | None = None  # argv, never a shell; elements may hold ${{ }}
@@ -111,7 +111,7 @@ class StepSpec(_Spec, kw_only=True):
     priority: int = 0  # higher starts first when capacity is short
 
 
-class WorkflowSpec(_Spec, kw_only=True):
+class WorkflowSpec(_Spec, frozen=True, kw_only=True):
     name: WorkflowName
     description: str = ""
     mode: Mode = Mode.DAG
