@@ -158,6 +158,10 @@ def decode(document: object, type_: type[S], source: str) -> S:
 
 
 def _read(path: Path, source: str) -> tuple[str, Format]:
+    if path.is_dir():
+        raise ValidationError(
+            [Problem("$", "is a directory, not a file", "name a workflow file")], source=source
+        )
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         problem = Problem(
@@ -167,10 +171,6 @@ def _read(path: Path, source: str) -> tuple[str, Format]:
         )
         raise ValidationError([problem], source=source)
     try:
-        if path.is_dir():
-            raise ValidationError(
-                [Problem("$", "is a directory, not a file", "name a workflow file")], source=source
-            )
         with path.open("rb") as stream:
             raw = stream.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
@@ -432,7 +432,11 @@ def _unknown_key(key: object, location: str, fields: Mapping[str, Any], type_: t
     names = list(fields)
     text = str(key)
     renamed = [name for name, f in fields.items() if f.name == text and name != text]
-    close = renamed or difflib.get_close_matches(text, names, n=1, cutoff=0.6)
+    close = (
+        renamed
+        or difflib.get_close_matches(text, names, n=1, cutoff=0.6)
+        or [name for name in names if name.startswith(text) or text.startswith(name)]
+    )
     message = f"unknown key `{text}`"
     if close:
         message += f"; did you mean `{close[0]}`?"

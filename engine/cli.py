@@ -1,0 +1,177 @@
+"""The `wfa` command line (SPEC §3).
+
+One click group; each command is a small function that uses the shared pieces
+here: `CliState` (global options and the lazily loaded engine configuration),
+`fail` (one `error: ...` line plus details on stderr, then an exit code), the
+exit-code constants, and `WfaGroup`, which turns any error a command lets
+escape into that same one-line form, so bad input never shows a traceback.
+The CLI, not the library, sets up logging output.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import traceback
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import msgspec
+
+from engine.config import EngineConfig
+from engine.errors import Problem, ValidationError, WorkflowAutomatorError
+from engine.loading import load_config, load_workflow
+from engine.validation import validate_config, validate_workflow
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # a run failed, was cancelled or timed out
+EXIT_BAD_INPUT = 2  # invalid workflow, config, command or run id
+EXIT_PAUSED = 3  # a run waits for manual intervention
+EXIT_INTERNAL = 70  # a bug in wfa (EX_SOFTWARE)
+
+
+@dataclass
+class CliState:
+    """Global options, shared by every command through the click context."""
+
+    data: Path | None = None
+    config_path: Path | None = None
+    verbose: int = 0
+    _config: EngineConfig | None = field(default=None, repr=False)
+
+    def config(self) -> EngineConfig:
+        """The engine configuration with env overrides and --data; exits 2 when invalid."""
+        if self._config is None:
+            try:
+                config = load_config(self.config_path, os.environ)
+            except ValidationError as exc:
+                fail(
+                    f"invalid engine configuration {exc.source or ''}".rstrip(),
+                    [str(p) for p in exc.problems],
+                )
+            problems = validate_config(config)
+            if problems:
+                fail(
+                    f"invalid engine configuration {self.config_path or ''}".rstrip(),
+                    [str(p) for p in problems],
+                )
+            if self.data is not None:
+                config = msgspec.structs.replace(
+                    config, storage=msgspec.structs.replace(config.storage, path=str(self.data))
+                )
+            self._config = config
+        return self._config
+
+
+pass_state = click.make_pass_decorator(CliState, ensure=True)
+
+
+def fail(message: str, details: Iterable[str] = (), code: int = EXIT_BAD_INPUT) -> NoReturn:
+    """Print `error: message` and indented details to stderr, then exit with `code`."""
+    click.echo(f"error: {message}", err=True)
+    for line in details:
+        click.echo(f"  {line}", err=True)
+    raise click.exceptions.Exit(code)
+
+
+def print_json(value: Any) -> None:
+    """Machine output: one JSON document on stdout."""
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+class WfaGroup(click.Group):
+    """Reports errors escaping a command as `error: ...` instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except ValidationError as exc:
+            where = f"{exc.source}: " if exc.source else ""
+            fail(f"{where}invalid", [str(p) for p in exc.problems])
+        except WorkflowAutomatorError as exc:
+            fail(str(exc))
+        except Exception as exc:
+            state = ctx.find_object(CliState)
+            details = ["this is a bug in wfa; please report it with the output of `wfa -v ...`"]
+            if state is not None and state.verbose:
+                details = traceback.format_exc().splitlines()
+            fail(f"internal error: {type(exc).__name__}: {exc}", details, EXIT_INTERNAL)
+
+
+@click.group(cls=WfaGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--data",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="WFA_DATA",
+    help="Data directory holding the event log (default: storage.path, `.wfa`).",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="WFA_CONFIG",
+    help="Engine configuration file (wfa.yaml); every key is optional.",
+)
+@click.option("-v", "--verbose", count=True, help="More output on stderr; repeat for more.")
+@click.version_option(package_name="workflow-automator", prog_name="wfa")
+@click.pass_context
+def main(ctx: click.Context, data: Path | None, config_path: Path | None, verbose: int) -> None:
+    """WorkflowAutomator: run crash-safe workflows of commands and Python steps."""
+    ctx.obj = CliState(data=data, config_path=config_path, verbose=verbose)
+    if verbose:
+        logging.basicConfig(
+            level=logging.INFO if verbose == 1 else logging.DEBUG,
+            format="%(levelname)s %(name)s: %(message)s",
+        )
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of results on stdout.")
+@pass_state
+def validate(state: CliState, files: Sequence[Path], as_json: bool) -> None:
+    """Check workflow FILEs (YAML, JSON or TOML) without running anything.
+
+    Every problem is reported, one per line, as `FILE: LOCATION: message (what to do)`.
+    Checks use the engine configuration (--config): agents, limits, conditions.
+    Exit code 0 when every file is valid, 2 when any is not.
+    """
+    config = state.config()
+    reports = [(str(path), _problems(path, config)) for path in files]
+    if as_json:
+        print_json(
+            [
+                {
+                    "file": name,
+                    "valid": not problems,
+                    "problems": [msgspec.to_builtins(p) for p in problems],
+                }
+                for name, problems in reports
+            ]
+        )
+    else:
+        for name, problems in reports:
+            if not problems:
+                click.echo(f"{name}: valid")
+            for problem in problems:
+                click.echo(f"{name}: {problem}", err=True)
+    if any(problems for _, problems in reports):
+        raise click.exceptions.Exit(EXIT_BAD_INPUT)
+
+
+def _problems(path: Path, config: EngineConfig) -> list[Problem]:
+    try:
+        spec = load_workflow(path)
+    except ValidationError as exc:
+        return list(exc.problems)
+    return validate_workflow(spec, config)
+
+
+if __name__ == "__main__":
+    main()
