@@ -1,5 +1,29 @@
-"""A durable, append-only, multi-process event log on LMDB."""
+"""A durable, append-only, multi-process event log on LMDB.
+
+The whole public API is re-exported here; everything in ``_``-modules is private.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from ._errors import (
+    ConcurrencyError,
+    CorruptEventError,
+    EventStoreError,
+    PayloadTooLargeError,
+    StoreClosedError,
+    StoreFormatError,
+)
+from ._store import EventStore
+from ._types import Recorded, StreamInfo
+
+__all__ = [
+    "ConcurrencyError",
+    "CorruptEventError",
+    "EventStore",
+    "EventStoreError",
+    "PayloadTooLargeError",
+    "Recorded",
+    "StoreClosedError",
+    "StoreFormatError",
+    "StreamInfo",
+]

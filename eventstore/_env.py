@@ -1,0 +1,256 @@
+"""One LMDB environment per store per process, and the map-size dance around it.
+
+LMDB forbids opening the same environment twice in one process (closing either
+copy drops the other's advisory locks), so handles on the same directory share
+one ``SharedEnv``, counted by reference. Growing the map remaps it, which must
+not happen under a live transaction in any thread: every transaction runs under
+``MapGuard.shared()`` and a resize takes ``MapGuard.exclusive()``.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import lmdb
+
+from . import _format as fmt
+from ._errors import StoreClosedError, StoreFormatError
+from ._writer import Writer
+
+T = TypeVar("T")
+
+INITIAL_MAP_SIZE = 64 << 20
+
+
+class MapGuard:
+    """A readers-writer lock: transactions share it, a map resize holds it alone.
+
+    A waiting resize blocks new transactions so that it cannot starve.
+    """
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition(threading.Lock())
+        self._active = 0
+        self._resizing = False
+        self._waiting_resizers = 0
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cv:
+            while self._resizing or self._waiting_resizers:
+                self._cv.wait()
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._active -= 1
+                if not self._active:
+                    self._cv.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cv:
+            self._waiting_resizers += 1
+            while self._resizing or self._active:
+                self._cv.wait()
+            self._waiting_resizers -= 1
+            self._resizing = True
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._resizing = False
+                self._cv.notify_all()
+
+
+class SharedEnv:
+    """An open LMDB environment with its database handles and resize logic."""
+
+    def __init__(self, path: pathlib.Path, env: lmdb.Environment, durability: str) -> None:
+        self.path = path
+        self.env = env
+        self.durability = durability
+        self.guard = MapGuard()
+        self.refs = 0
+        self.key = path.resolve()
+        self.closed = False
+        with env.begin(write=True) as txn:
+            self.meta = env.open_db(fmt.DB_META, txn=txn)
+            self.events = env.open_db(fmt.DB_EVENTS, txn=txn)
+            self.streams_index = env.open_db(fmt.DB_STREAMS_INDEX, txn=txn)
+            self.streams = env.open_db(fmt.DB_STREAMS, txn=txn)
+            if txn.get(fmt.KEY_FORMAT, db=self.meta) is None:
+                txn.put(fmt.KEY_FORMAT, fmt.FORMAT_MARKER, db=self.meta)
+                txn.put(fmt.KEY_VERSION, fmt.pack_version(fmt.FORMAT_VERSION), db=self.meta)
+        self.writer = Writer(self)
+
+    def read(self, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(txn)`` in a short read transaction; adopt a map grown elsewhere.
+
+        Runs in the calling thread; never blocks on writers (LMDB MVCC), only on
+        a map resize in this process.
+        """
+        while True:
+            with self.guard.shared():
+                if self.closed:
+                    raise StoreClosedError(f"event store {str(self.path)!r} is closed")
+                try:
+                    txn = self.env.begin(buffers=False)
+                except lmdb.MapResizedError:
+                    pass
+                else:
+                    try:
+                        return fn(txn)
+                    finally:
+                        txn.abort()
+            self.adopt_map_size()
+
+    def adopt_map_size(self) -> None:
+        """Another process grew the map past ours: take the size it recorded."""
+        with self.guard.exclusive():
+            self.env.set_mapsize(0)
+
+    def grow_map(self) -> None:
+        """Double the map after a MapFullError (runs in the writer thread)."""
+        with self.guard.exclusive():
+            self.env.set_mapsize(self.env.info()["map_size"] * 2)
+
+
+_registry_lock = threading.Lock()
+_registry: dict[pathlib.Path, SharedEnv] = {}
+
+
+def acquire(path: pathlib.Path, durability: str, create: bool) -> SharedEnv:
+    """Open (or share) the environment at ``path``, validating it first.
+
+    Refuses, touching nothing, a path that is not a directory, a directory with
+    files other than LMDB's, an LMDB without our marker, or a newer format.
+    """
+    with _registry_lock:
+        key = path.resolve() if path.exists() else path.absolute()
+        shared = _registry.get(key)
+        if shared is None:
+            shared = _open(path, durability, create)
+            _registry[shared.key] = shared
+        elif shared.durability != durability:
+            raise StoreFormatError(
+                f"store {str(path)!r} is already open in this process with "
+                f"durability={shared.durability!r}, not {durability!r}"
+            )
+        shared.refs += 1
+        return shared
+
+
+def release(shared: SharedEnv) -> bool:
+    """Drop one reference; close the environment and return True on the last."""
+    with _registry_lock:
+        shared.refs -= 1
+        if shared.refs:
+            return False
+        _registry.pop(shared.key, None)
+        shared.writer.close()
+        with shared.guard.exclusive():
+            shared.closed = True
+            shared.env.close()
+    return True
+
+
+def _open(path: pathlib.Path, durability: str, create: bool) -> SharedEnv:
+    if path.exists() and not path.is_dir():
+        raise StoreFormatError(f"{str(path)!r} is a file, not an event store directory")
+    if not path.exists():
+        if not create:
+            raise StoreFormatError(f"no event store at {str(path)!r}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            pass  # another process created it first; its mode is its business
+        else:
+            os.chmod(path, 0o700)  # the umask may have taken more than it should
+    entries = {entry.name for entry in path.iterdir()}
+    foreign = sorted(entries - fmt.LMDB_FILES)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise StoreFormatError(
+            f"{str(path)!r} holds other files ({shown}); it is not an event store. "
+            "Choose an empty or new directory."
+        )
+    if "data.mdb" in entries and "lock.mdb" not in entries:
+        # Check without creating a lock file: a foreign LMDB must stay untouched.
+        _check_marker(path, lock=False)
+    elif "data.mdb" not in entries and not create:
+        raise StoreFormatError(f"no event store at {str(path)!r}")
+    fresh = "data.mdb" not in entries
+    env = _lmdb_open(path, durability)
+    try:
+        if not fresh:
+            _check_env(env, path)
+        shared = SharedEnv(path, env, durability)
+    except BaseException:
+        env.close()
+        raise
+    if fresh:
+        for name in fmt.LMDB_FILES:
+            os.chmod(path / name, 0o600)
+    return shared
+
+
+def _lmdb_open(path: pathlib.Path, durability: str) -> lmdb.Environment:
+    sync = durability == "sync"
+    old_umask = os.umask(0o077)
+    try:
+        return lmdb.open(
+            str(path),
+            map_size=INITIAL_MAP_SIZE,
+            max_dbs=8,
+            max_readers=512,
+            mode=0o600,
+            subdir=True,
+            create=True,
+            sync=sync,
+            metasync=sync,
+            writemap=False,  # pwrite() into the page cache: a process crash loses nothing
+        )
+    finally:
+        os.umask(old_umask)
+
+
+def _check_marker(path: pathlib.Path, *, lock: bool) -> None:
+    try:
+        env = lmdb.open(str(path), readonly=True, lock=lock, max_dbs=8, subdir=True, create=False)
+    except lmdb.Error as exc:
+        raise StoreFormatError(f"{str(path)!r} is not an event store: {exc}") from exc
+    try:
+        _check_env(env, path)
+    finally:
+        env.close()
+
+
+def _check_env(env: lmdb.Environment, path: pathlib.Path) -> None:
+    """Accept an empty LMDB (a creation cut short) or one with our marker and version."""
+    with env.begin() as txn:
+        if not txn.cursor().first():
+            return
+        if txn.get(fmt.DB_META) is None:
+            raise StoreFormatError(f"{str(path)!r} is an LMDB database but not an event store")
+        try:
+            meta = env.open_db(fmt.DB_META, txn=txn, create=False)
+            marker = txn.get(fmt.KEY_FORMAT, db=meta)
+            raw_version = txn.get(fmt.KEY_VERSION, db=meta)
+        except lmdb.Error as exc:
+            raise StoreFormatError(f"{str(path)!r} is not an event store: {exc}") from exc
+    if marker != fmt.FORMAT_MARKER or raw_version is None or len(raw_version) != 4:
+        raise StoreFormatError(f"{str(path)!r} is an LMDB database but not an event store")
+    version = fmt.unpack_version(raw_version)
+    if version > fmt.FORMAT_VERSION:
+        raise StoreFormatError(
+            f"{str(path)!r} uses event store format {version}; this code reads up to "
+            f"{fmt.FORMAT_VERSION}. Upgrade workflow-automator to open it."
+        )

@@ -1,0 +1,369 @@
+"""``EventStore``: the public face over one shared LMDB environment.
+
+Reads run in the caller's thread in short read transactions of up to
+``READ_BATCH`` records, so an iterator never pins a transaction (or a reader
+slot, or old pages) while the caller processes events, and never blocks writers.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import struct
+import threading
+from collections.abc import Iterator, Sequence
+from itertools import islice
+from types import TracebackType
+from typing import Any, Generic, Literal, TypeVar
+
+import msgspec
+
+from . import _env
+from . import _format as fmt
+from ._errors import CorruptEventError, PayloadTooLargeError, StoreClosedError
+from ._types import Recorded, StreamInfo
+from ._writer import AppendRequest
+
+E = TypeVar("E")
+
+READ_BATCH = 2048
+Durability = Literal["sync", "relaxed"]
+
+
+class EventStore(Generic[E]):
+    """A durable, append-only log of events of type ``E``, grouped in named streams.
+
+    Thread-safe: any number of threads may append, read and follow through one
+    instance; other processes may open the same directory at the same time.
+    """
+
+    path: pathlib.Path
+    durability: str
+
+    def __init__(
+        self, shared: _env.SharedEnv, event_type: Any, max_payload: int, durability: str
+    ) -> None:
+        """Private: use ``EventStore.open``."""
+        self._shared = shared
+        self.path = shared.path
+        self.durability = durability
+        self._max_payload = max_payload
+        self._encoder = msgspec.msgpack.Encoder()
+        self._batch_decoder = fmt.event_decoder(event_type)
+        self._one_decoder = fmt.single_event_decoder(event_type)
+        self._closed = False
+        self._close_lock = threading.Lock()
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        event_type: type[E] | Any,
+        *,
+        durability: Durability = "sync",
+        max_payload: int = 1 << 20,
+        create: bool = True,
+    ) -> EventStore[E]:
+        """Open the store in directory ``path``, creating it (0700, files 0600) if allowed.
+
+        ``event_type`` is a msgspec Struct type or a tagged union of them; events
+        decode leniently, so Structs may gain fields with defaults. ``sync``
+        acknowledges an append once fsynced; ``relaxed`` fsyncs at least every
+        100 ms (see docs/eventstore.md for what it can lose). Raises
+        StoreFormatError, changing nothing, for anything that is not a store of
+        a format this code reads, or a missing store when ``create`` is False.
+        """
+        if durability not in ("sync", "relaxed"):
+            raise ValueError(f"durability must be 'sync' or 'relaxed', got {durability!r}")
+        if max_payload < 1:
+            raise ValueError(f"max_payload must be positive, got {max_payload}")
+        shared = _env.acquire(pathlib.Path(path), durability, create)
+        return cls(shared, event_type, max_payload, durability)
+
+    # --- writing --------------------------------------------------------------
+
+    def append(
+        self, stream: str, events: Sequence[E], expected_version: int | None = None
+    ) -> list[int]:
+        """Append ``events`` to ``stream`` atomically and return their global positions.
+
+        ``expected_version`` is the stream's version before this append (0 for a
+        new stream); a stale one raises ConcurrencyError and writes nothing.
+        Runs encoding in the caller's thread, then blocks until the writer
+        thread has committed the transaction holding these events.
+        """
+        self._check_open()
+        skey = fmt.stream_key(stream)
+        if expected_version is not None and expected_version < 0:
+            raise ValueError(f"expected_version must be >= 0, got {expected_version}")
+        if not events:
+            return []
+        encode = self._encoder.encode
+        payloads = [encode(event) for event in events]
+        for payload in payloads:
+            if len(payload) > self._max_payload:
+                raise PayloadTooLargeError(stream, len(payload), self._max_payload)
+        request = AppendRequest(stream, skey, payloads, expected_version)
+        self._shared.writer.submit(request)
+        request.done.wait()
+        if request.error is not None:
+            raise request.error
+        return request.positions
+
+    # --- reading --------------------------------------------------------------
+
+    def read_all(
+        self, from_position: int = 1, to_position: int | None = None
+    ) -> Iterator[Recorded[E]]:
+        """Yield events in log order from ``from_position`` to ``to_position`` inclusive.
+
+        Without ``to_position`` the iterator stops at the last position that
+        existed when iteration started. Raises CorruptEventError at the first
+        record that cannot be decoded; never skips one.
+        """
+        self._check_open()
+        return self._iter_all(max(1, from_position), to_position)
+
+    def _iter_all(self, position: int, to_position: int | None) -> Iterator[Recorded[E]]:
+        end = self.last_position() if to_position is None else to_position
+        while position <= end:
+            batch = self._read_batch(position, min(READ_BATCH, end - position + 1))
+            if not batch:
+                return
+            yield from batch
+            position = batch[-1].position + 1
+
+    def read_stream(self, stream: str, from_version: int = 1) -> Iterator[Recorded[E]]:
+        """Yield ``stream``'s events in version order from ``from_version``.
+
+        Stops at the stream's version when iteration started; an unknown stream
+        yields nothing.
+        """
+        self._check_open()
+        return self._iter_stream(stream, fmt.stream_key(stream), max(1, from_version))
+
+    def _iter_stream(self, stream: str, skey: bytes, version: int) -> Iterator[Recorded[E]]:
+        end = self.stream_version(stream)
+        prefix = skey + b"\0"
+        events_db, index_db = self._shared.events, self._shared.streams_index
+
+        def read(txn: Any) -> tuple[list[int], list[bytes]]:
+            cursor = txn.cursor(db=index_db)
+            positions: list[int] = []
+            values: list[bytes] = []
+            if not cursor.set_range(fmt.index_key(skey, version)):
+                return positions, values
+            expected = version
+            for key, pkey in cursor:
+                if expected > end or not key.startswith(prefix):
+                    break
+                if len(key) != len(prefix) + 8 or fmt.unpack_u64(key[-8:]) != expected:
+                    raise CorruptEventError(0, f"stream {stream!r} index lacks version {expected}")
+                position = self._unpack_position(pkey)
+                value = txn.get(pkey, db=events_db)
+                if value is None:
+                    raise CorruptEventError(position, "missing from the log")
+                positions.append(position)
+                values.append(value)
+                expected += 1
+                if len(values) == READ_BATCH:
+                    break
+            return positions, values
+
+        while version <= end:
+            positions, values = self._shared.read(read)
+            if not positions:
+                return
+            self._check_open()
+            for offset, recorded in enumerate(self._decode(positions, values)):
+                if recorded.stream != stream or recorded.version != version + offset:
+                    raise CorruptEventError(
+                        recorded.position, f"indexed as {stream!r} v{version + offset}"
+                    )
+                yield recorded
+            version += len(positions)
+
+    def follow(
+        self,
+        from_position: int = 1,
+        *,
+        stop: threading.Event | None = None,
+        poll_interval: float = 0.01,
+    ) -> Iterator[Recorded[E]]:
+        """Yield every event from ``from_position`` on, waiting for new ones forever.
+
+        Appends through this process wake the follower at once; appends by other
+        processes are noticed by a cheap check every ``poll_interval`` seconds.
+        Ends when ``stop`` is set or the store is closed. Runs (and blocks) in
+        the consuming thread.
+        """
+        self._check_open()
+        return self._iter_follow(max(1, from_position), stop, poll_interval)
+
+    def _iter_follow(
+        self, position: int, stop: threading.Event | None, poll_interval: float
+    ) -> Iterator[Recorded[E]]:
+        writer = self._shared.writer
+        while not self._closed and not (stop is not None and stop.is_set()):
+            with writer.commit_cv:
+                seen = writer.commit_seq
+            try:
+                batch = self._read_batch(position, READ_BATCH)
+            except StoreClosedError:
+                return
+            for recorded in batch:
+                if self._closed or (stop is not None and stop.is_set()):
+                    return
+                yield recorded
+            if batch:
+                position = batch[-1].position + 1
+                continue
+            with writer.commit_cv:
+                if writer.commit_seq == seen and not self._closed:
+                    writer.commit_cv.wait(poll_interval)
+
+    def _read_batch(self, start: int, limit: int) -> list[Recorded[E]]:
+        """Read and decode up to ``limit`` records from ``start`` in one read txn."""
+        events_db = self._shared.events
+        start_key = fmt.pack_u64(start)
+
+        def read(txn: Any) -> list[bytes]:
+            cursor = txn.cursor(db=events_db)
+            if not cursor.last():
+                return []
+            count = min(limit, self._unpack_position(cursor.key()) - start + 1)
+            if count <= 0:
+                return []
+            if not cursor.set_key(start_key):
+                raise CorruptEventError(start, "missing from the log")
+            values = list(islice(cursor.iternext(keys=False, values=True), count))
+            # Keys are unique and sorted, so the right key on the last value proves
+            # that no position in between is missing.
+            if len(values) != count or cursor.key() != fmt.pack_u64(start + count - 1):
+                raise CorruptEventError(
+                    start, f"a position in {start}..{start + count - 1} is missing"
+                )
+            return values
+
+        self._check_open()
+        values = self._shared.read(read)
+        if not values:
+            return []
+        return self._decode(range(start, start + len(values)), values)
+
+    def _decode(self, positions: Sequence[int], values: list[bytes]) -> list[Recorded[E]]:
+        """Decode a batch in one msgspec call; on failure, find the culprit's position."""
+        blob = fmt.msgpack_array_header(len(values)) + b"".join(values)
+        try:
+            stored = self._batch_decoder.decode(blob)
+        except msgspec.DecodeError:
+            for position, value in zip(positions, values, strict=True):
+                try:
+                    self._one_decoder.decode(value)
+                except msgspec.DecodeError as exc:
+                    raise CorruptEventError(position, str(exc)) from exc
+            raise CorruptEventError(positions[0], "batch does not decode") from None
+        return [
+            Recorded(position, s.stream, s.version, s.recorded_at, s.event)
+            for position, s in zip(positions, stored, strict=True)
+        ]
+
+    @staticmethod
+    def _unpack_position(key: bytes) -> int:
+        try:
+            return fmt.unpack_u64(key)
+        except struct.error:
+            raise CorruptEventError(0, f"malformed position key {key!r}") from None
+
+    # --- metadata -------------------------------------------------------------
+
+    def stream_version(self, stream: str) -> int:
+        """The stream's current version; 0 if it does not exist."""
+        info = self.stream_info(stream)
+        return 0 if info is None else info.version
+
+    def last_position(self) -> int:
+        """The highest global position; 0 for an empty store. A cheap read txn."""
+        self._check_open()
+        events_db = self._shared.events
+
+        def read(txn: Any) -> int:
+            cursor = txn.cursor(db=events_db)
+            return self._unpack_position(cursor.key()) if cursor.last() else 0
+
+        return self._shared.read(read)
+
+    def stream_info(self, stream: str) -> StreamInfo | None:
+        """The stream's metadata from the streams index, or None if it does not exist."""
+        self._check_open()
+        skey = fmt.stream_key(stream)
+        raw = self._shared.read(lambda txn: txn.get(skey, db=self._shared.streams))
+        return None if raw is None else _info(skey, raw)
+
+    def streams(self, prefix: str = "") -> list[StreamInfo]:
+        """Every stream whose name starts with ``prefix``, sorted by utf-8 name."""
+        self._check_open()
+        bprefix = prefix.encode("utf-8")
+        streams_db = self._shared.streams
+
+        def read(txn: Any) -> list[tuple[bytes, bytes]]:
+            cursor = txn.cursor(db=streams_db)
+            rows: list[tuple[bytes, bytes]] = []
+            if not cursor.set_range(bprefix):
+                return rows
+            for key, value in cursor:
+                if not key.startswith(bprefix):
+                    break
+                rows.append((key, value))
+            return rows
+
+        return [_info(key, raw) for key, raw in self._shared.read(read)]
+
+    # --- lifecycle ------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close this handle; the last handle in the process commits queued appends,
+        fsyncs (relaxed mode) and closes LMDB. Idempotent; ends followers."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        writer = self._shared.writer
+        with writer.commit_cv:
+            writer.commit_cv.notify_all()
+        _env.release(self._shared)
+
+    def __enter__(self) -> EventStore[E]:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<EventStore {str(self.path)!r} {self.durability} {state}>"
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError(f"event store {str(self.path)!r} is closed")
+
+
+def _info(skey: bytes, raw: bytes) -> StreamInfo:
+    try:
+        row = fmt.decode_row(raw)
+    except msgspec.DecodeError as exc:
+        name = skey.decode("utf-8", "replace")
+        raise CorruptEventError(0, f"stream index entry for {name!r} is corrupt: {exc}") from exc
+    return StreamInfo(
+        skey.decode("utf-8"),
+        row.version,
+        row.first_position,
+        row.last_position,
+        row.created_at,
+        row.updated_at,
+    )
