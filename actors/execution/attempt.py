@@ -1,0 +1,71 @@
+"""The request to run one attempt and the outcome it produced.
+
+Both are frozen msgspec Structs: they cross from the AgentActor to a worker
+thread (and, msgpack-encoded, to a child process) and back, and nothing mutable
+may be shared between actors.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+from engine.errors import ErrorKind
+
+__all__ = ["KILL_GRACE_SECONDS", "AttemptOutcome", "AttemptRequest", "OutputsError"]
+
+KILL_GRACE_SECONDS = 2.0
+"""How long a process group has between SIGTERM and SIGKILL."""
+
+
+class AttemptRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything needed to run one attempt of one step, with templates rendered.
+
+    Exactly one of `argv` (a `run` step) and `call` (a `call` step,
+    "module:function") is set.
+    """
+
+    run_id: str
+    step_id: str
+    attempt: int
+    agent: str
+    idempotency_key: str
+    output_dir: str  # full stdout/stderr/log of this attempt go here; created 0700
+    argv: tuple[str, ...] | None = None  # a `run` step; executed without a shell
+    call: str | None = None  # "module:function"
+    params: dict[str, Any] = {}
+    inputs: dict[str, Any] = {}
+    steps: dict[str, Any] = {}  # upstream: {id: {"outputs": ..., "status": ...}}
+    item: Any = None  # foreach item
+    env: dict[str, str] = {}  # the step's `env:`, over the engine's environment
+    timeout: float | None = None  # seconds for this attempt; None: no limit
+    isolation: Literal["thread", "process"] = "thread"  # for call steps
+    max_output_bytes: int = 1 << 20  # larger outputs fail with kind `output`
+    tail_bytes: int = 4096  # how much of stdout/stderr to keep in the outcome
+    kill_grace: float = KILL_GRACE_SECONDS  # SIGTERM -> SIGKILL delay for process groups
+
+
+class AttemptOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """How one attempt ended.
+
+    Exactly one of these holds: `succeeded`; `cancelled` (the caller's cancel
+    event was set; `error_kind` is None because cancelling is not a failure
+    to retry); or a failure with an `error_kind` and a `message`.
+    """
+
+    succeeded: bool
+    started_at: float  # time.time() when the attempt started
+    ended_at: float  # time.time() when it ended
+    outputs: Any = None  # JSON-compatible plain data; None unless succeeded
+    error_kind: ErrorKind | None = None
+    message: str = ""
+    stdout_tail: str = ""  # at most tail_bytes of the end of stdout (processes only)
+    stderr_tail: str = ""
+    exit_code: int | None = None  # Popen convention: -N for "killed by signal N"
+    pid: int | None = None  # the process (group leader) that ran the attempt
+    cancelled: bool = False
+
+
+class OutputsError(Exception):
+    """What a step produced cannot be its outputs (kind `output`); the message says why."""

@@ -1,0 +1,153 @@
+"""Run one attempt of a `call` step in a child Python process that can be killed.
+
+The child is `sys.executable -m actors.execution.call_runner` as the leader of
+its own process group, with the environment of a `run` step (without
+`WFA_OUTPUTS`) and a `PYTHONPATH` holding the step's `env:` PYTHONPATH, then
+every entry of this process's `sys.path` (the current directory for ""), so
+that whatever the engine can import the child can too. The request goes to
+the child as a msgpack file (not through a pipe the child might never read,
+which could block this thread) and the result comes back the same way.
+
+`run_call_in_process` blocks the calling worker thread until the child and
+its process group are gone. On timeout or cancel the group gets SIGTERM (the
+child sets `ctx.cancelled`), then SIGKILL after the grace period. A child that
+ends without writing a result (killed by a signal, `os._exit`, an interpreter
+crash) is kind `agent`, with its exit status and last stderr line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import msgspec
+
+from actors.execution.attempt import AttemptOutcome, AttemptRequest
+from actors.execution.call_thread import outcome_from_result
+from actors.execution.command import exit_description
+from actors.execution.environment import attempt_environment
+from actors.execution.files import (
+    RESULT_FILE,
+    STDERR_FILE,
+    STDOUT_FILE,
+    last_line,
+    open_private,
+    prepare_output_dir,
+    read_tail,
+)
+from actors.execution.invoke import CallResult
+from actors.execution.process_group import Ending, spawn_group_leader, supervise
+from engine.errors import ErrorKind
+
+__all__ = ["REQUEST_FILE", "child_pythonpath", "run_call_in_process"]
+
+REQUEST_FILE = "request.msgpack"
+RUNNER_MODULE = "actors.execution.call_runner"
+
+
+def run_call_in_process(request: AttemptRequest, cancel: threading.Event) -> AttemptOutcome:
+    """Call `request.call` in a child process; blocks the calling thread (see module docstring)."""
+    started = time.time()
+    if cancel.is_set():
+        return AttemptOutcome(
+            succeeded=False,
+            cancelled=True,
+            message="cancelled",
+            started_at=started,
+            ended_at=time.time(),
+        )
+    out_dir = prepare_output_dir(request.output_dir)
+    request_path = os.path.join(out_dir, REQUEST_FILE)
+    result_path = os.path.join(out_dir, RESULT_FILE)
+    stdout_path = os.path.join(out_dir, STDOUT_FILE)
+    stderr_path = os.path.join(out_dir, STDERR_FILE)
+    with open_private(request_path) as f:
+        f.write(msgspec.msgpack.encode(request))
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(result_path)  # a result left by an earlier run of this attempt is not ours
+    env = attempt_environment(request, outputs_path=None)
+    env["PYTHONPATH"] = child_pythonpath(request.env.get("PYTHONPATH", ""))
+    argv = [sys.executable, "-m", RUNNER_MODULE, request_path, result_path]
+    with open_private(stdout_path) as out, open_private(stderr_path) as err:
+        try:
+            proc = spawn_group_leader(
+                argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err
+            )
+        except OSError as exc:
+            return AttemptOutcome(
+                succeeded=False,
+                error_kind=ErrorKind.AGENT,
+                message=f"cannot start a Python process for the step ({sys.executable}): {exc}",
+                started_at=started,
+                ended_at=time.time(),
+            )
+    end = supervise(proc, timeout=request.timeout, cancel=cancel, grace=request.kill_grace)
+    stdout_tail = read_tail(stdout_path, request.tail_bytes)
+    stderr_tail = read_tail(stderr_path, request.tail_bytes)
+    common: dict[str, Any] = {
+        "stdout_tail": stdout_tail,
+        "stderr_tail": stderr_tail,
+        "exit_code": end.returncode,
+        "pid": proc.pid,
+        "started_at": started,
+    }
+    if end.ending is Ending.TIMED_OUT:
+        return AttemptOutcome(
+            succeeded=False,
+            error_kind=ErrorKind.TIMEOUT,
+            message=f"timed out after {request.timeout:g} s; its process was killed",
+            ended_at=time.time(),
+            **common,
+        )
+    if end.ending is Ending.CANCELLED:
+        return AttemptOutcome(
+            succeeded=False,
+            cancelled=True,
+            message="cancelled",
+            ended_at=time.time(),
+            **common,
+        )
+    result = _read_result(result_path) if end.returncode == 0 else None
+    if result is None:
+        message = f"the step's process {exit_description(end.returncode)} without a result"
+        reason = last_line(stderr_tail)
+        return AttemptOutcome(
+            succeeded=False,
+            error_kind=ErrorKind.AGENT,
+            message=f"{message}: {reason}" if reason else message,
+            ended_at=time.time(),
+            **common,
+        )
+    return outcome_from_result(
+        result,
+        started=started,
+        stdout_tail=stdout_tail,
+        stderr_tail=stderr_tail,
+        exit_code=end.returncode,
+        pid=proc.pid,
+    )
+
+
+def child_pythonpath(step_pythonpath: str = "") -> str:
+    """`step_pythonpath`, then this process's `sys.path` (absolute, deduplicated)."""
+    entries: list[str] = []
+    for entry in [*step_pythonpath.split(os.pathsep), *sys.path]:
+        if not entry and entry not in sys.path:
+            continue  # an empty piece of the step's PYTHONPATH
+        path = os.path.abspath(entry or os.curdir)
+        if path not in entries:
+            entries.append(path)
+    return os.pathsep.join(entries)
+
+
+def _read_result(path: str) -> CallResult | None:
+    try:
+        with open(path, "rb") as f:
+            return msgspec.msgpack.decode(f.read(), type=CallResult)
+    except (OSError, msgspec.DecodeError):
+        return None

@@ -1,0 +1,63 @@
+"""Child-process side of a process-isolated `call` step.
+
+Run as `python -m actors.execution.call_runner REQUEST_FILE RESULT_FILE` by
+call_process.py, as the leader of its own process group. It reads the
+msgpack-encoded `AttemptRequest`, calls the function in its main thread,
+writes a msgpack `CallResult` to RESULT_FILE (atomically: a temporary file
+renamed into place) and exits 0. SIGTERM sets `ctx.cancelled`, so a function
+that polls it can stop within the parent's grace period before SIGKILL.
+
+Exiting without writing RESULT_FILE (a signal, `os._exit`, a crash of the
+interpreter) is reported by the parent as kind `agent`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+
+import msgspec
+
+from actors.execution.attempt import AttemptRequest
+from actors.execution.files import ATTEMPT_LOG, open_private
+from actors.execution.invoke import attempt_logger, invoke_call, make_context
+
+__all__ = ["main"]
+
+
+def main(argv: list[str]) -> int:
+    """Run the request in `argv[1]`, write the result to `argv[2]`; returns the exit code."""
+    if len(argv) != 3:
+        print("usage: python -m actors.execution.call_runner REQUEST RESULT", file=sys.stderr)
+        return 2
+    request_path, result_path = argv[1], argv[2]
+    with open(request_path, "rb") as f:
+        request = msgspec.msgpack.decode(f.read(), type=AttemptRequest)
+    cancelled = threading.Event()
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        cancelled.set()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    log_path = os.path.join(request.output_dir, ATTEMPT_LOG)
+    logger, handler = attempt_logger(request.step_id, log_path)
+    ctx = make_context(request, cancelled, logger, private_copies=False)
+    try:
+        result = invoke_call(request, ctx, log_path)
+    finally:
+        handler.close()
+    partial = result_path + ".partial"
+    with open_private(partial) as out:
+        out.write(msgspec.msgpack.encode(result))
+    os.replace(partial, result_path)
+    return 0
+
+
+if __name__ == "__main__":
+    code = main(sys.argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # do not wait for non-daemon threads the step may have left running

@@ -1,0 +1,132 @@
+"""Run one attempt of a `call` step in a thread of the engine's process.
+
+The function runs in a new daemon thread; the worker thread that called
+`run_call_in_thread` blocks waiting for it, the timeout or the cancel event.
+A Python thread cannot be killed: on timeout or cancel the worker sets
+`ctx.cancelled` and returns at once (a `timeout` or `cancelled` outcome), while
+the function keeps running in its daemon thread until it notices the event
+and returns; whatever it returns then is dropped. Steps that may not cooperate
+belong on an agent with `isolation: process`.
+
+The function's stdout and stderr are the engine's (tails stay empty); its
+`ctx.logger` records and the traceback of a failure go to `attempt.log` in the
+output directory.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import msgspec
+
+from actors.execution.attempt import AttemptOutcome, AttemptRequest
+from actors.execution.files import ATTEMPT_LOG, prepare_output_dir
+from actors.execution.invoke import CallResult, attempt_logger, invoke_call, make_context
+from actors.execution.process_group import WAIT_SLICE
+from engine.errors import ErrorKind
+
+__all__ = ["outcome_from_result", "run_call_in_thread"]
+
+
+def run_call_in_thread(request: AttemptRequest, cancel: threading.Event) -> AttemptOutcome:
+    """Call `request.call` in a daemon thread; blocks the calling thread (see module docstring)."""
+    started = time.time()
+    if cancel.is_set():
+        return AttemptOutcome(
+            succeeded=False,
+            cancelled=True,
+            message="cancelled",
+            started_at=started,
+            ended_at=time.time(),
+        )
+    log_path = os.path.join(prepare_output_dir(request.output_dir), ATTEMPT_LOG)
+    logger, handler = attempt_logger(request.step_id, log_path)
+    ctx = make_context(request, threading.Event(), logger, private_copies=True)
+    results: list[CallResult] = []
+    done = threading.Event()
+
+    def call_step() -> None:  # runs in the daemon thread
+        try:
+            results.append(invoke_call(request, ctx, log_path))
+        except BaseException as exc:  # invoke_call does not raise; this is a bug
+            results.append(
+                CallResult(
+                    succeeded=False,
+                    error_kind=ErrorKind.AGENT,
+                    message=f"internal error running the step (a bug, please report it): {exc!r}",
+                )
+            )
+        finally:
+            handler.close()
+            done.set()
+
+    thread = threading.Thread(
+        target=call_step, name=f"wfa-call-{request.step_id}#{request.attempt}", daemon=True
+    )
+    try:
+        thread.start()
+    except RuntimeError as exc:
+        handler.close()
+        return AttemptOutcome(
+            succeeded=False,
+            error_kind=ErrorKind.RESOURCE,
+            message=f"cannot start a thread for the step: {exc}",
+            started_at=started,
+            ended_at=time.time(),
+        )
+    deadline = None if request.timeout is None else time.monotonic() + request.timeout
+    while not done.is_set():
+        wait = WAIT_SLICE
+        if deadline is not None:
+            wait = min(wait, deadline - time.monotonic())
+        if wait > 0 and done.wait(wait):
+            break
+        if cancel.is_set():
+            ctx.cancelled.set()
+            return AttemptOutcome(
+                succeeded=False,
+                cancelled=True,
+                message="cancelled",
+                started_at=started,
+                ended_at=time.time(),
+            )
+        if deadline is not None and time.monotonic() >= deadline and not done.is_set():
+            ctx.cancelled.set()
+            return AttemptOutcome(
+                succeeded=False,
+                error_kind=ErrorKind.TIMEOUT,
+                message=(
+                    f"timed out after {request.timeout:g} s; ctx.cancelled is set, "
+                    "the function's thread keeps running until it returns"
+                ),
+                started_at=started,
+                ended_at=time.time(),
+            )
+    return outcome_from_result(results[0], started=started)
+
+
+def outcome_from_result(
+    result: CallResult,
+    *,
+    started: float,
+    stdout_tail: str = "",
+    stderr_tail: str = "",
+    exit_code: int | None = None,
+    pid: int | None = None,
+) -> AttemptOutcome:
+    """The outcome of a finished call: outputs decoded back to plain data."""
+    outputs = msgspec.json.decode(result.outputs_json) if result.succeeded else None
+    return AttemptOutcome(
+        succeeded=result.succeeded,
+        outputs=outputs,
+        error_kind=result.error_kind,
+        message=result.message,
+        stdout_tail=stdout_tail,
+        stderr_tail=stderr_tail,
+        exit_code=exit_code,
+        pid=pid,
+        started_at=started,
+        ended_at=time.time(),
+    )

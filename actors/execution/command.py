@@ -1,0 +1,212 @@
+"""Run one attempt of a `run` step: a program started from argv, never a shell.
+
+The program is the leader of its own process group with the environment of
+SPEC §1 (`WFA_*`, `WFA_OUTPUTS` and the step's `env:`); stdin is /dev/null,
+stdout and stderr go in full to files in the attempt's output directory and
+their tails into the outcome. `run_command_attempt` blocks the calling worker
+thread until the program and everything it started are gone.
+
+Outcome, in order of precedence:
+- the program cannot be started: `user` naming argv[0] (not found, not
+  executable, no `#!` line), or `resource` when the system is out of
+  processes or memory (EAGAIN, ENOMEM);
+- the timeout passed: `timeout`; the cancel event was set: `cancelled`;
+  in both cases the whole process group was terminated (SIGTERM, grace,
+  SIGKILL);
+- non-zero exit or death by signal: `user`, "exited with code N: <last
+  stderr line>" or "killed by signal SIGX: ...";
+- exit 0: success with the JSON object written to `$WFA_OUTPUTS` (a missing
+  or empty file means `{}`); invalid JSON, anything but an object, or more
+  than `max_output_bytes` bytes fails with kind `output`.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import threading
+import time
+from typing import Any
+
+import msgspec
+
+from actors.execution.attempt import AttemptOutcome, AttemptRequest, OutputsError
+from actors.execution.environment import attempt_environment
+from actors.execution.files import (
+    OUTPUTS_FILE,
+    STDERR_FILE,
+    STDOUT_FILE,
+    last_line,
+    open_private,
+    prepare_output_dir,
+    read_tail,
+)
+from actors.execution.process_group import Ending, spawn_group_leader, supervise
+from engine.errors import ErrorKind
+
+__all__ = ["exit_description", "read_outputs_file", "run_command_attempt"]
+
+
+def run_command_attempt(request: AttemptRequest, cancel: threading.Event) -> AttemptOutcome:
+    """Run `request.argv` to the end; blocks the calling thread (see module docstring)."""
+    started = time.time()
+    argv = request.argv or ()
+    if not argv:
+        return AttemptOutcome(
+            succeeded=False,
+            error_kind=ErrorKind.USER,
+            message="the run step has an empty command",
+            started_at=started,
+            ended_at=time.time(),
+        )
+    if cancel.is_set():
+        return _cancelled(started)
+    out_dir = prepare_output_dir(request.output_dir)
+    stdout_path = os.path.join(out_dir, STDOUT_FILE)
+    stderr_path = os.path.join(out_dir, STDERR_FILE)
+    outputs_path = os.path.join(out_dir, OUTPUTS_FILE)
+    open_private(outputs_path).close()  # fresh, empty and owner-only before the step writes it
+    env = attempt_environment(request, outputs_path=outputs_path)
+    with open_private(stdout_path) as out, open_private(stderr_path) as err:
+        try:
+            proc = spawn_group_leader(
+                argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err
+            )
+        except OSError as exc:
+            kind, message = _spawn_failure(argv[0], exc)
+            return AttemptOutcome(
+                succeeded=False,
+                error_kind=kind,
+                message=message,
+                started_at=started,
+                ended_at=time.time(),
+            )
+    end = supervise(proc, timeout=request.timeout, cancel=cancel, grace=request.kill_grace)
+    stdout_tail = read_tail(stdout_path, request.tail_bytes)
+    stderr_tail = read_tail(stderr_path, request.tail_bytes)
+    common: dict[str, Any] = {
+        "stdout_tail": stdout_tail,
+        "stderr_tail": stderr_tail,
+        "exit_code": end.returncode,
+        "pid": proc.pid,
+        "started_at": started,
+    }
+    if end.ending is Ending.TIMED_OUT:
+        return AttemptOutcome(
+            succeeded=False,
+            error_kind=ErrorKind.TIMEOUT,
+            message=f"timed out after {request.timeout:g} s; its process group was killed",
+            ended_at=time.time(),
+            **common,
+        )
+    if end.ending is Ending.CANCELLED:
+        return AttemptOutcome(
+            succeeded=False, cancelled=True, message="cancelled", ended_at=time.time(), **common
+        )
+    if end.returncode != 0:
+        message = exit_description(end.returncode)
+        reason = last_line(stderr_tail)
+        return AttemptOutcome(
+            succeeded=False,
+            error_kind=ErrorKind.USER,
+            message=f"{message}: {reason}" if reason else message,
+            ended_at=time.time(),
+            **common,
+        )
+    try:
+        outputs = read_outputs_file(outputs_path, request.max_output_bytes)
+    except OutputsError as exc:
+        return AttemptOutcome(
+            succeeded=False,
+            error_kind=ErrorKind.OUTPUT,
+            message=str(exc),
+            ended_at=time.time(),
+            **common,
+        )
+    return AttemptOutcome(succeeded=True, outputs=outputs, ended_at=time.time(), **common)
+
+
+def read_outputs_file(path: str, limit: int) -> dict[str, Any]:
+    """The JSON object a step wrote to `$WFA_OUTPUTS`; `{}` when it wrote nothing.
+
+    Raises OutputsError when the file is too large, not JSON or not an object.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise OutputsError(f"cannot read $WFA_OUTPUTS ({path}): {exc.strerror}") from exc
+    if len(data) > limit:
+        size = os.path.getsize(path)
+        raise OutputsError(
+            f"outputs written to $WFA_OUTPUTS are {size} bytes, more than the limit of {limit}"
+        )
+    if not data.strip():
+        return {}
+    try:
+        value = msgspec.json.decode(data)
+    except msgspec.DecodeError as exc:
+        raise OutputsError(f"$WFA_OUTPUTS does not hold valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise OutputsError(
+            f"$WFA_OUTPUTS must hold a JSON object, not {_json_type(value)}"
+            ' (write e.g. {"result": ...})'
+        )
+    return value
+
+
+def exit_description(returncode: int) -> str:
+    """ "exited with code N" or "killed by signal SIGX" for a Popen returncode."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"killed by signal {name}"
+    return f"exited with code {returncode}"
+
+
+def _spawn_failure(program: str, exc: OSError) -> tuple[ErrorKind, str]:
+    if exc.errno in (errno.EAGAIN, errno.ENOMEM):
+        return ErrorKind.RESOURCE, f"cannot start {program!r}: {exc.strerror} (system limits)"
+    if isinstance(exc, FileNotFoundError):
+        if os.sep not in program:
+            return ErrorKind.USER, f"cannot run {program!r}: no such program on PATH"
+        if os.path.exists(program):
+            return ErrorKind.USER, (
+                f"cannot run {program!r}: the interpreter named on its #! line does not exist"
+            )
+        return ErrorKind.USER, f"cannot run {program!r}: no such file"
+    if isinstance(exc, PermissionError):
+        return ErrorKind.USER, f"cannot run {program!r}: permission denied (is it executable?)"
+    if exc.errno == errno.ENOEXEC:
+        return ErrorKind.USER, (
+            f"cannot run {program!r}: not an executable format (a script needs a #! line)"
+        )
+    return ErrorKind.USER, f"cannot run {program!r}: {exc.strerror or exc}"
+
+
+def _json_type(value: object) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "null" if value is None else type(value).__name__
+
+
+def _cancelled(started: float) -> AttemptOutcome:
+    return AttemptOutcome(
+        succeeded=False,
+        cancelled=True,
+        message="cancelled",
+        started_at=started,
+        ended_at=time.time(),
+    )

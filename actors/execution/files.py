@@ -1,0 +1,90 @@
+"""The files of one attempt in its output directory, readable by their owner only.
+
+Layout of `output_dir`: `stdout.log` and `stderr.log` (full output of a process),
+`outputs.json` (the `$WFA_OUTPUTS` of a `run` step), `attempt.log` (the step
+logger's records and the traceback of a failed `call`), `result.msgpack` (the
+child's answer in process isolation).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import BinaryIO
+
+__all__ = [
+    "ATTEMPT_LOG",
+    "OUTPUTS_FILE",
+    "RESULT_FILE",
+    "STDERR_FILE",
+    "STDOUT_FILE",
+    "append_private",
+    "last_line",
+    "open_private",
+    "prepare_output_dir",
+    "read_tail",
+]
+
+STDOUT_FILE = "stdout.log"
+STDERR_FILE = "stderr.log"
+OUTPUTS_FILE = "outputs.json"
+ATTEMPT_LOG = "attempt.log"
+RESULT_FILE = "result.msgpack"
+
+_LAST_LINE_CHARS = 500
+
+
+def prepare_output_dir(path: str) -> str:
+    """Create `path` (and parents) if needed and make it 0700; return it."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
+def open_private(path: str) -> BinaryIO:
+    """Open `path` for writing as a new empty 0600 file (an old one is replaced)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    return os.fdopen(fd, "wb")
+
+
+def append_private(path: str, text: str) -> None:
+    """Append `text` to `path`, creating it 0600."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "a", encoding="utf-8", errors="replace") as f:
+        f.write(text)
+
+
+def read_tail(path: str, limit: int) -> str:
+    """The last `limit` bytes of `path` as text; "" if it is missing or `limit` <= 0.
+
+    A multi-byte character cut by the limit is dropped rather than shown as
+    a replacement character; undecodable bytes are replaced.
+    """
+    if limit <= 0:
+        return ""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - limit))
+            data = f.read(limit)
+    except OSError:
+        return ""
+    if len(data) == limit:
+        skip = 0
+        while skip < min(3, len(data)) and data[skip] & 0xC0 == 0x80:
+            skip += 1
+        data = data[skip:]
+    return data.decode("utf-8", errors="replace")
+
+
+def last_line(text: str) -> str:
+    """The last non-blank line of `text`, shortened to a readable length."""
+    for line in reversed(text.splitlines()):
+        line = line.strip()
+        if line:
+            if len(line) > _LAST_LINE_CHARS:
+                return line[: _LAST_LINE_CHARS - 3] + "..."
+            return line
+    return ""

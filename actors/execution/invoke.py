@@ -1,0 +1,220 @@
+"""Load and call a `call` step's function, and turn what it did into a `CallResult`.
+
+Shared by both isolations: `invoke_call` runs in a daemon thread of the engine
+(isolation `thread`) or in the main thread of a child process (isolation
+`process`, see call_runner.py). It never raises.
+
+A function may also be `async def`; its coroutine is run to completion with
+`asyncio.run` in the same thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import importlib
+import inspect
+import logging
+import os
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from actors.execution.attempt import AttemptRequest, OutputsError
+from actors.execution.classify import classify_exception, describe_exception
+from actors.execution.files import append_private
+from engine.context import StepContext
+from engine.errors import ErrorKind
+
+__all__ = [
+    "CallResult",
+    "attempt_logger",
+    "encode_outputs",
+    "invoke_call",
+    "load_function",
+    "make_context",
+]
+
+_ALLOWED = "dict, list, str, number, bool, None or a msgspec Struct"
+
+
+class CallResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What calling a step function produced; crosses from the child process as msgpack."""
+
+    succeeded: bool
+    outputs_json: bytes = b""  # the outputs, JSON-encoded, when succeeded
+    error_kind: ErrorKind | None = None
+    message: str = ""
+
+
+class CallLoadError(Exception):
+    """The `module:function` of a call step cannot be imported; the message says why."""
+
+
+def invoke_call(request: AttemptRequest, ctx: StepContext, log_path: str) -> CallResult:
+    """Import `request.call`, call it with `ctx` and encode its return value.
+
+    Blocks the calling thread for as long as the function runs. Tracebacks of
+    failures go to `log_path`.
+    """
+    assert request.call is not None
+    try:
+        fn = load_function(request.call)
+    except CallLoadError as exc:
+        _write_traceback(log_path, exc)
+        return CallResult(succeeded=False, error_kind=ErrorKind.USER, message=str(exc))
+    try:
+        value = fn(ctx)
+        if inspect.iscoroutine(value):
+            value = asyncio.run(value)
+    except BaseException as exc:  # the step's failure, whatever it is, is data
+        _write_traceback(log_path, exc)
+        return CallResult(
+            succeeded=False, error_kind=classify_exception(exc), message=describe_exception(exc)
+        )
+    try:
+        data = encode_outputs(value, request.max_output_bytes)
+    except OutputsError as exc:
+        return CallResult(succeeded=False, error_kind=ErrorKind.OUTPUT, message=str(exc))
+    return CallResult(succeeded=True, outputs_json=data)
+
+
+def load_function(call: str) -> Callable[[StepContext], Any]:
+    """Import "module:function" (the function may be dotted: "module:Class.method")."""
+    module_name, sep, attr_path = call.partition(":")
+    if not sep or not module_name or not attr_path:
+        raise CallLoadError(f"cannot import {call!r}: expected the form module:function")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise CallLoadError(
+            f"cannot import module {module_name!r} for {call!r}: {describe_exception(exc)}"
+        ) from exc
+    target: Any = module
+    for part in attr_path.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise CallLoadError(
+                f"cannot import {call!r}: {type(target).__name__} "
+                f"{getattr(target, '__name__', module_name)!r} has no attribute {part!r}"
+            ) from None
+    if not callable(target):
+        raise CallLoadError(f"cannot call {call!r}: it is a {type(target).__name__}")
+    fn: Callable[[StepContext], Any] = target
+    return fn
+
+
+def encode_outputs(value: Any, limit: int) -> bytes:
+    """`value` as JSON bytes of at most `limit` bytes; raises OutputsError otherwise."""
+    try:
+        data = msgspec.json.encode(value)
+    except Exception as exc:
+        raise OutputsError(
+            f"the return value (a {type(value).__name__}) cannot be serialised as outputs: "
+            f"{exc}; return {_ALLOWED}"
+        ) from exc
+    if len(data) > limit:
+        raise OutputsError(
+            f"outputs are {len(data)} bytes as JSON, more than the limit of {limit} bytes; "
+            "write large results to a file and return its path"
+        )
+    return data
+
+
+def make_context(
+    request: AttemptRequest,
+    cancelled: threading.Event,
+    logger: logging.Logger,
+    *,
+    private_copies: bool,
+) -> StepContext:
+    """The `StepContext` for `request`; with `private_copies`, the function gets its own data."""
+    convert = _private_copy if private_copies else _same
+    return StepContext(
+        run_id=request.run_id,
+        step_id=request.step_id,
+        attempt=request.attempt,
+        agent=request.agent,
+        idempotency_key=request.idempotency_key,
+        inputs=convert(request.inputs),
+        params=convert(request.params),
+        steps=convert(request.steps),
+        item=convert(request.item),
+        cancelled=cancelled,
+        logger=logger,
+    )
+
+
+def attempt_logger(step_id: str, log_path: str) -> tuple[logging.Logger, logging.Handler]:
+    """A logger named `wfa.step.<step_id>` for one attempt, writing to `log_path`.
+
+    The logger is not registered with `logging` (concurrent attempts of one
+    step each get their own, with their own file); its parent is the
+    registered `wfa.step.<step_id>` logger, so records also propagate to
+    whatever handlers the application configured. It logs INFO and above, or
+    lower if the application set a lower level. The caller closes the handler
+    once the function has returned.
+    """
+    name = f"wfa.step.{step_id}"
+    shared = logging.getLogger(name)
+    logger = logging.Logger(name, level=min(shared.getEffectiveLevel(), logging.INFO))
+    logger.parent = shared
+    handler = _AttemptLogHandler(log_path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    return logger, handler
+
+
+class _AttemptLogHandler(logging.Handler):
+    """Appends records to an owner-only file, opened at the first record, silent once closed."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self._path = path
+        self._fd: int | None = None
+        self._closed = False
+        self._file_lock = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = (self.format(record) + "\n").encode("utf-8", errors="replace")
+            with self._file_lock:
+                if self._closed:
+                    return
+                if self._fd is None:
+                    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+                    self._fd = os.open(self._path, flags, 0o600)
+                os.write(self._fd, line)
+        except Exception:
+            self.handleError(record)
+
+    def close(self) -> None:
+        with self._file_lock:
+            self._closed = True
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+        super().close()
+
+
+def _write_traceback(log_path: str, exc: BaseException) -> None:
+    with contextlib.suppress(OSError):  # the outcome still carries the message
+        append_private(log_path, "".join(traceback.format_exception(exc)))
+
+
+def _private_copy(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    try:
+        return msgspec.msgpack.decode(msgspec.msgpack.encode(value))
+    except Exception:
+        return copy.deepcopy(value)
+
+
+def _same(value: Any) -> Any:
+    return value

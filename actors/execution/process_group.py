@@ -1,0 +1,241 @@
+"""Start a process in its own process group and make sure the whole group ends.
+
+Every process an attempt starts (a `run` step's program, a process-isolated
+`call`) is the leader of a new session and process group, so everything it
+spawns can be signalled at once. `supervise` blocks the calling thread until
+the leader exits, the timeout passes or the cancel event is set; on timeout or
+cancel it sends SIGTERM to the group, waits `grace` seconds, then SIGKILLs
+what is left. Processes the leader left behind after a normal exit are ended
+the same way (as Airflow reaps a task's process group), so a step never leaks
+processes into the engine's machine.
+
+The leader is not reaped until the group is dealt with: an unreaped leader
+keeps its PID, and so the group id, from being reused, which makes
+`killpg` safe. Waiting is blocking, not busy: a pidfd polled in slices of
+`WAIT_SLICE` seconds so that the cancel event is seen promptly.
+
+"Gone" means the process no longer exists or is a zombie: a descendant killed
+after its parent died is reparented to PID 1, and in containers whose PID 1
+does not reap children it stays a zombie, which holds no resources. A
+descendant that left the group with `setsid()` is still ended if it existed
+when termination started (it is found through the process tree).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import os
+import select
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import IO, Any
+
+import psutil
+
+__all__ = ["WAIT_SLICE", "Ending", "ProcessEnd", "spawn_group_leader", "supervise"]
+
+WAIT_SLICE = 0.1
+"""Longest a wait blocks before looking at the cancel event again, in seconds."""
+
+_KILL_WAIT = 5.0  # how long SIGKILLed processes get to disappear before we give up
+_POLL = 0.02  # interval for checking processes we cannot wait on (not our children)
+
+_log = logging.getLogger(__name__)
+
+
+class Ending(enum.Enum):
+    """Why `supervise` stopped waiting."""
+
+    EXITED = "exited"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessEnd:
+    ending: Ending
+    returncode: int  # Popen convention: -N when killed by signal N
+
+
+def spawn_group_leader(
+    argv: list[str] | tuple[str, ...],
+    *,
+    env: dict[str, str],
+    stdin: int | IO[Any] | None,
+    stdout: IO[Any],
+    stderr: IO[Any],
+) -> subprocess.Popen[bytes]:
+    """Start `argv` (never through a shell) as the leader of a new process group.
+
+    Raises OSError as `subprocess.Popen` does when the program cannot be run.
+    """
+    return subprocess.Popen(
+        list(argv),
+        env=env,
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        start_new_session=True,
+        close_fds=True,
+        shell=False,
+    )
+
+
+def supervise(
+    proc: subprocess.Popen[bytes],
+    *,
+    timeout: float | None,
+    cancel: threading.Event,
+    grace: float,
+) -> ProcessEnd:
+    """Block until `proc` exits, `timeout` seconds pass or `cancel` is set.
+
+    Runs in the caller's thread. When it returns, `proc` is reaped and no
+    process of its group is left running.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    ending = Ending.EXITED
+    with _ExitWatcher(proc.pid) as watcher:
+        while True:
+            if cancel.is_set():
+                ending = Ending.CANCELLED
+                break
+            wait = WAIT_SLICE
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    ending = Ending.TIMED_OUT
+                    break
+                wait = min(wait, remaining)
+            if watcher.wait(wait):
+                break
+        if ending is not Ending.EXITED and watcher.wait(0):
+            ending = Ending.EXITED  # it finished on its own just in time
+        if ending is Ending.EXITED:
+            leftovers = [p for p in _group_members(proc.pid) if p.pid != proc.pid]
+            if leftovers:
+                _log.info(
+                    "process group %d left %d process(es) running; ending them",
+                    proc.pid,
+                    len(leftovers),
+                )
+                _terminate_group(proc.pid, watcher, grace)
+        else:
+            _terminate_group(proc.pid, watcher, grace)
+    return ProcessEnd(ending, proc.wait())
+
+
+class _ExitWatcher:
+    """Tells when a child process has exited, without reaping it."""
+
+    def __init__(self, pid: int) -> None:
+        self._pid = pid
+        self._fd: int | None = None
+        self._poll: select.poll | None = None
+        self._exited = False
+        if hasattr(os, "pidfd_open"):
+            try:
+                self._fd = os.pidfd_open(pid)
+            except OSError:
+                self._fd = None
+        if self._fd is not None:
+            self._poll = select.poll()
+            self._poll.register(self._fd, select.POLLIN)
+
+    def __enter__(self) -> _ExitWatcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def wait(self, timeout: float) -> bool:
+        """Block up to `timeout` seconds; True once the process has exited."""
+        if self._exited:
+            return True
+        if self._poll is not None:
+            self._exited = bool(self._poll.poll(max(0.0, timeout) * 1000))
+            return self._exited
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:  # no pidfd (not Linux >= 5.3): poll without reaping
+            status = os.waitid(os.P_PID, self._pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            if status is not None:
+                self._exited = True
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(_POLL, left))
+
+
+def _terminate_group(pgid: int, leader: _ExitWatcher, grace: float) -> None:
+    """SIGTERM the group (and descendants that left it), SIGKILL what outlives `grace`."""
+    tracked = _descendants(pgid) | set(_group_members(pgid))
+    _signal(pgid, tracked, signal.SIGTERM)
+    if _wait_gone(pgid, leader, tracked, grace):
+        return
+    tracked |= set(_group_members(pgid)) | _descendants(pgid)
+    _signal(pgid, tracked, signal.SIGKILL)
+    if not _wait_gone(pgid, leader, tracked, _KILL_WAIT):
+        survivors = sorted(p.pid for p in tracked if _alive(p))
+        _log.error("processes of group %d survived SIGKILL: %s", pgid, survivors)
+
+
+def _signal(pgid: int, processes: Iterable[psutil.Process], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+    for p in processes:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            p.send_signal(sig)  # psutil refuses if the PID was reused
+
+
+def _wait_gone(
+    pgid: int, leader: _ExitWatcher, tracked: set[psutil.Process], timeout: float
+) -> bool:
+    """Wait up to `timeout` seconds for the leader, `tracked` and the group to be gone."""
+    deadline = time.monotonic() + timeout
+    if not leader.wait(timeout):
+        return False
+    while True:
+        if not any(_alive(p) for p in tracked) and not _group_members(pgid):
+            return True
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(_POLL, left))
+
+
+def _group_members(pgid: int) -> list[psutil.Process]:
+    """Live (non-zombie) processes whose process group is `pgid`."""
+    members = []
+    for pid in psutil.pids():
+        try:
+            if os.getpgid(pid) != pgid:
+                continue
+            p = psutil.Process(pid)
+            if p.status() != psutil.STATUS_ZOMBIE:
+                members.append(p)
+        except (ProcessLookupError, psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return members
+
+
+def _descendants(pid: int) -> set[psutil.Process]:
+    try:
+        return set(psutil.Process(pid).children(recursive=True))
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return set()
+
+
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return bool(p.is_running() and p.status() != psutil.STATUS_ZOMBIE)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False

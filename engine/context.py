@@ -1,0 +1,46 @@
+"""What a `call` step's function receives: `fn(ctx) -> outputs` (SPEC §1).
+
+A `StepContext` is built fresh for every attempt by the attempt executor
+(actors/execution) and handed to the step function in the thread or child
+process that runs it. It is the step's whole view of the engine: identity of
+the attempt, its inputs and upstream outputs, a cancellation flag to poll and a
+logger. Nothing in it reaches back into the engine.
+
+Cancellation is cooperative. A Python thread cannot be killed, so when an
+attempt times out or its run is cancelled the engine sets `cancelled` and
+stops waiting; a long-running function should check `ctx.cancelled.is_set()`
+(or `ctx.cancelled.wait(seconds)` instead of `time.sleep`) and return early.
+In process isolation the child process is killed after a short grace period
+whether or not the function noticed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["StepContext"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StepContext:
+    """One attempt of one step, as seen by the step's function.
+
+    `inputs`, `params`, `steps` and `item` are private copies: changing them
+    changes nothing outside the attempt. `steps` maps each upstream step id to
+    `{"outputs": ..., "status": ...}`.
+    """
+
+    run_id: str
+    step_id: str
+    attempt: int  # 1 for the first attempt
+    agent: str  # name of the agent running this attempt
+    idempotency_key: str  # the same for every attempt of this step in this run
+    inputs: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)  # the step's `with:`
+    steps: dict[str, Any] = field(default_factory=dict)
+    item: Any = None  # the `foreach` item, None outside a foreach
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("wfa.step"))
