@@ -269,7 +269,13 @@ def _parse_yaml(text: str, source: str) -> object:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "$"
-        message = " ".join(filter(None, [exc.context, exc.problem])) or "invalid YAML"
+        message = exc.problem or exc.context or "invalid YAML"
+        if exc.problem and exc.context:
+            start = exc.context_mark
+            at = (
+                f" that starts at line {start.line + 1}, column {start.column + 1}" if start else ""
+            )
+            message = f"{exc.problem} ({exc.context}{at})"
         problem = Problem(where, f"YAML syntax error: {message}", "fix the YAML syntax")
         raise ValidationError([problem], source=source) from None
     except yaml.YAMLError as exc:
@@ -412,6 +418,8 @@ class _Walker:
                 message = f"unknown value {_short(value)}"
             elif "got" not in message:
                 message = f"{message}, got {_short(value)}"
+            elif isinstance(value, str | int | float) and not isinstance(value, bool):
+                message = f"{message} {_short(value)}"
             message = message[:1].lower() + message[1:]
             self.problems.append(
                 Problem(location + sub[1:], message, hint or _type_hint(type_, value))
@@ -452,6 +460,8 @@ def _split_msgspec_error(text: str) -> tuple[str, str]:
 
 
 def _type_hint(type_: Any, value: object) -> str:
+    if type_ is bool:
+        return "write true or false (yes/no/on/off are strings in YAML 1.2)"
     if typing.get_origin(type_) is typing.Annotated:
         for meta in typing.get_args(type_)[1:]:
             if isinstance(meta, msgspec.Meta) and meta.description:

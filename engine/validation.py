@@ -54,7 +54,7 @@ def validate_workflow(
     for rule in _RULES:
         problems.extend(rule(spec, config, graph))
     problems.extend(check_resources_fit(spec, config, machine))
-    return sorted(problems, key=lambda p: _natural_key(p.location))
+    return sorted(problems, key=_step_order)
 
 
 def check_workflow(
@@ -482,6 +482,10 @@ def _tidy(exc: ExpressionError) -> str:
     return re.sub(r"\s*expecting \{[^}]*\}", "", text)
 
 
-def _natural_key(location: str) -> tuple[Any, ...]:
-    """Sort `$.steps[10]` after `$.steps[2]`."""
-    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", location))
+_STEP_LOCATION = re.compile(r"^\$\.steps\[(\d+)\]")
+
+
+def _step_order(problem: Problem) -> int:
+    """Workflow-level problems first, then step by step in file order (sorting is stable)."""
+    found = _STEP_LOCATION.match(problem.location)
+    return int(found.group(1)) if found else -1
