@@ -461,7 +461,7 @@ def _split_msgspec_error(text: str) -> tuple[str, str]:
 
 def _type_hint(type_: Any, value: object) -> str:
     if type_ is bool:
-        return "write true or false (yes/no/on/off are strings in YAML 1.2)"
+        return "write true or false; yes/no/on/off are strings in YAML 1.2"
     if typing.get_origin(type_) is typing.Annotated:
         for meta in typing.get_args(type_)[1:]:
             if isinstance(meta, msgspec.Meta) and meta.description:
