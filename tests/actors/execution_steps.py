@@ -1,0 +1,151 @@
+"""Step functions that the attempt-execution tests call as `tests.actors.execution_steps:<name>`."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import threading
+import time
+import urllib.error
+from typing import Any
+
+import msgspec
+
+from engine.context import StepContext
+
+# Contexts seen by thread-isolated steps, by idempotency key, so that a test can
+# look at `ctx.cancelled` after the attempt returned.
+SEEN: dict[str, StepContext] = {}
+FINISHED: dict[str, threading.Event] = {}
+
+
+class Report(msgspec.Struct, frozen=True):
+    coverage: int
+    files: tuple[str, ...]
+
+
+class Widget:
+    """Not serialisable."""
+
+
+def returns_param(ctx: StepContext) -> Any:
+    return ctx.params["value"]
+
+
+def returns_struct(ctx: StepContext) -> Report:
+    return Report(coverage=91, files=("a.py", "b.py"))
+
+
+def returns_widget(ctx: StepContext) -> Any:
+    return {"ok": [1, Widget()]}
+
+
+def returns_big(ctx: StepContext) -> Any:
+    return {"blob": "x" * ctx.params["size"]}
+
+
+def echo_context(ctx: StepContext) -> dict[str, Any]:
+    return {
+        "run_id": ctx.run_id,
+        "step_id": ctx.step_id,
+        "attempt": ctx.attempt,
+        "agent": ctx.agent,
+        "idempotency_key": ctx.idempotency_key,
+        "inputs": ctx.inputs,
+        "params": ctx.params,
+        "steps": ctx.steps,
+        "item": ctx.item,
+        "logger": ctx.logger.name,
+        "cancelled": ctx.cancelled.is_set(),
+        "pid": os.getpid(),
+    }
+
+
+def mutates_inputs(ctx: StepContext) -> None:
+    ctx.inputs["added"] = True
+    ctx.steps["up"]["outputs"]["n"] = 99
+
+
+def logs(ctx: StepContext) -> None:
+    ctx.logger.info("hello from %s", ctx.step_id)
+
+
+async def async_step(ctx: StepContext) -> dict[str, str]:
+    return {"mode": "async"}
+
+
+def prints(ctx: StepContext) -> dict[str, int]:
+    print("to stdout from the child")
+    return {"pid": os.getpid()}
+
+
+def raises(ctx: StepContext) -> None:
+    name = ctx.params["exception"]
+    if name == "value":
+        raise ValueError("bad input")
+    if name == "refused":
+        raise ConnectionRefusedError(111, "Connection refused")
+    if name == "timeout":
+        raise TimeoutError("timed out reading")
+    if name == "wrapped":
+        try:
+            raise ConnectionResetError("reset by peer")
+        except ConnectionResetError as exc:
+            raise LibraryError("request failed") from exc
+    if name == "http":
+        raise urllib.error.HTTPError("http://x", 500, "Server Error", {}, None)  # type: ignore[arg-type]
+    if name == "url":
+        raise urllib.error.URLError(ConnectionRefusedError(111, "Connection refused"))
+    if name == "memory":
+        raise MemoryError()
+    if name == "disk":
+        raise OSError(errno.ENOSPC, "No space left on device")
+    if name == "exit":
+        raise SystemExit(4)
+    raise AssertionError(f"unknown exception {name}")
+
+
+class LibraryError(Exception):
+    """Like requests.ConnectionError: not a builtin network error, but caused by one."""
+
+
+def waits_until_cancelled(ctx: StepContext) -> str:
+    SEEN[ctx.idempotency_key] = ctx
+    FINISHED[ctx.idempotency_key] = finished = threading.Event()
+    try:
+        ctx.cancelled.wait(30)
+        return "noticed"
+    finally:
+        finished.set()
+
+
+def sleeps_in_process(ctx: StepContext) -> str:
+    """Writes its PID to params["pid_file"], then sleeps, ignoring ctx.cancelled."""
+    _write_pid(ctx.params["pid_file"])
+    time.sleep(60)
+    return "woke"
+
+
+def stops_when_cancelled(ctx: StepContext) -> str:
+    _write_pid(ctx.params["pid_file"])
+    ctx.cancelled.wait(60)
+    return "stopped"
+
+
+def exits_hard(ctx: StepContext) -> None:
+    os._exit(3)
+
+
+def kills_itself(ctx: StepContext) -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+not_callable = 42
+
+
+def _write_pid(path: str) -> None:
+    partial = path + ".partial"
+    with open(partial, "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(partial, path)

@@ -1,0 +1,289 @@
+"""`run` steps: real subprocesses in their own process groups."""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from actors.execution import AttemptOutcome, AttemptRequest, run_attempt
+from engine.errors import ErrorKind
+
+PY = sys.executable
+WRITE_OUTPUTS = "import json, os, sys; json.dump({}, open(os.environ['WFA_OUTPUTS'], 'w'))"
+
+
+def run(
+    tmp_path: Path, argv: list[str], cancel: threading.Event | None = None, **kw: Any
+) -> AttemptOutcome:
+    request = AttemptRequest(
+        run_id="run-1",
+        step_id="build",
+        attempt=2,
+        agent="agent-7",
+        idempotency_key="run-1/build",
+        output_dir=str(tmp_path / "attempt"),
+        argv=tuple(argv),
+        **kw,
+    )
+    return run_attempt(request, cancel or threading.Event())
+
+
+def py(code: str, *args: str) -> list[str]:
+    return [PY, "-c", code, *args]
+
+
+def gone(pid: int) -> bool:
+    """The process no longer exists, or is a zombie (nobody reaps orphans in some containers)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_for_file(path: Path, timeout: float = 20.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            return path.read_text()
+        time.sleep(0.02)
+    raise AssertionError(f"{path} never appeared")
+
+
+# A leader that starts a child, which starts a grandchild `sleep 60`; all PIDs go to argv[1].
+SPAWN_TREE = """
+import os, subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", '''
+import os, subprocess, sys, time
+grandchild = subprocess.Popen(["sleep", "60"])
+with open(sys.argv[1] + ".partial", "w") as f:
+    f.write(f"{os.getppid()} {os.getpid()} {grandchild.pid}")
+os.replace(sys.argv[1] + ".partial", sys.argv[1])
+time.sleep(60)
+''', sys.argv[1]])
+time.sleep(60)
+"""
+
+
+def test_exit_zero_succeeds_with_the_json_object_written_to_wfa_outputs(tmp_path: Path) -> None:
+    code = WRITE_OUTPUTS.format("{'coverage': 91, 'files': ['a']}")
+    outcome = run(tmp_path, py(code))
+    assert outcome.succeeded, outcome.message
+    assert outcome.outputs == {"coverage": 91, "files": ["a"]}
+    assert outcome.exit_code == 0
+    assert outcome.error_kind is None and not outcome.cancelled
+    assert outcome.pid is not None and outcome.pid != os.getpid()
+    assert outcome.started_at <= outcome.ended_at
+
+
+def test_environment_has_the_wfa_variables_and_the_step_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FROM_ENGINE", "engine")
+    monkeypatch.setenv("OVERRIDDEN", "engine")
+    code = (
+        "import json, os; json.dump({k: v for k, v in os.environ.items() "
+        "if k.startswith('WFA_') or k in ('FROM_ENGINE', 'OVERRIDDEN', 'FROM_STEP')}, "
+        "open(os.environ['WFA_OUTPUTS'], 'w'))"
+    )
+    outcome = run(tmp_path, py(code), env={"OVERRIDDEN": "step", "FROM_STEP": "yes"})
+    assert outcome.succeeded, outcome.message
+    env = outcome.outputs
+    assert env["WFA_RUN_ID"] == "run-1"
+    assert env["WFA_STEP_ID"] == "build"
+    assert env["WFA_ATTEMPT"] == "2"
+    assert env["WFA_AGENT"] == "agent-7"
+    assert env["WFA_IDEMPOTENCY_KEY"] == "run-1/build"
+    assert env["WFA_OUTPUTS"].startswith(str(tmp_path / "attempt"))
+    assert (env["FROM_ENGINE"], env["OVERRIDDEN"], env["FROM_STEP"]) == ("engine", "step", "yes")
+
+
+def test_argv_reaches_the_program_literally_without_a_shell(tmp_path: Path) -> None:
+    tricky = ["; rm -rf /", "$HOME", "`id`", "$(echo hi)", "a b", "*", "'\"", ""]
+    code = WRITE_OUTPUTS.format("{'argv': sys.argv[1:]}")
+    outcome = run(tmp_path, py(code, *tricky))
+    assert outcome.succeeded, outcome.message
+    assert outcome.outputs == {"argv": tricky}
+
+
+def test_missing_or_empty_outputs_file_means_empty_outputs(tmp_path: Path) -> None:
+    assert run(tmp_path, ["true"]).outputs == {}
+    outcome = run(tmp_path, py("import os; os.unlink(os.environ['WFA_OUTPUTS'])"))
+    assert outcome.succeeded and outcome.outputs == {}
+
+
+def test_non_zero_exit_is_a_user_failure_with_the_last_stderr_line(tmp_path: Path) -> None:
+    code = (
+        "import sys; print('working', file=sys.stderr); "
+        "print('boom: disk on fire', file=sys.stderr); sys.exit(3)"
+    )
+    outcome = run(tmp_path, py(code))
+    assert not outcome.succeeded
+    assert outcome.error_kind == ErrorKind.USER
+    assert outcome.exit_code == 3
+    assert outcome.message == "exited with code 3: boom: disk on fire"
+    assert "working\nboom: disk on fire" in outcome.stderr_tail
+
+
+def test_death_by_signal_is_a_user_failure_naming_the_signal(tmp_path: Path) -> None:
+    outcome = run(tmp_path, py("import os, signal; os.kill(os.getpid(), signal.SIGABRT)"))
+    assert outcome.error_kind == ErrorKind.USER
+    assert outcome.message.startswith("killed by signal SIGABRT")
+
+
+def test_missing_executable_is_a_user_failure_naming_it(tmp_path: Path) -> None:
+    outcome = run(tmp_path, ["wfa-no-such-program-xyz", "--flag"])
+    assert outcome.error_kind == ErrorKind.USER
+    assert "'wfa-no-such-program-xyz'" in outcome.message and "PATH" in outcome.message
+    outcome = run(tmp_path, [str(tmp_path / "nope.sh")])
+    assert outcome.error_kind == ErrorKind.USER
+    assert "nope.sh" in outcome.message and "no such file" in outcome.message
+
+
+def test_file_that_is_not_executable_is_a_user_failure(tmp_path: Path) -> None:
+    script = tmp_path / "script.sh"
+    script.write_text("echo hi\n")
+    outcome = run(tmp_path, [str(script)])
+    assert outcome.error_kind == ErrorKind.USER
+    assert "script.sh" in outcome.message and "permission denied" in outcome.message
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)  # executable but no #! line
+    outcome = run(tmp_path, [str(script)])
+    assert outcome.error_kind == ErrorKind.USER
+    assert "#!" in outcome.message
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("{not json", "does not hold valid JSON"),
+        ("[1, 2]", "must hold a JSON object, not an array"),
+        ('"text"', "must hold a JSON object, not a string"),
+    ],
+)
+def test_outputs_that_are_not_a_json_object_fail_with_kind_output(
+    tmp_path: Path, content: str, expected: str
+) -> None:
+    code = "import os, sys; open(os.environ['WFA_OUTPUTS'], 'w').write(sys.argv[1])"
+    outcome = run(tmp_path, py(code, content))
+    assert not outcome.succeeded
+    assert outcome.error_kind == ErrorKind.OUTPUT
+    assert expected in outcome.message
+    assert outcome.exit_code == 0
+
+
+def test_outputs_over_the_limit_fail_with_kind_output(tmp_path: Path) -> None:
+    code = "import json, os; json.dump({'blob': 'x' * 500}, open(os.environ['WFA_OUTPUTS'], 'w'))"
+    outcome = run(tmp_path, py(code), max_output_bytes=100)
+    assert outcome.error_kind == ErrorKind.OUTPUT
+    assert "more than the limit of 100" in outcome.message
+
+
+def test_full_output_goes_to_files_and_only_bounded_tails_to_the_outcome(tmp_path: Path) -> None:
+    code = "import sys; [print(f'line {i}') for i in range(20000)]; sys.stderr.write('é' * 3000)"
+    outcome = run(tmp_path, py(code), tail_bytes=1001)
+    assert outcome.succeeded
+    stdout = (tmp_path / "attempt" / "stdout.log").read_text()
+    assert stdout.startswith("line 0\n") and stdout.endswith("line 19999\n")
+    assert len(outcome.stdout_tail.encode()) <= 1001
+    assert outcome.stdout_tail.endswith("line 19999\n")
+    assert len(outcome.stderr_tail.encode()) <= 1001
+    assert set(outcome.stderr_tail) == {"é"}  # a character cut in half is dropped, not garbled
+    assert (tmp_path / "attempt" / "stderr.log").read_text() == "é" * 3000
+
+
+def test_output_directory_and_files_are_readable_by_the_owner_only(tmp_path: Path) -> None:
+    outcome = run(tmp_path, ["echo", "hi"])
+    assert outcome.succeeded and outcome.stdout_tail == "hi\n"
+    out_dir = tmp_path / "attempt"
+    assert stat.S_IMODE(out_dir.stat().st_mode) == 0o700
+    for name in ("stdout.log", "stderr.log", "outputs.json"):
+        assert stat.S_IMODE((out_dir / name).stat().st_mode) == 0o600, name
+
+
+def test_timeout_kills_the_whole_process_group_including_grandchildren(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pids"
+    outcome = run(tmp_path, py(SPAWN_TREE, str(pid_file)), timeout=3, kill_grace=0.5)
+    assert outcome.error_kind == ErrorKind.TIMEOUT
+    assert "timed out after 3 s" in outcome.message
+    pids = [int(p) for p in pid_file.read_text().split()]
+    assert len(pids) == 3 and pids[0] == outcome.pid
+    assert all(gone(pid) for pid in pids), [psutil.Process(p) for p in pids if not gone(p)]
+
+
+def test_cancel_kills_the_whole_process_group_and_reports_cancelled(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pids"
+    cancel = threading.Event()
+    outcomes: list[AttemptOutcome] = []
+    worker = threading.Thread(
+        target=lambda: outcomes.append(
+            run(tmp_path, py(SPAWN_TREE, str(pid_file)), cancel, kill_grace=0.5)
+        )
+    )
+    worker.start()
+    pids = [int(p) for p in wait_for_file(pid_file).split()]
+    cancel.set()
+    worker.join(20)
+    assert not worker.is_alive()
+    (outcome,) = outcomes
+    assert outcome.cancelled and not outcome.succeeded
+    assert outcome.error_kind is None and outcome.message == "cancelled"
+    assert all(gone(pid) for pid in pids)
+
+
+def test_a_program_that_ignores_sigterm_is_killed_after_the_grace(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    code = (
+        "import os, signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(60)"
+    )
+    outcome = run(tmp_path, py(code, str(pid_file)), timeout=1.5, kill_grace=0.2)
+    assert outcome.error_kind == ErrorKind.TIMEOUT
+    assert outcome.exit_code == -9
+    assert gone(int(pid_file.read_text()))
+
+
+def test_a_descendant_that_left_the_group_with_setsid_is_killed_too(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    script = 'setsid sleep 60 & echo $! > "$1"; sleep 60'
+    outcome = run(tmp_path, ["sh", "-c", script, "sh", str(pid_file)], timeout=1.5, kill_grace=0.5)
+    assert outcome.error_kind == ErrorKind.TIMEOUT
+    assert gone(int(pid_file.read_text()))
+
+
+def test_processes_left_behind_by_a_successful_step_are_ended(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    outcome = run(
+        tmp_path, ["sh", "-c", 'sleep 60 & echo $! > "$1"', "sh", str(pid_file)], kill_grace=0.5
+    )
+    assert outcome.succeeded
+    assert gone(int(pid_file.read_text()))
+
+
+def test_a_cancel_set_before_the_start_runs_nothing(tmp_path: Path) -> None:
+    cancel = threading.Event()
+    cancel.set()
+    marker = tmp_path / "ran"
+    outcome = run(tmp_path, ["touch", str(marker)], cancel)
+    assert outcome.cancelled and outcome.pid is None
+    assert not marker.exists()
+
+
+def test_an_empty_command_is_a_user_failure(tmp_path: Path) -> None:
+    outcome = run(tmp_path, [])
+    assert outcome.error_kind == ErrorKind.USER
+    assert "empty command" in outcome.message
+
+
+def test_a_request_with_neither_argv_nor_call_is_rejected(tmp_path: Path) -> None:
+    request = AttemptRequest(
+        run_id="r", step_id="s", attempt=1, agent="a", idempotency_key="k", output_dir=str(tmp_path)
+    )
+    with pytest.raises(ValueError, match="exactly one of argv and call"):
+        run_attempt(request, threading.Event())
