@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import pathlib
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -182,12 +183,11 @@ def _open(path: pathlib.Path, durability: str, create: bool) -> SharedEnv:
             f"{str(path)!r} holds other files ({shown}); it is not an event store. "
             "Choose an empty or new directory."
         )
-    if "data.mdb" in entries and "lock.mdb" not in entries:
-        # Check without creating a lock file: a foreign LMDB must stay untouched.
-        _check_marker(path, lock=False)
-    elif "data.mdb" not in entries and not create:
+    fresh = "data.mdb" not in entries or (path / "data.mdb").stat().st_size == 0
+    if not fresh:
+        _check_untouched(path)
+    elif not create:
         raise StoreFormatError(f"no event store at {str(path)!r}")
-    fresh = "data.mdb" not in entries
     env = _lmdb_open(path, durability)
     try:
         if not fresh:
@@ -222,15 +222,36 @@ def _lmdb_open(path: pathlib.Path, durability: str) -> lmdb.Environment:
         os.umask(old_umask)
 
 
-def _check_marker(path: pathlib.Path, *, lock: bool) -> None:
-    try:
-        env = lmdb.open(str(path), readonly=True, lock=lock, max_dbs=8, subdir=True, create=False)
-    except lmdb.Error as exc:
-        raise StoreFormatError(f"{str(path)!r} is not an event store: {exc}") from exc
-    try:
-        _check_env(env, path)
-    finally:
-        env.close()
+def _check_untouched(path: pathlib.Path) -> None:
+    """Validate marker and version without writing a byte, not even to ``lock.mdb``.
+
+    A lockless reader is not registered in LMDB's reader table, so under heavy
+    concurrent writes it could read a recycled page; the marker never changes,
+    so a failure is retried before it is believed.
+    """
+    for attempt in range(_CHECK_ATTEMPTS):
+        try:
+            env = lmdb.open(
+                str(path), readonly=True, lock=False, max_dbs=8, subdir=True, create=False
+            )
+            try:
+                _check_env(env, path)
+            finally:
+                env.close()
+            return
+        except (lmdb.Error, StoreFormatError) as exc:
+            if isinstance(exc, _NewerFormatError) or attempt == _CHECK_ATTEMPTS - 1:
+                if isinstance(exc, StoreFormatError):
+                    raise
+                raise StoreFormatError(f"{str(path)!r} is not an event store: {exc}") from exc
+            time.sleep(0.01)
+
+
+_CHECK_ATTEMPTS = 3
+
+
+class _NewerFormatError(StoreFormatError):
+    pass
 
 
 def _check_env(env: lmdb.Environment, path: pathlib.Path) -> None:
@@ -250,7 +271,7 @@ def _check_env(env: lmdb.Environment, path: pathlib.Path) -> None:
         raise StoreFormatError(f"{str(path)!r} is an LMDB database but not an event store")
     version = fmt.unpack_version(raw_version)
     if version > fmt.FORMAT_VERSION:
-        raise StoreFormatError(
+        raise _NewerFormatError(
             f"{str(path)!r} uses event store format {version}; this code reads up to "
             f"{fmt.FORMAT_VERSION}. Upgrade workflow-automator to open it."
         )
