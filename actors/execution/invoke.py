@@ -104,7 +104,9 @@ def load_function(call: str) -> Callable[[StepContext], Any]:
                 f"{getattr(target, '__name__', module_name)!r} has no attribute {part!r}"
             ) from None
     if not callable(target):
-        raise CallLoadError(f"cannot call {call!r}: it is a {type(target).__name__}")
+        raise CallLoadError(
+            f"cannot call {call!r}: it is not callable (its type is {type(target).__name__})"
+        )
     fn: Callable[[StepContext], Any] = target
     return fn
 

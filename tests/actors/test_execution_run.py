@@ -43,7 +43,7 @@ def py(code: str, *args: str) -> list[str]:
 def gone(pid: int) -> bool:
     """The process no longer exists, or is a zombie (nobody reaps orphans in some containers)."""
     try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return True
 
