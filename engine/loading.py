@@ -459,19 +459,40 @@ def _split_msgspec_error(text: str) -> tuple[str, str]:
     return message, rest.rstrip("`")
 
 
+_BOUNDS = (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
+
+
 def _type_hint(type_: Any, value: object) -> str:
-    if type_ is bool:
-        return "write true or false; yes/no/on/off are strings in YAML 1.2"
+    """What to write instead, from the type and its constraints."""
+    bounds: list[str] = []
     if typing.get_origin(type_) is typing.Annotated:
         for meta in typing.get_args(type_)[1:]:
-            if isinstance(meta, msgspec.Meta) and meta.description:
-                return str(meta.description)
+            if isinstance(meta, msgspec.Meta):
+                if meta.description:
+                    return str(meta.description)
+                bounds += [
+                    f"{op} {getattr(meta, a):g}"
+                    for a, op in _BOUNDS
+                    if getattr(meta, a) is not None
+                ]
         type_ = typing.get_args(type_)[0]
+    origin = typing.get_origin(type_) or type_
+    if type_ is bool:
+        return "write true or false; yes/no/on/off are strings in YAML 1.2"
+    if type_ is int or type_ is float:
+        kind = "a whole number" if type_ is int else "a number"
+        return f"write {kind} {' and '.join(bounds)}".rstrip()
+    if type_ is str:
+        return "write text; quote it if it looks like a number or boolean"
     if isinstance(type_, type) and issubclass(type_, enum.Enum):
         choices = [str(member.value) for member in type_]
         close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.5)
         prefix = f"did you mean `{close[0]}`? " if close else ""
         return f"{prefix}one of: {', '.join(choices)}"
+    if origin in (list, tuple):
+        return "write a list, e.g. [a, b]"
+    if origin is dict:
+        return "write a mapping, e.g. {key: value}"
     return ""
 
 
