@@ -97,6 +97,7 @@ class Workflow:
         if isinstance(after, str | bytes) or callable(after):
             raise BuilderError(f"after= takes a list of steps, e.g. after=[{after!r}]")
         dependencies = [self._step_id(ref) for ref in after]
+        retry_policy = _retry(retry)
 
         def register(fn: F) -> F:
             call = call_path(fn)
@@ -108,7 +109,7 @@ class Workflow:
                 "with": dict(params or {}),
                 "after": dependencies,
                 "agent": agent,
-                "retry": _retry(retry),
+                "retry": retry_policy,
                 "timeout": timeout,
                 "fallback": list(fallback),
                 "resources": _plain(resources),
