@@ -60,7 +60,9 @@ class AttemptOutcome(msgspec.Struct, frozen=True, kw_only=True):
     outputs: Any = None  # JSON-compatible plain data; None unless succeeded
     error_kind: ErrorKind | None = None
     message: str = ""
-    stdout_tail: str = ""  # at most tail_bytes of the end of stdout (processes only)
+    # The last tail_bytes bytes of stdout/stderr, decoded as UTF-8 (invalid bytes replaced);
+    # processes only: a thread-isolated call writes to the engine's own stdout.
+    stdout_tail: str = ""
     stderr_tail: str = ""
     exit_code: int | None = None  # Popen convention: -N for "killed by signal N"
     pid: int | None = None  # the process (group leader) that ran the attempt

@@ -100,23 +100,13 @@ def supervise(
     process of its group is left running.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
-    ending = Ending.EXITED
     with _ExitWatcher(proc.pid) as watcher:
-        while True:
-            if cancel.is_set():
-                ending = Ending.CANCELLED
-                break
-            wait = WAIT_SLICE
-            if deadline is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    ending = Ending.TIMED_OUT
-                    break
-                wait = min(wait, remaining)
-            if watcher.wait(wait):
-                break
-        if ending is not Ending.EXITED and watcher.wait(0):
-            ending = Ending.EXITED  # it finished on its own just in time
+        try:
+            ending = _wait_for_end(watcher, deadline, cancel)
+        except BaseException:  # e.g. KeyboardInterrupt in this thread: leave nothing behind
+            _terminate_group(proc.pid, watcher, 0.0)
+            proc.wait()
+            raise
         if ending is Ending.EXITED:
             leftovers = [p for p in _group_members(proc.pid) if p.pid != proc.pid]
             if leftovers:
@@ -129,6 +119,24 @@ def supervise(
         else:
             _terminate_group(proc.pid, watcher, grace)
     return ProcessEnd(ending, proc.wait())
+
+
+def _wait_for_end(watcher: _ExitWatcher, deadline: float | None, cancel: threading.Event) -> Ending:
+    while True:
+        if cancel.is_set():
+            ending = Ending.CANCELLED
+            break
+        wait = WAIT_SLICE
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                ending = Ending.TIMED_OUT
+                break
+            wait = min(wait, remaining)
+        if watcher.wait(wait):
+            return Ending.EXITED
+    # It may have finished on its own at the last moment: then it was not stopped.
+    return Ending.EXITED if watcher.wait(0) else ending
 
 
 class _ExitWatcher:
