@@ -8,6 +8,8 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.config import AgentConfig, EngineConfig
 from engine.errors import ErrorKind, ValidationError
@@ -19,7 +21,7 @@ from engine.loading import (
     parse_workflow,
     workflow_from_data,
 )
-from engine.spec import Mode, RetrySpec, TriggerRule
+from engine.spec import Mode, RetrySpec, TriggerRule, WorkflowSpec
 
 YAML = """
 name: feature-development
@@ -287,3 +289,81 @@ def test_environment_overrides_data_dir_and_telemetry(tmp_path: Path) -> None:
     assert config.telemetry.otlp_endpoint == "http://collector:4318"
     assert config.telemetry.service_name == "svc"
     assert load_config(path, env={}).storage.path == "/from/file"
+
+
+# --- the walk agrees with msgspec --------------------------------------------
+
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-3, 3)
+    | st.floats(-2, 2)
+    | st.sampled_from(["", "a", "a:b", "dag", "sequential", "all_done", "timeout", "x y", "pause"])
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(["a", "ttl", "cpu", "on", "bogus"]), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+_step_keys = st.sampled_from(
+    [
+        "id",
+        "run",
+        "call",
+        "with",
+        "env",
+        "after",
+        "retry",
+        "timeout",
+        "resources",
+        "cache",
+        "critical",
+        "when",
+        "trigger",
+        "on_failure",
+        "approval",
+        "foreach",
+        "priority",
+        "bogus",
+    ]
+)
+_steps = st.dictionaries(_step_keys, _values, max_size=4) | st.fixed_dictionaries(
+    {"id": st.sampled_from(["a", "b-1"])},
+    optional={
+        "run": st.lists(st.sampled_from(["x", "${{ 1 }}"]), max_size=2),
+        "after": st.lists(st.sampled_from(["a", "b-1"]), max_size=2),
+        "retry": st.fixed_dictionaries({}, optional={"on": st.lists(_scalars, max_size=2)}),
+        "with": _values,
+        "timeout": _scalars,
+        "trigger": _scalars,
+    },
+)
+_documents = st.fixed_dictionaries(
+    {"name": st.sampled_from(["ok", "ok", "not ok"])},
+    optional={
+        "steps": st.lists(_steps, max_size=3),
+        "mode": st.sampled_from(["dag", "sequential"]) | _values,
+        "timeout": st.floats(0.5, 10) | _values,
+        "inputs": st.dictionaries(st.text(max_size=3), _values, max_size=2) | _values,
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_documents)
+def test_the_walk_accepts_exactly_what_msgspec_accepts(document: dict[str, object]) -> None:
+    """Any document: either both accept it with the same result, or ours lists >= 1 problem."""
+    try:
+        expected = msgspec.convert(document, WorkflowSpec)
+    except msgspec.ValidationError:
+        expected = None
+    try:
+        actual = workflow_from_data(document)
+    except ValidationError as exc:
+        assert expected is None, exc
+        assert exc.problems and all(p.location.startswith("$") for p in exc.problems)
+    else:
+        assert actual == expected
