@@ -428,8 +428,8 @@ def _check_source(
                 where,
                 f"{what} reads step `{name}`, which is not upstream of `{step.id}`, "
                 "so its outputs might not exist yet",
-                f"add `{name}` to `after` of `{step.id}` (directly or through a step that "
-                "waits for it)",
+                f"add `{name}` to `after` of `{step.id}`, directly or through a step that "
+                "waits for it",
             )
 
 
