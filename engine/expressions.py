@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-import cel
+import msgspec
 
 from engine.errors import ExpressionError
 
@@ -35,6 +35,8 @@ def compile_expression(source: str) -> Any:
     """Compile `source` once; raise ExpressionError naming what is wrong."""
     if not source.strip():
         raise ExpressionError("empty expression")
+    import cel  # imported on first use: it costs ~150 ms, which every CLI call would pay
+
     try:
         program = cel.compile(source)
     except (ValueError, RuntimeError, TypeError) as exc:
@@ -65,13 +67,11 @@ def template_expressions(text: str) -> list[str]:
 
 
 def render_template(text: str, variables: Mapping[str, Any]) -> str:
-    """Replace every `${{ expr }}` with its value; strings as-is, others as JSON-ish text."""
+    """Replace every `${{ expr }}` with its value: strings as they are, anything else as JSON."""
 
     def substitute(match: re.Match[str]) -> str:
         value = evaluate(match.group(1).strip(), variables)
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        return "" if value is None else str(value)
+        return value if isinstance(value, str) else msgspec.json.encode(value).decode()
 
     return _TEMPLATE.sub(substitute, text)
 

@@ -50,3 +50,9 @@ def test_templates_render_each_expression() -> None:
     text = "--branch=${{ inputs.branch }} --n=${{ 1 + 2 }} --ok=${{ true }}"
     assert template_expressions(text) == ["inputs.branch", "1 + 2", "true"]
     assert render_template(text, {"inputs": {"branch": "main"}}) == "--branch=main --n=3 --ok=true"
+
+
+def test_templates_render_lists_maps_and_null_as_json() -> None:
+    variables = {"steps": {"a": {"outputs": {"files": ["x", "y"], "meta": {"n": 1}, "none": None}}}}
+    text = "${{ steps.a.outputs.files }} ${{ steps.a.outputs.meta }} ${{ steps.a.outputs.none }}"
+    assert render_template(text, variables) == '["x","y"] {"n":1} null'
