@@ -105,7 +105,7 @@ class EventStore(Generic[E]):
                 raise PayloadTooLargeError(stream, len(payload), self._max_payload)
         request = AppendRequest(stream, skey, payloads, expected_version)
         self._shared.writer.submit(request)
-        request.done.wait()
+        request.done.acquire()
         if request.error is not None:
             raise request.error
         return request.positions

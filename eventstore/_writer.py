@@ -42,7 +42,8 @@ class AppendRequest:
         self.payloads = payloads
         self.expected = expected
         self.size = sum(map(len, payloads))
-        self.done = threading.Event()
+        self.done = threading.Lock()
+        self.done.acquire()  # released by the writer thread once the outcome is set
         self.positions: list[int] = []
         self.error: EventStoreError | None = None
 
@@ -140,55 +141,69 @@ class Writer:
                 request.error = outcome
             else:
                 request.positions = outcome
-            request.done.set()
+            request.done.release()
 
     def _write(self, batch: list[AppendRequest]) -> list[Outcome]:
+        """Build the whole batch in Python, then hand it to LMDB in few C calls.
+
+        py-lmdb releases the GIL around every put, and each reacquisition
+        competes with the appender threads, so fewer calls keep the writer moving.
+        """
         shared = self._shared
         txn = shared.env.begin(write=True)
         try:
             cursor = txn.cursor(db=shared.events)
-            next_position = fmt.unpack_u64(cursor.key()) + 1 if cursor.last() else 1
+            position = fmt.unpack_u64(cursor.key()) + 1 if cursor.last() else 1
             now = time.time()
+            rows: dict[bytes, fmt.StreamRow | None] = {}
+            changed: dict[bytes, fmt.StreamRow] = {}
+            event_items: list[tuple[bytes, bytes]] = []
+            index_items: list[tuple[bytes, bytes]] = []
             outcomes: list[Outcome] = []
             for request in batch:
-                outcome = self._apply(txn, request, next_position, now)
-                if not isinstance(outcome, EventStoreError):
-                    next_position += len(outcome)
-                outcomes.append(outcome)
+                skey = request.skey
+                if skey in rows:
+                    row = rows[skey]
+                else:
+                    raw_row = txn.get(skey, db=shared.streams)
+                    try:
+                        row = None if raw_row is None else fmt.decode_row(raw_row)
+                    except msgspec.DecodeError as exc:
+                        outcomes.append(
+                            EventStoreError(f"stream index of {request.stream!r} is corrupt: {exc}")
+                        )
+                        continue
+                current = 0 if row is None else row.version
+                if request.expected is not None and request.expected != current:
+                    rows[skey] = row
+                    outcomes.append(ConcurrencyError(request.stream, request.expected, current))
+                    continue
+                first = position
+                for payload in request.payloads:
+                    current += 1
+                    key = fmt.pack_u64(position)
+                    value = fmt.encode_event_value(request.stream, current, now, payload)
+                    event_items.append((key, value))
+                    index_items.append((fmt.index_key(skey, current), key))
+                    position += 1
+                rows[skey] = changed[skey] = fmt.StreamRow(
+                    version=current,
+                    first_position=first if row is None else row.first_position,
+                    last_position=position - 1,
+                    created_at=now if row is None else row.created_at,
+                    updated_at=now,
+                )
+                outcomes.append(list(range(first, position)))
+            if event_items:
+                _put_all(cursor, event_items, append=True)
+                _put_all(txn.cursor(db=shared.streams_index), index_items, append=False)
+                rows_items = [(skey, fmt.encode_row(changed[skey])) for skey in sorted(changed)]
+                _put_all(txn.cursor(db=shared.streams), rows_items, append=False)
             txn.commit()
         except BaseException:
             txn.abort()
             raise
         return outcomes
-
-    def _apply(self, txn: Any, request: AppendRequest, first: int, now: float) -> Outcome:
-        shared = self._shared
-        raw_row = txn.get(request.skey, db=shared.streams)
-        try:
-            row = fmt.decode_row(raw_row) if raw_row is not None else None
-        except msgspec.DecodeError as exc:
-            return EventStoreError(f"stream index entry for {request.stream!r} is corrupt: {exc}")
-        current = row.version if row is not None else 0
-        if request.expected is not None and request.expected != current:
-            return ConcurrencyError(request.stream, request.expected, current)
-        put = txn.put
-        stream, skey = request.stream, request.skey
-        for offset, payload in enumerate(request.payloads):
-            version = current + 1 + offset
-            key = fmt.pack_u64(first + offset)
-            value = fmt.encode_event_value(stream, version, now, payload)
-            put(key, value, db=shared.events, append=True)
-            put(fmt.index_key(skey, version), key, db=shared.streams_index)
-        count = len(request.payloads)
-        new_row = fmt.StreamRow(
-            version=current + count,
-            first_position=row.first_position if row is not None else first,
-            last_position=first + count - 1,
-            created_at=row.created_at if row is not None else now,
-            updated_at=now,
-        )
-        put(skey, fmt.encode_row(new_row), db=shared.streams)
-        return list(range(first, first + count))
 
     # --- flusher thread (relaxed mode) --------------------------------------
 
@@ -205,3 +220,9 @@ def _failed(exc: Exception) -> EventStoreError:
     error = EventStoreError(f"append failed, nothing was written: {exc!r}")
     error.__cause__ = exc
     return error
+
+
+def _put_all(cursor: Any, items: list[tuple[bytes, bytes]], *, append: bool) -> None:
+    consumed, added = cursor.putmulti(items, append=append)
+    if consumed != len(items) or (append and added != len(items)):
+        raise EventStoreError(f"LMDB took {added} of {len(items)} records (append={append})")
