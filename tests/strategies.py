@@ -96,7 +96,9 @@ class Sim:
             AttemptSucceeded(step_id=sid, attempt=self.state.steps[sid].attempts, outputs=outputs)
         )
 
-    def fail(self, sid: str, kind: ErrorKind = ErrorKind.USER, message: str = "boom") -> list[Event]:
+    def fail(
+        self, sid: str, kind: ErrorKind = ErrorKind.USER, message: str = "boom"
+    ) -> list[Event]:
         if self.status(sid) is not StepStatus.RUNNING:
             self.assign(sid)
         attempt = self.state.steps[sid].attempts

@@ -38,7 +38,9 @@ SAMPLES: list[Event] = [
         parent_run_id="r0",
     ),
     StepReady(at=2.0, step_id="a"),
-    AttemptStarted(at=2.5, step_id="a", attempt=1, agent="ag", idempotency_key="r1:a", timeout_at=9),
+    AttemptStarted(
+        at=2.5, step_id="a", attempt=1, agent="ag", idempotency_key="r1:a", timeout_at=9
+    ),
     AttemptFailed(at=3.0, step_id="a", attempt=1, kind=ErrorKind.NETWORK, message="reset"),
     StepSucceeded(at=4.0, step_id="a", attempt=2, outputs={"coverage": 91.5}),
     ForeachExpanded(at=5.0, step_id="b", items=[1, "two", {"three": 3}]),

@@ -159,7 +159,13 @@ def test_all_success_skips_when_a_dependency_was_skipped() -> None:
         )
     )
     out = sim.start()
-    assert sim.types(out) == ["RunStarted", "StepSkipped", "StepSkipped", "StepSkipped", "RunSucceeded"]
+    assert sim.types(out) == [
+        "RunStarted",
+        "StepSkipped",
+        "StepSkipped",
+        "StepSkipped",
+        "RunSucceeded",
+    ]
     assert [sim.status(s) for s in "abc"] == [SKIPPED] * 3
 
 
@@ -193,7 +199,9 @@ def test_any_success_skips_when_no_dependency_succeeded() -> None:
 def test_none_failed_runs_when_dependencies_were_skipped() -> None:
     sim = Sim(
         workflow(
-            step("a"), step("b", when="false"), step("c", after=("a", "b"), trigger=TriggerRule.NONE_FAILED)
+            step("a"),
+            step("b", when="false"),
+            step("c", after=("a", "b"), trigger=TriggerRule.NONE_FAILED),
         )
     )
     sim.start()
@@ -271,7 +279,12 @@ def test_resolve_run_argv_renders_templates_with_inputs_and_upstream_outputs() -
 
     spec = workflow(
         step("a"),
-        step("b", call=None, run=("echo", "${{ inputs.who }}", "${{ steps.a.outputs.n }}"), after=("a",)),
+        step(
+            "b",
+            call=None,
+            run=("echo", "${{ inputs.who }}", "${{ steps.a.outputs.n }}"),
+            after=("a",),
+        ),
     )
     sim = Sim(spec, inputs={"who": "me"})
     sim.start()
@@ -317,7 +330,9 @@ def test_foreach_step_fails_if_an_instance_fails() -> None:
     _fail_for_good(sim, "fan[1]")
     sim.succeed("fan[2]")
     fan = sim.state.steps["fan"]
-    assert fan.status is FAILED and "1 of 3 instances failed" in (fan.error.message if fan.error else "")
+    assert fan.status is FAILED and "1 of 3 instances failed" in (
+        fan.error.message if fan.error else ""
+    )
     assert sim.status("after") is SKIPPED and sim.state.status is RunStatus.FAILED
 
 
@@ -343,7 +358,8 @@ def test_foreach_instances_see_their_item_in_templates() -> None:
 
 def test_foreach_instances_run_one_at_a_time_without_parallel_execution() -> None:
     sim = Sim(
-        workflow(step("fan", foreach="[1, 2]")), settings=RunSettings(enable_parallel_execution=False)
+        workflow(step("fan", foreach="[1, 2]")),
+        settings=RunSettings(enable_parallel_execution=False),
     )
     sim.start()
     assert ready_steps(sim.state) == ["fan[0]"]

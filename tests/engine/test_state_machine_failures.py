@@ -41,7 +41,9 @@ def test_failed_attempt_schedules_a_retry_at_the_backoff_time() -> None:
     out = sim.fail("a", ErrorKind.NETWORK)
     assert sim.types(out) == ["AttemptFailed", "RetryScheduled"]
     retry = out[1]
-    assert isinstance(retry, RetryScheduled) and retry.attempt == 2 and retry.retry_at == sim.now + 1
+    assert (
+        isinstance(retry, RetryScheduled) and retry.attempt == 2 and retry.retry_at == sim.now + 1
+    )
     st = sim.state.steps["a"]
     assert st.status is StepStatus.WAITING and st.waiting is WaitReason.RETRY
     assert [w.reason for w in sim.state.waiting_for()] == ["retry"]
@@ -205,7 +207,9 @@ def test_on_failure_pause_pauses_the_step_and_the_run() -> None:
 
 
 def test_a_paused_run_lets_independent_steps_go_on() -> None:
-    spec = workflow(step("a", on_failure=OnFailure.PAUSE, retry=RetrySpec(max_attempts=1)), step("b"))
+    spec = workflow(
+        step("a", on_failure=OnFailure.PAUSE, retry=RetrySpec(max_attempts=1)), step("b")
+    )
     sim = Sim(spec)
     sim.start()
     sim.fail("a")

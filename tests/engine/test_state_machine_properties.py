@@ -162,9 +162,7 @@ def _reference_check(sim: Sim) -> None:
         else:
             assert s.status in (StepStatus.SUCCEEDED, StepStatus.FAILED), (spec.id, s.status)
             outcome[spec.id] = s.status.value
-    critical_failed = any(
-        outcome[s.id] == "failed" and s.critical for s in state.spec.steps
-    )
+    critical_failed = any(outcome[s.id] == "failed" and s.critical for s in state.spec.steps)
     assert state.status is (RunStatus.FAILED if critical_failed else RunStatus.SUCCEEDED)
 
 
