@@ -74,13 +74,13 @@ def test_events_are_frozen_and_keyword_only() -> None:
     with pytest.raises(AttributeError):
         ev.step_id = "b"  # type: ignore[misc]
     with pytest.raises(TypeError):
-        StepReady(1.0, "a")  # type: ignore[misc]
+        StepReady(1.0, "a")  # type: ignore[call-arg]
 
 
 def test_every_event_type_is_in_the_union_with_a_unique_tag() -> None:
     names = [t.__name__ for t in EVENT_TYPES]
-    assert len(set(names)) == len(names) == len(Event.__args__)  # type: ignore[attr-defined]
-    assert set(EVENT_TYPES) == set(Event.__args__)  # type: ignore[attr-defined]
+    assert len(set(names)) == len(names) == len(Event.__args__)
+    assert set(EVENT_TYPES) == set(Event.__args__)
 
 
 def test_every_run_event_has_a_fold_rule() -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine.decide import AgentAssigned, AttemptSucceeded, Start, decide, idempotency_key
-from engine.events import ForeachExpanded, RunSettings, StepReady, StepSkipped
+from engine.decide import AgentAssigned, AttemptSucceeded, TimerFired, decide, idempotency_key
+from engine.events import AttemptStarted, ForeachExpanded, RunSettings, StepReady, StepSkipped
+from engine.policies.timeouts import TimerKind
 from engine.spec import Mode, TriggerRule
 from engine.state import RunStatus, StepStatus, ready_steps
 from tests.strategies import Sim, step, workflow
@@ -78,7 +79,7 @@ def test_attempt_started_carries_attempt_number_agent_key_and_timeout() -> None:
     sim = Sim(workflow(step("a", timeout=30)), run_id="r9")
     sim.start()
     (started,) = sim.assign("a", "agent-7")
-    assert started == type(started)(
+    assert started == AttemptStarted(
         at=sim.now,
         step_id="a",
         attempt=1,
@@ -136,10 +137,7 @@ def test_all_success_skips_when_a_dependency_failed() -> None:
     assert sim.status("c") is SKIPPED
 
 
-def _retry_timer(sim: Sim, sid: str) -> object:
-    from engine.decide import TimerFired
-    from engine.policies.timeouts import TimerKind
-
+def _retry_timer(sim: Sim, sid: str) -> TimerFired:
     st = sim.state.steps[sid]
     return TimerFired(kind=TimerKind.RETRY, step_id=sid, attempt=st.attempts + 1)
 
@@ -375,4 +373,3 @@ def test_ready_events_name_only_steps_whose_dependencies_ended(parallel: bool) -
     sim = Sim(spec, settings=RunSettings(enable_parallel_execution=parallel))
     out = sim.start()
     assert "b" not in [e.step_id for e in out if isinstance(e, StepReady)]
-    assert Start  # the trigger type is public
