@@ -35,8 +35,22 @@ _LAST_LINE_CHARS = 500
 
 
 def prepare_output_dir(path: str) -> str:
-    """Create `path` (and parents) if needed and make it 0700; return it."""
-    os.makedirs(path, mode=0o700, exist_ok=True)
+    """Create `path` if needed, and any missing parents, all 0700; return it.
+
+    (`os.makedirs` gives missing parents the default mode, which the umask may
+    leave readable by others.)
+    """
+    missing: list[str] = []
+    current = os.path.abspath(path)
+    while not os.path.isdir(current):
+        missing.append(current)
+        parent = os.path.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another attempt made it meanwhile
+            os.mkdir(directory, 0o700)
     os.chmod(path, 0o700)
     return path
 

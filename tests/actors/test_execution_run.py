@@ -29,9 +29,8 @@ def run(
         attempt=2,
         agent="agent-7",
         idempotency_key="run-1/build",
-        output_dir=str(tmp_path / "attempt"),
         argv=tuple(argv),
-        **kw,
+        **{"output_dir": str(tmp_path / "attempt"), **kw},
     )
     return run_attempt(request, cancel or threading.Event())
 
@@ -199,10 +198,11 @@ def test_full_output_goes_to_files_and_only_bounded_tails_to_the_outcome(tmp_pat
 
 
 def test_output_directory_and_files_are_readable_by_the_owner_only(tmp_path: Path) -> None:
-    outcome = run(tmp_path, ["echo", "hi"])
+    out_dir = tmp_path / "attempts" / "run-1" / "build.2"
+    outcome = run(tmp_path, ["echo", "hi"], output_dir=str(out_dir))
     assert outcome.succeeded and outcome.stdout_tail == "hi\n"
-    out_dir = tmp_path / "attempt"
-    assert stat.S_IMODE(out_dir.stat().st_mode) == 0o700
+    for directory in (out_dir, out_dir.parent, out_dir.parent.parent):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
     for name in ("stdout.log", "stderr.log", "outputs.json"):
         assert stat.S_IMODE((out_dir / name).stat().st_mode) == 0o600, name
 
