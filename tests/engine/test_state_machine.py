@@ -296,7 +296,7 @@ def test_resolve_run_argv_renders_templates_with_inputs_and_upstream_outputs() -
 
 def _foreach_sim(**fields: object) -> Sim:
     spec = workflow(
-        step("fan", foreach="inputs.items", **fields),  # type: ignore[arg-type]
+        step("fan", foreach="inputs.items", **fields),
         step("after", after=("fan",)),
     )
     sim = Sim(spec, inputs={"items": ["x", "y", "z"]})
