@@ -5,8 +5,9 @@ An LMDB environment (``data.mdb`` + ``lock.mdb``) holding four named databases:
 * ``meta``: ``b"format"`` -> ``FORMAT_MARKER``, ``b"version"`` -> 4-byte big-endian
   ``FORMAT_VERSION``. A reader refuses a higher version.
 * ``events``: 8-byte big-endian position -> msgpack array
-  ``[stream, version, recorded_at, event]``; the event is the msgpack of the
-  caller's Struct, spliced in unchanged.
+  ``[position, stream, version, recorded_at, event]``; the event is the msgpack
+  of the caller's Struct, spliced in unchanged. Repeating the position lets a
+  batch decode straight into ``Recorded`` arguments and catches a misplaced value.
 * ``streams_index``: utf-8 stream + ``b"\\0"`` + 8-byte big-endian version -> 8-byte
   big-endian position.
 * ``streams``: utf-8 stream -> msgpack array
@@ -19,11 +20,9 @@ is what makes "last key + 1" the next position and a cursor scan the log order.
 from __future__ import annotations
 
 import struct
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final
 
 import msgspec
-
-E = TypeVar("E")
 
 FORMAT_MARKER: Final = b"workflow-automator/eventstore"
 FORMAT_VERSION: Final = 1
@@ -75,19 +74,6 @@ def index_key(skey: bytes, version: int) -> bytes:
     return skey + b"\0" + _U64.pack(version)
 
 
-class StoredEvent(msgspec.Struct, Generic[E], frozen=True, array_like=True, gc=False):
-    """The value under an ``events`` key (the position is the key).
-
-    ``gc=False``: instances live only inside one decode batch and are never in a
-    reference cycle, so tracking them would only cost replay time.
-    """
-
-    stream: str
-    version: int
-    recorded_at: float
-    event: E
-
-
 class StreamRow(msgspec.Struct, frozen=True, array_like=True):
     """The value under a ``streams`` key."""
 
@@ -102,9 +88,11 @@ _encoder = msgspec.msgpack.Encoder()
 _row_decoder = msgspec.msgpack.Decoder(StreamRow)
 
 
-def encode_event_value(stream: str, version: int, recorded_at: float, payload: bytes) -> bytes:
+def encode_event_value(
+    position: int, stream: str, version: int, recorded_at: float, payload: bytes
+) -> bytes:
     """Build an ``events`` value around an already-encoded event payload."""
-    return _encoder.encode((stream, version, recorded_at, msgspec.Raw(payload)))
+    return _encoder.encode((position, stream, version, recorded_at, msgspec.Raw(payload)))
 
 
 def encode_row(row: StreamRow) -> bytes:
@@ -117,12 +105,12 @@ def decode_row(data: bytes) -> StreamRow:
 
 def event_decoder(event_type: Any) -> msgspec.msgpack.Decoder[Any]:
     """A batch decoder for ``events`` values; lenient about unknown event fields."""
-    return msgspec.msgpack.Decoder(list[StoredEvent[event_type]])
+    return msgspec.msgpack.Decoder(list[tuple[int, str, int, float, event_type]])
 
 
 def single_event_decoder(event_type: Any) -> msgspec.msgpack.Decoder[Any]:
     """Decode one ``events`` value; used to pin down which record in a batch is bad."""
-    return msgspec.msgpack.Decoder(StoredEvent[event_type])
+    return msgspec.msgpack.Decoder(tuple[int, str, int, float, event_type])
 
 
 def msgpack_array_header(count: int) -> bytes:

@@ -182,7 +182,7 @@ class Writer:
                 for payload in request.payloads:
                     current += 1
                     key = fmt.pack_u64(position)
-                    value = fmt.encode_event_value(request.stream, current, now, payload)
+                    value = fmt.encode_event_value(position, request.stream, current, now, payload)
                     event_items.append((key, value))
                     index_items.append((fmt.index_key(skey, current), key))
                     position += 1

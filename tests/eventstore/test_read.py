@@ -95,7 +95,7 @@ def _overwrite(path: pathlib.Path, position: int, value: bytes) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    [b"\xc1garbage", msgspec.msgpack.encode(("s", 2, 1.0, {"type": "Unknown"}))],
+    [b"\xc1garbage", msgspec.msgpack.encode((2, "s", 2, 1.0, {"type": "Unknown"}))],
     ids=["not-msgpack", "unknown-tag"],
 )
 def test_a_corrupt_event_raises_naming_its_position(store_path: pathlib.Path, value: bytes) -> None:
@@ -112,6 +112,19 @@ def test_a_corrupt_event_raises_naming_its_position(store_path: pathlib.Path, va
         with pytest.raises(CorruptEventError, match="position 2"):
             list(store.read_stream("s"))
         assert [r.position for r in store.read_all(3)] == [3, 4, 5]
+
+
+def test_a_record_under_the_wrong_key_is_corrupt(store_path: pathlib.Path) -> None:
+    """A record stored under another position's key raises CorruptEventError naming that key."""
+    with EventStore.open(store_path, Event) as store:
+        store.append("s", [Counted(i) for i in range(5)])
+    _overwrite(
+        store_path, 3, fmt.encode_event_value(4, "s", 4, 1.0, msgspec.msgpack.encode(Counted(0)))
+    )
+    with EventStore.open(store_path, Event) as store:
+        with pytest.raises(CorruptEventError) as caught:
+            list(store.read_all())
+        assert caught.value.position == 3
 
 
 def test_a_missing_position_raises_instead_of_skipping(store_path: pathlib.Path) -> None:
