@@ -29,6 +29,13 @@ from engine.spec import WorkflowSpec
 
 SCHEMA_VERSION: Final = 1
 
+RUN_STREAM_PREFIX: Final = "run/"  # a run's events live in stream "run/<run_id>"
+COMMANDS_STREAM: Final = "commands"  # operators' commands, from any process
+
+
+def run_stream(run_id: str) -> str:
+    return RUN_STREAM_PREFIX + run_id
+
 
 class RunSettings(msgspec.Struct, frozen=True, kw_only=True):
     """The configuration a run's decisions depend on, captured when it is submitted.
@@ -229,6 +236,23 @@ class AlertResolved(_Event, frozen=True, tag=True, kw_only=True):
     message: str = ""
 
 
+# ---- operator commands (stream "commands"; the driving engine turns them into run events) ----
+
+
+class CommandIssued(_Event, frozen=True, tag=True, kw_only=True):
+    """An operator asked for `command` on a run, from any process; checked when issued.
+
+    The run's own stream has one writer, the engine that drives it; commands
+    from other processes (`wfa approve`, ...) are facts of their own, which
+    that engine follows and decides on.
+    """
+
+    run_id: str
+    command: str  # approve | retry | skip | cancel | resume
+    step_id: str | None = None
+    outputs: Any = None
+
+
 Event = (
     RunSubmitted
     | RunStarted
@@ -259,6 +283,7 @@ Event = (
     | AgentHealthChanged
     | AlertRaised
     | AlertResolved
+    | CommandIssued
 )
 
 EVENT_TYPES: Final[tuple[type[Event], ...]] = (
@@ -291,6 +316,7 @@ EVENT_TYPES: Final[tuple[type[Event], ...]] = (
     AgentHealthChanged,
     AlertRaised,
     AlertResolved,
+    CommandIssued,
 )
 
 RUN_EVENT_TYPES: Final = EVENT_TYPES[:24]  # the ones `evolve` folds into a RunState

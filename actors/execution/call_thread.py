@@ -10,7 +10,9 @@ belong on an agent with `isolation: process`.
 
 The function's stdout and stderr are the engine's (tails stay empty); its
 `ctx.logger` records and the traceback of a failure go to `attempt.log` in the
-output directory.
+output directory, which is created (0700) only when there is something to
+write: most calls succeed silently, and a no-op call should cost no file
+system operations.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import time
 import msgspec
 
 from actors.execution.attempt import AttemptOutcome, AttemptRequest
-from actors.execution.files import ATTEMPT_LOG, prepare_output_dir
+from actors.execution.files import ATTEMPT_LOG
 from actors.execution.invoke import CallResult, attempt_logger, invoke_call, make_context
 from actors.execution.process_group import WAIT_SLICE
 from engine.errors import ErrorKind
@@ -41,7 +43,8 @@ def run_call_in_thread(request: AttemptRequest, cancel: threading.Event) -> Atte
             started_at=started,
             ended_at=time.time(),
         )
-    log_path = os.path.join(prepare_output_dir(request.output_dir), ATTEMPT_LOG)
+    # The output directory is made only if the call logs or fails (see files.py).
+    log_path = os.path.join(request.output_dir, ATTEMPT_LOG)
     logger, handler = attempt_logger(request.step_id, log_path)
     ctx = make_context(request, threading.Event(), logger, private_copies=True)
     results: list[CallResult] = []

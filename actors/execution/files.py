@@ -20,6 +20,7 @@ __all__ = [
     "STDOUT_FILE",
     "append_private",
     "last_line",
+    "open_append_private",
     "open_private",
     "prepare_output_dir",
     "read_tail",
@@ -63,10 +64,23 @@ def open_private(path: str) -> BinaryIO:
     return os.fdopen(fd, "wb")
 
 
+def open_append_private(path: str) -> int:
+    """A descriptor appending to `path`, creating it 0600 and its directory 0700 if missing.
+
+    Thread-isolated calls create their output directory only through this,
+    when they first have something to write: most calls never do.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+    try:
+        return os.open(path, flags, 0o600)
+    except FileNotFoundError:
+        prepare_output_dir(os.path.dirname(path))
+        return os.open(path, flags, 0o600)
+
+
 def append_private(path: str, text: str) -> None:
-    """Append `text` to `path`, creating it 0600."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "a", encoding="utf-8", errors="replace") as f:
+    """Append `text` to `path` as `open_append_private` opens it."""
+    with os.fdopen(open_append_private(path), "a", encoding="utf-8", errors="replace") as f:
         f.write(text)
 
 

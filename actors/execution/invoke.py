@@ -26,7 +26,7 @@ import msgspec
 
 from actors.execution.attempt import AttemptRequest, OutputsError
 from actors.execution.classify import classify_exception, describe_exception
-from actors.execution.files import append_private
+from actors.execution.files import append_private, open_append_private
 from engine.context import StepContext
 from engine.errors import ErrorKind
 
@@ -189,8 +189,7 @@ class _AttemptLogHandler(logging.Handler):
                 if self._closed:
                     return
                 if self._fd is None:
-                    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
-                    self._fd = os.open(self._path, flags, 0o600)
+                    self._fd = open_append_private(self._path)
                 os.write(self._fd, line)
         except Exception:
             self.handleError(record)

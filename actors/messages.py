@@ -1,0 +1,48 @@
+"""Messages between actors: frozen msgspec Structs in the imperative.
+
+pykka does not copy messages, so nothing mutable crosses between actors: a
+message holds only frozen Structs, tuples, strings and numbers (ActorRefs are
+immutable handles). Attempt messages live in actors/agents.py beside the actor
+that handles them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+class AdmitRun(msgspec.Struct, frozen=True):
+    """A run is queued in the log; admit it when a slot is free (scheduler)."""
+
+    run_id: str
+    priority: int = 0
+
+
+class RunEnded(msgspec.Struct, frozen=True):
+    """A workflow actor stopped driving its run: terminal, or crashed (scheduler)."""
+
+    run_id: str
+    crashed: bool = False
+
+
+class DeliverCommand(msgspec.Struct, frozen=True):
+    """An operator's command (a decide trigger) for one run (scheduler -> workflow)."""
+
+    run_id: str
+    trigger: Any  # an engine.decide Trigger: frozen Struct
+
+
+class FireTimer(msgspec.Struct, frozen=True):
+    """A timer armed from state came due (timer service -> workflow)."""
+
+    trigger: Any  # engine.decide.TimerFired
+
+
+class CapacityFreed(msgspec.Struct, frozen=True):
+    """An agent slot was released; try to place waiting steps again (pool -> workflow)."""
+
+
+class StopRuns(msgspec.Struct, frozen=True):
+    """Stop admitting and stop every workflow actor, leaving runs resumable."""

@@ -1,0 +1,82 @@
+"""SchedulerActor: admits queued runs by priority, and supervises workflow actors.
+
+Queued runs are log records and a heap entry, not actors: an actor (and its
+thread) exists only for an admitted run. A workflow actor that crashes is
+rebuilt from the log, at most `MAX_RESTARTS` times, so a run whose events
+crash the engine cannot take the other runs down with it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+import pykka
+
+from actors.messages import AdmitRun, DeliverCommand, RunEnded, StopRuns
+from actors.workflow import WorkflowActor
+
+if TYPE_CHECKING:
+    from actors.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+MAX_RESTARTS = 3
+
+
+class SchedulerActor(pykka.ThreadingActor):
+    """Runs on its own thread; never waits on a workflow actor except when stopping."""
+
+    def __init__(self, runtime: Runtime, max_concurrent: int) -> None:
+        super().__init__()
+        self.runtime = runtime
+        self.max_concurrent = max_concurrent
+        self._queue: list[tuple[int, int, str]] = []
+        self._queued: set[str] = set()
+        self._active: dict[str, pykka.ActorRef[Any]] = {}
+        self._order = itertools.count()
+        self._restarts: Counter[str] = Counter()
+        self._stopping = False
+
+    def on_receive(self, message: Any) -> None:
+        match message:
+            case AdmitRun(run_id=run_id, priority=priority):
+                if run_id not in self._active and run_id not in self._queued:
+                    self._queued.add(run_id)
+                    heapq.heappush(self._queue, (-priority, next(self._order), run_id))
+                self._admit()
+            case RunEnded(run_id=run_id, crashed=crashed):
+                self._active.pop(run_id, None)
+                if crashed and not self._stopping:
+                    self._restarts[run_id] += 1
+                    if self._restarts[run_id] <= MAX_RESTARTS:
+                        self._start(run_id)
+                    else:
+                        log.error("run %s: given up after %d crashes", run_id, MAX_RESTARTS)
+                self._admit()
+            case DeliverCommand(run_id=run_id):
+                ref = self._active.get(run_id)
+                if ref is not None:
+                    ref.tell(message)
+            case StopRuns():
+                self._stopping = True
+                self._queue.clear()
+                self._queued.clear()
+                for ref in list(self._active.values()):
+                    ref.stop(block=True)
+                self._active.clear()
+
+    def active_runs(self) -> list[str]:
+        return sorted(self._active)
+
+    def _admit(self) -> None:
+        while not self._stopping and self._queue and len(self._active) < self.max_concurrent:
+            _, _, run_id = heapq.heappop(self._queue)
+            self._queued.discard(run_id)
+            self._start(run_id)
+
+    def _start(self, run_id: str) -> None:
+        self._active[run_id] = WorkflowActor.start(run_id, self.runtime)

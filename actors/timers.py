@@ -1,0 +1,88 @@
+"""One timer service for every retry delay, attempt timeout and run timeout.
+
+Timers are not the truth: the events that scheduled them are (`RetryScheduled`,
+`AttemptStarted.timeout_at`, `RunStarted.deadline`). After a restart the
+workflow actors re-arm them from state, so a timer lost with the process is
+never lost for the run. One thread and a heap, not a thread per timer.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from collections.abc import Hashable
+from typing import Any, Protocol
+
+
+class Recipient(Protocol):
+    def tell(self, message: Any) -> None: ...
+
+
+class TimerService:
+    """Deliver `message` to `recipient` (a pykka ActorRef) at unix time `at`.
+
+    `schedule` and `cancel` may be called from any thread and never block on
+    delivery; delivery happens on the service's own thread, through `tell`.
+    Re-scheduling a key replaces its timer.
+    """
+
+    def __init__(self, clock: Any = time.time) -> None:
+        self._clock = clock
+        self._heap: list[tuple[float, int, Hashable]] = []
+        self._live: dict[Hashable, tuple[int, Recipient, Any]] = {}
+        self._seq = itertools.count()
+        self._wake = threading.Condition()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._loop, name="wfa-timers", daemon=True)
+        self._thread.start()
+
+    def schedule(self, key: Hashable, at: float, recipient: Recipient, message: Any) -> None:
+        with self._wake:
+            seq = next(self._seq)
+            self._live[key] = (seq, recipient, message)
+            heapq.heappush(self._heap, (at, seq, key))
+            self._wake.notify()
+
+    def cancel(self, key: Hashable) -> None:
+        with self._wake:
+            self._live.pop(key, None)
+
+    def cancel_prefix(self, prefix: tuple[Any, ...]) -> None:
+        """Cancel every timer whose tuple key starts with `prefix` (e.g. one run's)."""
+        n = len(prefix)
+        with self._wake:
+            for key in [k for k in self._live if isinstance(k, tuple) and k[:n] == prefix]:
+                del self._live[key]
+
+    def pending(self) -> int:
+        with self._wake:
+            return len(self._live)
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stopped = True
+            self._live.clear()
+            self._wake.notify()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while True:
+            due: list[tuple[Recipient, Any]] = []
+            with self._wake:
+                if self._stopped:
+                    return
+                now = self._clock()
+                while self._heap and self._heap[0][0] <= now:
+                    _, seq, key = heapq.heappop(self._heap)
+                    live = self._live.get(key)
+                    if live is not None and live[0] == seq:
+                        del self._live[key]
+                        due.append((live[1], live[2]))
+                if not due:
+                    delay = self._heap[0][0] - now if self._heap else None
+                    self._wake.wait(timeout=delay)
+                    continue
+            for recipient, message in due:
+                recipient.tell(message)

@@ -1,0 +1,402 @@
+"""The Engine: the Python API of SPEC §4, and what the CLI drives.
+
+An `Engine` opens a data directory. If no other engine drives it, this one
+takes the directory's lock and drives runs with the actor runtime; otherwise
+it is a client: it submits runs and commands to the log, and the engine that
+holds the lock acts on them (it follows the log). Either way every change is
+an event appended to the log before anything acts on it, and every read is a
+fold of the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from engine import decide as rules
+from engine.builder import Workflow
+from engine.config import EngineConfig
+from engine.datadir import EVENTS, EngineLock, check_data_dir, new_run_id
+from engine.errors import Problem, ValidationError, WorkflowAutomatorError
+from engine.events import (
+    COMMANDS_STREAM,
+    RUN_STREAM_PREFIX,
+    CommandIssued,
+    Event,
+    RunSettings,
+    RunSubmitted,
+    run_stream,
+)
+from engine.loading import load_config, load_workflow
+from engine.results import RunResult, result_of
+from engine.spec import WorkflowSpec
+from engine.state import TERMINAL_RUN, RunState, evolve, fold, index_of
+from engine.validation import check_workflow
+from eventstore import EventStore, Recorded
+
+log = logging.getLogger("wfa")
+log.addHandler(logging.NullHandler())
+
+RUN_END_TYPES = ("RunSucceeded", "RunFailed", "RunCancelled", "RunTimedOut")
+
+
+class UnknownRunError(WorkflowAutomatorError):
+    """No run with that id in this data directory."""
+
+
+def command_trigger(command: CommandIssued) -> Any:
+    """The decide trigger an operator's logged command stands for."""
+    match command.command:
+        case "approve":
+            return rules.Approve(step_id=command.step_id or "")
+        case "retry":
+            return rules.RetryStep(step_id=command.step_id or "")
+        case "skip":
+            return rules.SkipStep(step_id=command.step_id or "", outputs=command.outputs)
+        case "cancel":
+            return rules.Cancel()
+        case "resume":
+            return rules.Resume()
+    raise WorkflowAutomatorError(f"unknown command {command.command!r} in the log")
+
+
+class RunHandle:
+    """A run in the log; `wait()` follows it until it ends or needs a person."""
+
+    def __init__(self, engine: Engine, run_id: str) -> None:
+        self.engine = engine
+        self.id = run_id
+
+    def __repr__(self) -> str:
+        return f"RunHandle({self.id!r})"
+
+    def result(self) -> RunResult:
+        return result_of(self.engine.state(self.id))
+
+    def wait(self, timeout: float | None = None) -> RunResult:
+        """Block until the run ends or waits for an operator; TimeoutError after `timeout`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        follower = _StateFollower(self.engine.store, run_stream(self.id))
+        while True:
+            generation = self.engine._generation
+            result = result_of(follower.refresh())
+            if result.status in {s.value for s in TERMINAL_RUN} or result.needs_intervention:
+                return result
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(f"run {self.id} is still {result.status} after {timeout} s")
+            self.engine._wait_for_change(
+                generation, 0.25 if remaining is None else min(0.25, remaining)
+            )
+
+
+class _StateFollower:
+    """Folds one run stream incrementally: each refresh reads only what is new."""
+
+    def __init__(self, store: EventStore[Any], stream: str) -> None:
+        self.store, self.stream = store, stream
+        self.state: RunState | None = None
+        self.version = 0
+
+    def refresh(self) -> RunState:
+        for rec in self.store.read_stream(self.stream, self.version + 1):
+            self.state = evolve(self.state, rec.event)
+            self.version = rec.version
+        if self.state is None:
+            raise UnknownRunError(
+                f"no run {self.stream[len(RUN_STREAM_PREFIX) :]!r} in {self.store.path}"
+            )
+        return self.state
+
+
+class Engine:
+    """Submit, follow, inspect and steer runs in one data directory.
+
+    `drive=True` (the default) drives runs in this process when no other
+    engine holds the directory. Use as a context manager, or call `close()`.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str] | None = None,
+        config: EngineConfig | str | os.PathLike[str] | None = None,
+        *,
+        drive: bool = True,
+        create: bool = True,
+    ) -> None:
+        self.config = (
+            config if isinstance(config, EngineConfig) else load_config(config, os.environ)
+        )
+        where = data_dir or os.environ.get("WFA_DATA") or self.config.storage.path
+        self.data_dir = check_data_dir(Path(where), create=create)
+        self.store: EventStore[Any] = EventStore.open(
+            self.data_dir / EVENTS,
+            Event,
+            durability=self.config.storage.durability.value,
+            create=create,
+        )
+        self._changed = threading.Condition()
+        self._generation = 0
+        self._functions: dict[str, Any] = {}
+        self._lock = EngineLock(self.data_dir)
+        self._runtime: Any = None
+        self._stop = threading.Event()
+        if drive and self._lock.acquire():
+            from actors.runtime import Runtime  # the facade is the one place engine meets actors
+
+            self._runtime = Runtime(self.store, self.config, self.data_dir)
+        start = self.store.last_position() + 1
+        if self._runtime is not None:
+            self.recover()
+        self._follower = threading.Thread(
+            target=self._follow, args=(start,), name="wfa-follow", daemon=True
+        )
+        self._follower.start()
+
+    # -- lifecycle -----------------------------------------------------------
+
+    @property
+    def drives(self) -> bool:
+        """True if this engine runs the steps; False if another engine does."""
+        return self._runtime is not None
+
+    def close(self) -> None:
+        """Stop driving (runs stay resumable), stop every thread, close the log."""
+        self._stop.set()
+        if self._runtime is not None:
+            self._runtime.stop()
+            self._runtime = None
+        self._follower.join(timeout=5)
+        self._lock.release()
+        self.store.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- submitting ----------------------------------------------------------
+
+    def submit(
+        self,
+        workflow: WorkflowSpec | Workflow | str | os.PathLike[str],
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        priority: int | None = None,
+    ) -> RunHandle:
+        """Validate and queue a run; nothing is written for an invalid workflow."""
+        spec = self._spec(workflow)
+        return self._submit(spec, self._inputs(spec, inputs or {}), priority=priority)
+
+    def register(self, workflow: Workflow) -> None:
+        """Make a Python workflow's functions known (for runs resumed by this engine)."""
+        self._functions.update(workflow.functions)
+
+    def restart(self, run_id: str, from_step: str | None = None) -> RunHandle:
+        """A new run of the same spec and inputs, reusing outputs of steps not after `from_step`.
+
+        Without `from_step`, every step that succeeded is reused and the rest runs again.
+        """
+        old = self.state(run_id)
+        rerun: set[str] = set()
+        if from_step is not None:
+            if from_step not in index_of(old).specs:
+                raise ValidationError(
+                    [Problem("--from", f"no step {from_step!r} in run {run_id}")], source=run_id
+                )
+            rerun = _downstream(old, from_step)
+        reused = {
+            sid: st.outputs
+            for sid, st in old.steps.items()
+            if st.parent is None and st.status.value == "succeeded" and sid not in rerun
+        }
+        return self._submit(old.spec, old.inputs, reused=reused, parent=run_id)
+
+    # -- steering ------------------------------------------------------------
+
+    def approve(self, run_id: str, step_id: str) -> None:
+        """Let a step that waits for approval run."""
+        self._command(run_id, "approve", step_id)
+
+    def retry(self, run_id: str, step_id: str) -> None:
+        """Run a failed or paused step again, with a fresh retry budget."""
+        self._command(run_id, "retry", step_id)
+
+    def skip(self, run_id: str, step_id: str, outputs: Any = None) -> None:
+        """Skip a step; `outputs` stand in for its outputs so that its dependents run."""
+        self._command(run_id, "skip", step_id, outputs)
+
+    def cancel(self, run_id: str) -> None:
+        self._command(run_id, "cancel")
+
+    def resume_run(self, run_id: str) -> None:
+        """Continue a paused run, accepting its paused steps' failures."""
+        self._command(run_id, "resume")
+
+    def recover(self) -> list[str]:
+        """Admit every incomplete run in the log (done on start by a driving engine)."""
+        if self._runtime is None:
+            return []
+        found = []
+        for info in self.store.streams(RUN_STREAM_PREFIX):
+            last = next(iter(self.store.read_stream(info.name, info.version)))
+            if type(last.event).__name__ in RUN_END_TYPES:
+                continue
+            first = next(iter(self.store.read_stream(info.name, 1))).event
+            run_id = info.name[len(RUN_STREAM_PREFIX) :]
+            self._runtime.admit(run_id, first.spec.priority)
+            found.append(run_id)
+        return found
+
+    # -- reading -------------------------------------------------------------
+
+    def handle(self, run_id: str) -> RunHandle:
+        if self.store.stream_version(run_stream(run_id)) == 0:
+            raise UnknownRunError(f"no run {run_id!r} in {self.data_dir}")
+        return RunHandle(self, run_id)
+
+    def state(self, run_id: str, at: float | int | None = None) -> RunState:
+        """The run's state folded from the log; `at`: a log position (int) or a unix time."""
+        records = self.history(run_id)
+        if at is not None:
+            by_position = isinstance(at, int)
+            records = [r for r in records if (r.position if by_position else r.recorded_at) <= at]
+            if not records:
+                raise ValidationError(
+                    [Problem("--at", f"run {run_id} had not been submitted yet at {at}")],
+                    source=run_id,
+                )
+        return fold(r.event for r in records)
+
+    def replay(self, run_id: str, at: float | int | None = None) -> RunResult:
+        return result_of(self.state(run_id, at))
+
+    def history(self, run_id: str) -> list[Recorded[Any]]:
+        records = list(self.store.read_stream(run_stream(run_id)))
+        if not records:
+            raise UnknownRunError(f"no run {run_id!r} in {self.data_dir}")
+        return records
+
+    def runs(self, status: str | None = None, workflow: str | None = None) -> list[RunResult]:
+        """Every run in the log, oldest first, optionally filtered."""
+        found = []
+        for info in self.store.streams(RUN_STREAM_PREFIX):
+            result = result_of(fold(r.event for r in self.store.read_stream(info.name)))
+            if status is not None and result.status != status:
+                continue
+            if workflow is not None and result.workflow != workflow:
+                continue
+            found.append(result)
+        return sorted(found, key=lambda r: (r.submitted_at, r.run_id))
+
+    def export(self, since: int = 1) -> Iterator[Recorded[Any]]:
+        return self.store.read_all(since)
+
+    # -- inside --------------------------------------------------------------
+
+    def _spec(self, workflow: WorkflowSpec | Workflow | str | os.PathLike[str]) -> WorkflowSpec:
+        if isinstance(workflow, Workflow):
+            self.register(workflow)
+            spec = workflow.spec
+        elif isinstance(workflow, WorkflowSpec):
+            spec = workflow
+        else:
+            spec = load_workflow(workflow)
+        check_workflow(spec, self.config)
+        return spec
+
+    @staticmethod
+    def _inputs(spec: WorkflowSpec, given: Mapping[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(given) - set(spec.inputs))
+        if unknown:
+            declared = ", ".join(sorted(spec.inputs)) or "none"
+            raise ValidationError(
+                [
+                    Problem(f"-i {name}", "not an input of this workflow", f"declared: {declared}")
+                    for name in unknown
+                ],
+                source=spec.name,
+            )
+        return {**spec.inputs, **msgspec.to_builtins(dict(given))}
+
+    def _submit(
+        self,
+        spec: WorkflowSpec,
+        inputs: dict[str, Any],
+        *,
+        priority: int | None = None,
+        reused: dict[str, Any] | None = None,
+        parent: str | None = None,
+    ) -> RunHandle:
+        if priority is not None:
+            spec = msgspec.structs.replace(spec, priority=priority)
+        execution = self.config.execution
+        run_id = new_run_id()
+        submitted = RunSubmitted(
+            at=time.time(),
+            run_id=run_id,
+            spec=spec,
+            inputs=inputs,
+            settings=RunSettings(
+                default_timeout=execution.default_timeout,
+                default_retry_count=execution.default_retry_count,
+                enable_parallel_execution=execution.enable_parallel_execution,
+            ),
+            reused=reused or {},
+            parent_run_id=parent,
+        )
+        self.store.append(run_stream(run_id), [submitted], expected_version=0)
+        return RunHandle(self, run_id)
+
+    def _command(
+        self, run_id: str, verb: str, step_id: str | None = None, outputs: Any = None
+    ) -> None:
+        """Check the command applies now (else CommandNotApplicable), then log it."""
+        now = time.time()
+        command = CommandIssued(
+            at=now, run_id=run_id, command=verb, step_id=step_id, outputs=outputs
+        )
+        rules.decide(self.state(run_id), command_trigger(command), now)
+        self.store.append(COMMANDS_STREAM, [command])
+
+    def _follow(self, start: int) -> None:
+        """Follower thread: admit submitted runs, deliver commands, wake waiters."""
+        for record in self.store.follow(start, stop=self._stop):
+            event = record.event
+            runtime = self._runtime
+            if runtime is not None:
+                if isinstance(event, RunSubmitted):
+                    runtime.admit(event.run_id, event.spec.priority)
+                elif isinstance(event, CommandIssued):
+                    runtime.deliver(event.run_id, command_trigger(event))
+            self._notify()
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._generation += 1
+            self._changed.notify_all()
+
+    def _wait_for_change(self, generation: int, timeout: float) -> None:
+        with self._changed:
+            if self._generation == generation:
+                self._changed.wait(timeout)
+
+
+def _downstream(state: RunState, step_id: str) -> set[str]:
+    """`step_id` and every step that depends on it, transitively."""
+    dependents = index_of(state).dependents
+    found, todo = {step_id}, [step_id]
+    while todo:
+        for nxt in dependents[todo.pop()]:
+            if nxt not in found:
+                found.add(nxt)
+                todo.append(nxt)
+    return found

@@ -1,0 +1,109 @@
+"""What users read about a run: `RunResult` and `StepResult`, and their JSON form.
+
+Built from a `RunState` (live or replayed), so `wfa show`, `wfa replay` and
+`run.wait()` can never disagree. The JSON form is the stable machine output of
+SPEC §3: times as ISO 8601 UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from engine.state import RunState, StepError, waiting_for
+
+HUMAN_WAITS = frozenset({"approval", "intervention"})
+
+
+class StepResult(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    status: str
+    attempts: int
+    agent: str | None
+    started_at: float | None
+    ended_at: float | None
+    outputs: Any
+    error: StepError | None
+    reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "status": self.status,
+            "attempts": self.attempts,
+            "agent": self.agent,
+            "started_at": iso(self.started_at),
+            "ended_at": iso(self.ended_at),
+            "outputs": self.outputs,
+            "error": msgspec.to_builtins(self.error) if self.error else None,
+        }
+
+
+class RunResult(msgspec.Struct, frozen=True, kw_only=True):
+    run_id: str
+    workflow: str
+    status: str
+    submitted_at: float
+    started_at: float | None
+    ended_at: float | None
+    reason: str | None
+    steps: dict[str, StepResult]
+    waiting_for: tuple[str, ...] = ()
+
+    @property
+    def needs_intervention(self) -> bool:
+        """Paused, or every thing it waits for is a person (an approval, a decision)."""
+        if self.status == "paused":
+            return True
+        return bool(self.waiting_for) and all(
+            w.split(" ", 1)[0] in HUMAN_WAITS for w in self.waiting_for
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "workflow": self.workflow,
+            "status": self.status,
+            "submitted_at": iso(self.submitted_at),
+            "started_at": iso(self.started_at),
+            "ended_at": iso(self.ended_at),
+            "reason": self.reason,
+            "waiting_for": list(self.waiting_for),
+            "steps": [s.to_json() for s in self.steps.values()],
+        }
+
+
+def result_of(state: RunState) -> RunResult:
+    return RunResult(
+        run_id=state.run_id,
+        workflow=state.spec.name,
+        status=state.status.value,
+        submitted_at=state.submitted_at,
+        started_at=state.started_at,
+        ended_at=state.ended_at,
+        reason=state.reason,
+        waiting_for=tuple(str(w) for w in waiting_for(state)),
+        steps={
+            sid: StepResult(
+                id=sid,
+                status=st.status.value,
+                attempts=st.attempts,
+                agent=st.agent,
+                started_at=st.started_at,
+                ended_at=st.ended_at,
+                outputs=st.outputs,
+                error=st.error,
+                reason=st.reason,
+            )
+            for sid, st in state.steps.items()
+        },
+    )
+
+
+def iso(at: float | None) -> str | None:
+    """Unix seconds as ISO 8601 UTC with milliseconds, e.g. 2026-11-26T05:15:23.120Z."""
+    if at is None:
+        return None
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

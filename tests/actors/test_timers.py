@@ -1,0 +1,59 @@
+"""The timer service delivers each live timer once, at or after its time, in time order."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Any
+
+from actors.timers import TimerService
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.received: queue.Queue[tuple[float, Any]] = queue.Queue()
+
+    def tell(self, message: Any) -> None:
+        self.received.put((time.time(), message))
+
+
+def test_timers_fire_in_time_order_not_in_scheduling_order() -> None:
+    timers, inbox = TimerService(), Inbox()
+    now = time.time()
+    timers.schedule("late", now + 0.15, inbox, "late")
+    timers.schedule("early", now + 0.05, inbox, "early")
+    first = inbox.received.get(timeout=2)
+    second = inbox.received.get(timeout=2)
+    timers.stop()
+    assert [first[1], second[1]] == ["early", "late"]
+    assert first[0] >= now + 0.05 and second[0] >= now + 0.15
+
+
+def test_a_cancelled_timer_never_fires() -> None:
+    timers, inbox = TimerService(), Inbox()
+    timers.schedule(("run-1", "a"), time.time() + 0.05, inbox, "cancelled")
+    timers.schedule(("run-2", "a"), time.time() + 0.1, inbox, "kept")
+    timers.cancel_prefix(("run-1",))
+    assert inbox.received.get(timeout=2)[1] == "kept"
+    timers.stop()
+    assert inbox.received.empty()
+
+
+def test_rescheduling_a_key_replaces_the_earlier_timer() -> None:
+    timers, inbox = TimerService(), Inbox()
+    timers.schedule("k", time.time() + 0.05, inbox, "first")
+    timers.schedule("k", time.time() + 0.1, inbox, "second")
+    assert inbox.received.get(timeout=2)[1] == "second"
+    time.sleep(0.1)
+    timers.stop()
+    assert inbox.received.empty()
+
+
+def test_a_timer_in_the_past_fires_at_once_and_stop_ends_the_thread() -> None:
+    timers, inbox = TimerService(), Inbox()
+    timers.schedule("k", time.time() - 10, inbox, "overdue")
+    assert inbox.received.get(timeout=2)[1] == "overdue"
+    before = threading.active_count()
+    timers.stop()
+    assert threading.active_count() == before - 1
