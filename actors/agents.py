@@ -14,10 +14,10 @@ once, and tells the result to the workflow actor that asked.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgspec
@@ -133,19 +133,33 @@ class AgentActor(pykka.ThreadingActor):
         super().__init__()
         self.name = name
         self.pool = pool
-        self._workers = ThreadPoolExecutor(max_workers=capacity, thread_name_prefix=f"wfa-{name}")
         self._cancels: dict[tuple[str, str, int], threading.Event] = {}
+        # A fixed set of worker threads, started with the agent: the thread count
+        # of an engine is known up front and never grows with the work.
+        self._work: queue.SimpleQueue[tuple[AttemptRequest, threading.Event, Any] | None] = (
+            queue.SimpleQueue()
+        )
+        self._workers = [
+            threading.Thread(target=self._work_loop, name=f"wfa-{name}-{n}", daemon=True)
+            for n in range(capacity)
+        ]
+        for worker in self._workers:
+            worker.start()
 
     def on_receive(self, message: Any) -> None:
         match message:
             case StartAttempt(request=request, reply_to=reply_to):
                 key = (request.run_id, request.step_id, request.attempt)
                 cancel = self._cancels.setdefault(key, threading.Event())
-                self._workers.submit(self._run, request, cancel, reply_to)
+                self._work.put((request, cancel, reply_to))
             case CancelAttempt(run_id=run_id, step_id=step_id, attempt=attempt):
                 event = self._cancels.get((run_id, step_id, attempt))
                 if event is not None:
                     event.set()
+
+    def _work_loop(self) -> None:
+        while (work := self._work.get()) is not None:
+            self._run(*work)
 
     def _run(self, request: AttemptRequest, cancel: threading.Event, reply_to: Any) -> None:
         """Runs on a worker thread; blocks for the attempt's whole duration."""
@@ -159,11 +173,18 @@ class AgentActor(pykka.ThreadingActor):
         finally:
             self._cancels.pop((request.run_id, request.step_id, request.attempt), None)
             self.pool.release(self.name)
-        reply_to.tell(
-            AttemptFinished(request.run_id, request.step_id, request.attempt, self.name, outcome)
+        finished = AttemptFinished(
+            request.run_id, request.step_id, request.attempt, self.name, outcome
         )
+        try:
+            reply_to.tell(finished)
+        except pykka.ActorDeadError:
+            pass  # the run ended (or its actor is being rebuilt): the log decides, not this result
 
     def on_stop(self) -> None:
         for event in list(self._cancels.values()):
             event.set()
-        self._workers.shutdown(wait=True, cancel_futures=True)
+        for _ in self._workers:
+            self._work.put(None)
+        for worker in self._workers:
+            worker.join()

@@ -83,11 +83,13 @@ class RunHandle:
     def wait(self, timeout: float | None = None) -> RunResult:
         """Block until the run ends or waits for an operator; TimeoutError after `timeout`."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        follower = _StateFollower(self.engine.store, run_stream(self.id))
+        follower = _StateFollower(self.engine.store, self.id)
         while True:
             generation = self.engine._generation
             result = result_of(follower.refresh())
-            if result.status in {s.value for s in TERMINAL_RUN} or result.needs_intervention:
+            if result.status in {s.value for s in TERMINAL_RUN}:
+                return result
+            if result.needs_intervention and not follower.command_pending():
                 return result
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
@@ -100,20 +102,29 @@ class RunHandle:
 class _StateFollower:
     """Folds one run stream incrementally: each refresh reads only what is new."""
 
-    def __init__(self, store: EventStore[Any], stream: str) -> None:
-        self.store, self.stream = store, stream
+    def __init__(self, store: EventStore[Any], run_id: str) -> None:
+        self.store, self.run_id, self.stream = store, run_id, run_stream(run_id)
         self.state: RunState | None = None
         self.version = 0
+        self.position = 0  # of the run's last event
+        self.commands_seen = 0  # version in the commands stream
+        self.last_command = 0  # position of the run's last command
 
     def refresh(self) -> RunState:
         for rec in self.store.read_stream(self.stream, self.version + 1):
             self.state = evolve(self.state, rec.event)
-            self.version = rec.version
+            self.version, self.position = rec.version, rec.position
         if self.state is None:
-            raise UnknownRunError(
-                f"no run {self.stream[len(RUN_STREAM_PREFIX) :]!r} in {self.store.path}"
-            )
+            raise UnknownRunError(f"no run {self.run_id!r} in {self.store.path}")
         return self.state
+
+    def command_pending(self) -> bool:
+        """An operator's command for this run is logged but the run has not moved since."""
+        for rec in self.store.read_stream(COMMANDS_STREAM, self.commands_seen + 1):
+            self.commands_seen = rec.version
+            if rec.event.run_id == self.run_id:
+                self.last_command = rec.position
+        return self.last_command > self.position
 
 
 class Engine:
