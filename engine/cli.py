@@ -13,11 +13,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import traceback
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 import msgspec
@@ -26,12 +27,18 @@ from engine.config import EngineConfig
 from engine.errors import Problem, ValidationError, WorkflowAutomatorError
 from engine.loading import load_config, load_workflow
 from engine.validation import validate_config, validate_workflow
+from eventstore import EventStoreError
+
+if TYPE_CHECKING:
+    from engine.facade import Engine
+    from engine.results import RunResult
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # a run failed, was cancelled or timed out
 EXIT_BAD_INPUT = 2  # invalid workflow, config, command or run id
 EXIT_PAUSED = 3  # a run waits for manual intervention
 EXIT_INTERNAL = 70  # a bug in wfa (EX_SOFTWARE)
+EXIT_INTERRUPTED = 130  # Ctrl-C while following: the run stays resumable
 
 
 @dataclass
@@ -66,6 +73,17 @@ class CliState:
             self._config = config
         return self._config
 
+    def engine(self, *, drive: bool = True, create: bool = True) -> Engine:
+        """Open the data directory: driving it when `drive` and no other engine does.
+
+        Read commands pass `create=False`, so a mistyped --data is an error, not a new
+        empty directory.
+        """
+        from engine.facade import Engine  # brings in the actor runtime: only when needed
+
+        config = self.config()
+        return Engine(data_dir=config.storage.path, config=config, drive=drive, create=create)
+
 
 pass_state = click.make_pass_decorator(CliState, ensure=True)
 
@@ -83,6 +101,31 @@ def print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
 
 
+def exit_code(results: Iterable[RunResult]) -> int:
+    """The worst outcome: 1 if any run failed/cancelled/timed out, else 3 if any waits
+    for a person, else 0."""
+    code = EXIT_OK
+    for result in results:
+        if result.status in ("failed", "cancelled", "timed_out"):
+            return EXIT_FAILED
+        if result.needs_intervention or result.status != "succeeded":
+            code = EXIT_PAUSED
+    return code
+
+
+def interrupted(engine: Engine, run_ids: Sequence[str]) -> NoReturn:
+    """Ctrl-C while following: stop driving cleanly; the runs stay in the log, resumable."""
+    drove = engine.drives
+    engine.close()
+    click.echo("", err=True)
+    if drove:
+        names = " ".join(run_ids)
+        click.echo(f"interrupted; the run stays resumable: wfa resume {names}", err=True)
+    else:
+        click.echo("interrupted; the serving engine continues the run", err=True)
+    raise click.exceptions.Exit(EXIT_INTERRUPTED)
+
+
 class WfaGroup(click.Group):
     """Reports errors escaping a command as `error: ...` instead of a traceback."""
 
@@ -91,11 +134,17 @@ class WfaGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except BrokenPipeError:  # `wfa export | head`: the reader left; not an error
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise click.exceptions.Exit(EXIT_OK) from None
         except ValidationError as exc:
             where = f"{exc.source}: " if exc.source else ""
             fail(f"{where}invalid", [str(p) for p in exc.problems])
         except WorkflowAutomatorError as exc:
             fail(str(exc))
+        except EventStoreError as exc:
+            fail(f"cannot use the event log: {exc}")
         except Exception as exc:
             state = ctx.find_object(CliState)
             details = ["this is a bug in wfa; please report it with the output of `wfa -v ...`"]
@@ -173,5 +222,10 @@ def _problems(path: Path, config: EngineConfig) -> list[Problem]:
     return validate_workflow(spec, config)
 
 
+# The other commands register themselves on `main` when imported.
+from engine import cli_inspect, cli_runs  # noqa: E402, F401
+
 if __name__ == "__main__":
-    main()
+    from engine.cli import main as registered  # the module the commands registered on
+
+    registered()

@@ -1,0 +1,156 @@
+"""Read commands: `runs`, `show`, `history`, `replay`, `export`.
+
+They open the data directory without driving it and without creating it (a
+mistyped --data is an error, never a new directory), and they only fold the
+log, so they work while an engine serves the directory.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+
+import click
+import msgspec
+
+from engine.cli import CliState, fail, main, pass_state, print_json
+from engine.cli_views import console, event_json, event_line, print_result, runs_table
+from engine.state import RunStatus
+
+JSON_HELP = "Print machine-readable JSON on stdout (shape in SPEC §3)."
+
+
+@main.command()
+@click.option(
+    "--status",
+    type=click.Choice([s.value for s in RunStatus]),
+    help="Only runs with this status.",
+)
+@click.option("--workflow", metavar="NAME", help="Only runs of this workflow.")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+@pass_state
+def runs(state: CliState, status: str | None, workflow: str | None, as_json: bool) -> None:
+    """List the runs in the data directory, oldest first."""
+    with state.engine(drive=False, create=False) as engine:
+        found = engine.runs(status=status, workflow=workflow)
+    if as_json:
+        print_json(
+            [
+                {
+                    "run_id": r.run_id,
+                    "workflow": r.workflow,
+                    "status": r.status,
+                    "submitted_at": r.to_json()["submitted_at"],
+                    "ended_at": r.to_json()["ended_at"],
+                }
+                for r in found
+            ]
+        )
+    elif not found:
+        click.echo("no runs" + (" match" if status or workflow else " yet"))
+    else:
+        console().print(runs_table(found))
+
+
+@main.command()
+@click.argument("run_id", metavar="RUN")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+@pass_state
+def show(state: CliState, run_id: str, as_json: bool) -> None:
+    """Show RUN's steps: status, attempts, agent, duration, error, and what it waits for.
+
+    Exit code 2 when there is no such run.
+    """
+    with state.engine(drive=False, create=False) as engine:
+        result = engine.handle(run_id).result()
+    if as_json:
+        print_json(result.to_json())
+    else:
+        print_result(result)
+
+
+@main.command()
+@click.argument("run_id", metavar="RUN")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per event, per line.")
+@pass_state
+def history(state: CliState, run_id: str, as_json: bool) -> None:
+    """Print RUN's events in the order they were recorded.
+
+    Columns: seq (the position in the log, usable with `replay --at`), time, type,
+    step and the event's details.
+    """
+    with state.engine(drive=False, create=False) as engine:
+        records = engine.history(run_id)
+        for rec in records:
+            if as_json:
+                click.echo(msgspec.json.encode(event_json(rec)).decode())
+            else:
+                click.echo(event_line(rec))
+
+
+@main.command()
+@click.argument("run_id", metavar="RUN")
+@click.option(
+    "--at",
+    metavar="SEQ|TIME",
+    help="A log position (see `wfa history`) or an ISO 8601 time; default: now.",
+)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP + " Same object as show.")
+@pass_state
+def replay(state: CliState, run_id: str, at: str | None, as_json: bool) -> None:
+    """Rebuild RUN's state from the log alone, as it was at a point in time."""
+    point = parse_point(at)
+    with state.engine(drive=False, create=False) as engine:
+        result = engine.replay(run_id, point)
+        if isinstance(point, int):  # the time of that log position, for durations
+            records = engine.history(run_id)
+            point = max(r.recorded_at for r in records if r.position <= point)
+    if as_json:
+        print_json(result.to_json())
+    else:
+        print_result(result, f"as of {at}" if at else "replayed", now=point)
+
+
+def parse_point(at: str | None) -> int | float | None:
+    """`--at`: an integer log position, or an ISO 8601 time (naive means UTC) as unix time."""
+    if at is None:
+        return None
+    try:
+        return int(at)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(at)
+    except ValueError:
+        fail(
+            f"--at {at!r} is neither a log position nor an ISO 8601 time",
+            ["e.g. --at 42 (see `wfa history RUN`) or --at 2026-11-26T05:15:23Z"],
+        )
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+@main.command()
+@click.option(
+    "--since",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    metavar="SEQ",
+    help="Start at this log position.",
+)
+@pass_state
+def export(state: CliState, since: int) -> None:
+    """Write every event of the log to stdout as JSON Lines, oldest first.
+
+    Each line has seq, type, run_id, at, stream, step_id on step events, and
+    the event's own fields. Streams as it reads: memory stays flat on big logs.
+    """
+    out = sys.stdout.buffer
+    encoder = msgspec.json.Encoder()
+    with state.engine(drive=False, create=False) as engine:
+        for rec in engine.export(since):
+            out.write(encoder.encode(event_json(rec, with_stream=True)))
+            out.write(b"\n")
+    out.flush()
