@@ -234,8 +234,8 @@ def next_steps(result: RunResult) -> str:
 
 
 def waiting_text(waiting: str) -> str:
-    """`retry of api at 1795671799.4` -> `retry of api at 05:43:19` (local time)."""
-    what, sep, when = waiting.rpartition(" at ")
+    """`retry of api at 1795671799.4` -> `retry of api until 05:43:19` (local time)."""
+    what, _, when = waiting.rpartition(" at ")
     try:
         return f"{what} until {time.strftime('%H:%M:%S', time.localtime(float(when)))}"
     except ValueError:

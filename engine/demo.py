@@ -128,12 +128,12 @@ def _show_replay(engine: Engine, results: list[RunResult], as_json: bool) -> dic
 
 
 def _parallelism(engine: Engine, run_id: str) -> tuple[int, int]:
-    """(log position, running steps) at the run's first moment with the most steps running."""
+    """(log position, running steps) at the last moment with the most steps running."""
     state = None
     best = (0, -1)
     for rec in engine.history(run_id):
         state = evolve(state, rec.event)
         running = sum(1 for st in state.steps.values() if st.status is StepStatus.RUNNING)
-        if running > best[1]:
+        if running >= best[1]:
             best = (rec.position, running)
     return best
