@@ -4,8 +4,9 @@ Run as `python -m actors.execution.call_runner REQUEST_FILE RESULT_FILE` by
 call_process.py, as the leader of its own process group. It reads the
 msgpack-encoded `AttemptRequest`, calls the function in its main thread,
 writes a msgpack `CallResult` to RESULT_FILE (atomically: a temporary file
-renamed into place) and exits 0. SIGTERM sets `ctx.cancelled`, so a function
-that polls it can stop within the parent's grace period before SIGKILL.
+renamed into place) and exits 0. SIGTERM sets `ctx.cancelled` (from a helper
+thread), so a function that polls it can stop within the parent's grace
+period before SIGKILL.
 
 Exiting without writing RESULT_FILE (a signal, `os._exit`, a crash of the
 interpreter) is reported by the parent as kind `agent`.
@@ -37,11 +38,7 @@ def main(argv: list[str]) -> int:
     with open(request_path, "rb") as f:
         request = msgspec.msgpack.decode(f.read(), type=AttemptRequest)
     cancelled = threading.Event()
-
-    def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        cancelled.set()
-
-    signal.signal(signal.SIGTERM, on_sigterm)
+    _set_on_sigterm(cancelled)
     log_path = os.path.join(request.output_dir, ATTEMPT_LOG)
     logger, handler = attempt_logger(request.step_id, log_path)
     ctx = make_context(request, cancelled, logger, private_copies=False)
@@ -54,6 +51,33 @@ def main(argv: list[str]) -> int:
         out.write(msgspec.msgpack.encode(result))
     os.replace(partial, result_path)
     return 0
+
+
+def _set_on_sigterm(cancelled: threading.Event) -> None:
+    """Set `cancelled` when SIGTERM arrives, from a helper thread.
+
+    Not from a Python signal handler: it runs in the main thread between two
+    bytecodes, possibly while the step function holds the event's internal
+    lock (inside `ctx.cancelled.wait()`), and `set()` would then deadlock.
+    The C-level handler writes the signal number to a wakeup pipe instead,
+    and a daemon thread reading the pipe sets the event.
+    """
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    signal.signal(signal.SIGTERM, _ignore)
+
+    def watch() -> None:
+        while data := os.read(read_end, 64):
+            if signal.SIGTERM in data:
+                cancelled.set()
+                return
+
+    threading.Thread(target=watch, name="wfa-sigterm", daemon=True).start()
+
+
+def _ignore(signum: int, frame: FrameType | None) -> None:
+    """Python-level SIGTERM handler: the wakeup pipe does the work."""
 
 
 if __name__ == "__main__":

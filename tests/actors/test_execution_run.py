@@ -56,19 +56,13 @@ def wait_for_file(path: Path, timeout: float = 20.0) -> str:
     raise AssertionError(f"{path} never appeared")
 
 
-# A leader that starts a child, which starts a grandchild `sleep 60`; all PIDs go to argv[1].
-SPAWN_TREE = """
-import os, subprocess, sys, time
-child = subprocess.Popen([sys.executable, "-c", '''
-import os, subprocess, sys, time
-grandchild = subprocess.Popen(["sleep", "60"])
-with open(sys.argv[1] + ".partial", "w") as f:
-    f.write(f"{os.getppid()} {os.getpid()} {grandchild.pid}")
-os.replace(sys.argv[1] + ".partial", sys.argv[1])
-time.sleep(60)
-''', sys.argv[1]])
-time.sleep(60)
-"""
+# A leader `sh` that starts a child `sh`, which starts a grandchild `sleep 60` and writes
+# "leader child grandchild" PIDs to $1 (shells start in a millisecond, even on a busy machine).
+CHILD_SCRIPT = 'sleep 60 & echo "$PPID $$ $!" > "$1.partial"; mv "$1.partial" "$1"; wait'
+
+
+def spawn_tree(pid_file: Path) -> list[str]:
+    return ["sh", "-c", 'sh -c "$0" child "$1" & wait', CHILD_SCRIPT, str(pid_file)]
 
 
 def test_exit_zero_succeeds_with_the_json_object_written_to_wfa_outputs(tmp_path: Path) -> None:
@@ -209,7 +203,7 @@ def test_output_directory_and_files_are_readable_by_the_owner_only(tmp_path: Pat
 
 def test_timeout_kills_the_whole_process_group_including_grandchildren(tmp_path: Path) -> None:
     pid_file = tmp_path / "pids"
-    outcome = run(tmp_path, py(SPAWN_TREE, str(pid_file)), timeout=3, kill_grace=0.5)
+    outcome = run(tmp_path, spawn_tree(pid_file), timeout=3, kill_grace=0.5)
     assert outcome.error_kind == ErrorKind.TIMEOUT
     assert "timed out after 3 s" in outcome.message
     pids = [int(p) for p in pid_file.read_text().split()]
@@ -222,9 +216,7 @@ def test_cancel_kills_the_whole_process_group_and_reports_cancelled(tmp_path: Pa
     cancel = threading.Event()
     outcomes: list[AttemptOutcome] = []
     worker = threading.Thread(
-        target=lambda: outcomes.append(
-            run(tmp_path, py(SPAWN_TREE, str(pid_file)), cancel, kill_grace=0.5)
-        )
+        target=lambda: outcomes.append(run(tmp_path, spawn_tree(pid_file), cancel, kill_grace=0.5))
     )
     worker.start()
     pids = [int(p) for p in wait_for_file(pid_file).split()]
