@@ -16,7 +16,8 @@ Timeout and cancel: on timeout the outcome has kind `timeout`; when `cancel`
 is set it has `cancelled=True` and no kind (cancelling is not a failure a
 retry policy should match). Processes are ended with their whole group
 (SIGTERM, `kill_grace` seconds, SIGKILL) before `run_attempt` returns; a
-thread cannot be ended, so it is told through `ctx.cancelled`.
+thread cannot be ended, so it is told through `ctx.cancelled`. Processes a
+step leaves running in its group after a normal exit are ended the same way.
 
 Error kinds, by what happened:
 
