@@ -7,6 +7,7 @@ log, so they work while an engine serves the directory.
 
 from __future__ import annotations
 
+import re
 import sys
 from datetime import UTC, datetime
 
@@ -112,7 +113,11 @@ def replay(state: CliState, run_id: str, at: str | None, as_json: bool) -> None:
 
 
 def parse_point(at: str | None) -> int | float | None:
-    """`--at`: an integer log position, or an ISO 8601 time (naive means UTC) as unix time."""
+    """`--at`: an integer log position, or an ISO 8601 time (naive means UTC) as unix time.
+
+    The time is inclusive to its precision: `05:15:23.120Z` covers events recorded
+    up to 05:15:23.1209..., so a time copied from `wfa history` includes that event.
+    """
     if at is None:
         return None
     try:
@@ -128,7 +133,10 @@ def parse_point(at: str | None) -> int | float | None:
         )
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return when.timestamp()
+    # A time as printed (to the millisecond) includes what was recorded within its last digit.
+    fraction = re.search(r"[T ]\d\d:\d\d:\d\d(?:[.,](\d+))?", at)
+    digits = len(fraction.group(1) or "") if fraction else 0
+    return when.timestamp() + 10.0 ** -min(digits, 6) - 1e-7
 
 
 @main.command()

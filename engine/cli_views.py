@@ -130,7 +130,7 @@ def _follow_live(watches: list[RunWatch]) -> None:
 
 
 def _follow_plain(watches: list[RunWatch], show: bool) -> None:
-    seen: dict[tuple[str, str], str] = {}
+    seen: dict[tuple[str, str], tuple[str, int]] = {}
 
     def report() -> None:
         for watch in watches:
@@ -139,8 +139,8 @@ def _follow_plain(watches: list[RunWatch], show: bool) -> None:
                 continue
             for step in result.steps.values():
                 key = (result.run_id, step.id)
-                if seen.get(key) != step.status:
-                    seen[key] = step.status
+                if seen.get(key) != (step.status, step.attempts):
+                    seen[key] = (step.status, step.attempts)
                     if show and step.status != "pending":
                         prefix = f"{result.run_id}  " if len(watches) > 1 else ""
                         click.echo(prefix + step_line(step))
@@ -149,7 +149,7 @@ def _follow_plain(watches: list[RunWatch], show: bool) -> None:
     for watch in watches:
         if watch.settle_after and watch.result is not None:
             for step in watch.result.steps.values():
-                seen[(watch.run_id, step.id)] = step.status
+                seen[(watch.run_id, step.id)] = (step.status, step.attempts)
     report()
     while not _step_once(watches):
         report()
