@@ -36,7 +36,9 @@ steps:
     run:
       - python3
       - -c
-      - "import json, os, sys; json.dump({'got': sys.argv[1]}, open(os.environ['WFA_OUTPUTS'], 'w'))"
+      - |
+        import json, os, sys
+        json.dump({'got': sys.argv[1]}, open(os.environ['WFA_OUTPUTS'], 'w'))
       - ${{ steps.build.outputs.artifact }}
 """
 
