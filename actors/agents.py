@@ -13,6 +13,7 @@ once, and tells the result to the workflow actor that asked.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -176,10 +177,9 @@ class AgentActor(pykka.ThreadingActor):
         finished = AttemptFinished(
             request.run_id, request.step_id, request.attempt, self.name, outcome
         )
-        try:
+        # The run may have ended (or its actor is being rebuilt): the log decides, not this.
+        with contextlib.suppress(pykka.ActorDeadError):
             reply_to.tell(finished)
-        except pykka.ActorDeadError:
-            pass  # the run ended (or its actor is being rebuilt): the log decides, not this result
 
     def on_stop(self) -> None:
         for event in list(self._cancels.values()):

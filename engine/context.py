@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,8 +30,9 @@ class StepContext:
     """One attempt of one step, as seen by the step's function.
 
     `inputs`, `params`, `steps` and `item` are private copies: changing them
-    changes nothing outside the attempt. `steps` maps each upstream step id to
-    `{"outputs": ..., "status": ...}`.
+    changes nothing outside the attempt. `steps` is a read-only mapping of each
+    step id of the run to `{"outputs": ..., "status": ...}`, each entry copied
+    when first read (`dict(ctx.steps)` for a plain dict).
     """
 
     run_id: str
@@ -40,7 +42,7 @@ class StepContext:
     idempotency_key: str  # the same for every attempt of this step in this run
     inputs: dict[str, Any] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)  # the step's `with:`
-    steps: dict[str, Any] = field(default_factory=dict)
+    steps: Mapping[str, Any] = field(default_factory=dict)
     item: Any = None  # the `foreach` item, None outside a foreach
     cancelled: threading.Event = field(default_factory=threading.Event)
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("wfa.step"))

@@ -86,16 +86,22 @@ class RunHandle:
         follower = _StateFollower(self.engine.store, self.id)
         while True:
             generation = self.engine._generation
-            result = result_of(follower.refresh())
-            if result.status in {s.value for s in TERMINAL_RUN}:
-                return result
-            if result.needs_intervention and not follower.command_pending():
-                return result
+            moved = follower.refresh()
+            state = follower.state
+            assert state is not None
+            if state.status in TERMINAL_RUN:
+                return result_of(state)
+            # Whether only a person can move it on is an O(steps) question: ask it
+            # only when the run is quiet, not on every event of a busy run.
+            if not moved:
+                result = result_of(state)
+                if result.needs_intervention and not follower.command_pending():
+                    return result
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                raise TimeoutError(f"run {self.id} is still {result.status} after {timeout} s")
+                raise TimeoutError(f"run {self.id} is still {state.status} after {timeout} s")
             self.engine._wait_for_change(
-                generation, 0.25 if remaining is None else min(0.25, remaining)
+                generation, 0.1 if remaining is None else min(0.1, remaining)
             )
 
 
@@ -110,13 +116,15 @@ class _StateFollower:
         self.commands_seen = 0  # version in the commands stream
         self.last_command = 0  # position of the run's last command
 
-    def refresh(self) -> RunState:
+    def refresh(self) -> bool:
+        """Fold what is new; True if there was anything."""
+        before = self.version
         for rec in self.store.read_stream(self.stream, self.version + 1):
             self.state = evolve(self.state, rec.event)
             self.version, self.position = rec.version, rec.position
         if self.state is None:
             raise UnknownRunError(f"no run {self.run_id!r} in {self.store.path}")
-        return self.state
+        return self.version != before
 
     def command_pending(self) -> bool:
         """An operator's command for this run is logged but the run has not moved since."""

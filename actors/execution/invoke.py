@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import msgspec
@@ -111,10 +111,17 @@ def load_function(call: str) -> Callable[[StepContext], Any]:
     return fn
 
 
+def _mapping_as_dict(value: Any) -> Any:
+    """Read-only mappings (such as `ctx.steps`) are returned as plain objects."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise NotImplementedError(f"objects of type {type(value).__name__} are not supported")
+
+
 def encode_outputs(value: Any, limit: int) -> bytes:
     """`value` as JSON bytes of at most `limit` bytes; raises OutputsError otherwise."""
     try:
-        data = msgspec.json.encode(value)
+        data = msgspec.json.encode(value, enc_hook=_mapping_as_dict)
     except Exception as exc:
         raise OutputsError(
             f"the return value (a {type(value).__name__}) cannot be serialised as outputs: "
@@ -145,7 +152,7 @@ def make_context(
         idempotency_key=request.idempotency_key,
         inputs=convert(request.inputs),
         params=convert(request.params),
-        steps=convert(request.steps),
+        steps=_CopiedOnRead(request.steps) if private_copies else request.steps,
         item=convert(request.item),
         cancelled=cancelled,
         logger=logger,
@@ -206,6 +213,32 @@ class _AttemptLogHandler(logging.Handler):
 def _write_traceback(log_path: str, exc: BaseException) -> None:
     with contextlib.suppress(OSError):  # the outcome still carries the message
         append_private(log_path, "".join(traceback.format_exception(exc)))
+
+
+class _CopiedOnRead(Mapping[str, Any]):
+    """`ctx.steps`: a read-only mapping whose entries are privately copied when first read.
+
+    A long run has many upstream steps and a step reads few of them; copying
+    all of them for every attempt made a 1,000-step run quadratic.
+    """
+
+    def __init__(self, source: Mapping[str, Any]) -> None:
+        self._source = source
+        self._copies: dict[str, Any] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._copies:
+            self._copies[key] = _private_copy(self._source[key])
+        return self._copies[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._source)
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
 
 
 def _private_copy(value: Any) -> Any:
