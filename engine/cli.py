@@ -13,11 +13,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
@@ -111,6 +114,20 @@ def exit_code(results: Iterable[RunResult]) -> int:
         if result.needs_intervention or result.status != "succeeded":
             code = EXIT_PAUSED
     return code
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While following, SIGTERM acts like Ctrl-C: stop driving cleanly, not die mid-step."""
+
+    def raise_interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def interrupted(engine: Engine, run_ids: Sequence[str]) -> NoReturn:
@@ -223,7 +240,7 @@ def _problems(path: Path, config: EngineConfig) -> list[Problem]:
 
 
 # The other commands register themselves on `main` when imported.
-from engine import cli_inspect, cli_runs  # noqa: E402, F401
+from engine import cli_inspect, cli_runs, cli_serve  # noqa: E402, F401
 
 if __name__ == "__main__":
     from engine.cli import main as registered  # the module the commands registered on

@@ -20,6 +20,7 @@ from typing import Any
 import click
 import msgspec
 
+from engine.cli import sigterm_as_interrupt
 from engine.cli_views import follow_runs, print_result, summary_line
 from engine.config import EngineConfig
 from engine.events import run_stream
@@ -52,7 +53,8 @@ def run_demo(config: EngineConfig, *, keep: bool = False, as_json: bool = False)
         with Engine(data_dir=data, config=config) as engine:
             say(f"demo data directory: {data}")
             try:
-                results = [_run_one(engine, spec, as_json) for spec in bundled_workflows()]
+                with sigterm_as_interrupt():
+                    results = [_run_one(engine, spec, as_json) for spec in bundled_workflows()]
             except KeyboardInterrupt:
                 engine.close()
                 click.echo("\ninterrupted", err=True)

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.e2e.test_cli_validate import ROOT, assert_no_traceback, wfa
+
+NAPPING = """
+name: napping
+steps:
+  - {id: nap, run: ["python3", "-c", "import time; time.sleep(2)"]}
+  - {id: wake, after: [nap], run: ["python3", "-c", "pass"]}
+"""
 
 EXAMPLES = ROOT / "examples"
 
@@ -215,3 +227,40 @@ def test_restart_from_a_step_reuses_the_steps_before_it(data: Path) -> None:
     attempts = {sid: s["attempts"] for sid, s in steps(run).items()}
     assert attempts == {"design": 0, "api": 0, "ui": 1, "integration": 1}
     assert cli(data, "restart", first["run_id"], "--from", "nope").returncode == 2
+
+
+def test_ctrl_c_while_following_exits_130_and_the_run_resumes(tmp_path: Path, data: Path) -> None:
+    command = [*wfa_command(), "--data", str(data), "run", str(write(tmp_path, "n.yaml", NAPPING))]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={k: v for k, v in os.environ.items() if k not in ("WFA_CONFIG", "WFA_DATA")},
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while not (data / "events").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=15)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130
+    assert "Traceback" not in err
+    run_id = as_json(cli(data, "runs", "--json"))[0]["run_id"]
+    assert f"wfa resume {run_id}" in err
+    assert as_json(cli(data, "show", run_id, "--json"))["status"] == "running"
+    resumed = cli(data, "resume", run_id)
+    assert resumed.returncode == 0, resumed.stderr
+
+
+def wfa_command() -> list[str]:
+    executable = shutil.which("wfa")
+    if executable:
+        return [executable]
+    return [sys.executable, "-c", "from engine.cli import main; main()"]

@@ -4,10 +4,8 @@ its cron schedules and its graceful stop; and `wfa demo`."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_cli_runs import EXAMPLES, as_json, cli, write
+from tests.e2e.test_cli_runs import EXAMPLES, as_json, cli, wfa_command, write
 from tests.e2e.test_cli_validate import assert_no_traceback
 
 SCHEDULED = """
@@ -24,15 +22,6 @@ schedule: "* * * * * *"
 steps:
   - {id: tick, run: ["python3", "-c", "pass"]}
 """
-
-
-def wfa_command() -> list[str]:
-    executable = shutil.which("wfa")
-    return (
-        [executable]
-        if executable
-        else [sys.executable, "-c", "from engine.cli import main; main()"]
-    )
 
 
 def eventually(check: Callable[[], Any], timeout: float = 15.0) -> Any:

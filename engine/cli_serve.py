@@ -1,0 +1,171 @@
+"""`wfa serve`: the long-running engine of a data directory.
+
+It drives every run in the directory: runs submitted by other processes (`wfa
+run --detach`, the Python API) and the commands they append (`wfa approve`,
+...), all through the log. Workflow files given with a cron `schedule:` are
+submitted at their times from one timer loop (a heap of due times, no thread
+per schedule). One thread follows the log to print a line per run that is
+submitted, starts, waits for a person or ends. SIGTERM or Ctrl-C stops it
+gracefully: running steps stop and their runs stay resumable.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+
+import click
+from croniter import croniter
+
+from engine.cli import CliState, fail, main, pass_state
+from engine.cli_views import TERMINAL
+from engine.datadir import LOCK
+from engine.events import (
+    CommandIssued,
+    RunFailed,
+    RunPaused,
+    RunStarted,
+    RunSubmitted,
+    StepWaitingForApproval,
+)
+from engine.facade import RUN_END_TYPES, Engine
+from engine.loading import load_workflow
+from engine.spec import WorkflowSpec
+from engine.validation import check_workflow
+
+
+class Schedules:
+    """Cron schedules of workflows, due times in one heap: one timer loop, no threads."""
+
+    def __init__(self, specs: Sequence[tuple[str, WorkflowSpec]]) -> None:
+        self.specs = specs
+        self.heap: list[tuple[float, int]] = []
+        now = datetime.now().astimezone()  # cron times are local wall-clock times
+        for index, (_, spec) in enumerate(specs):
+            heapq.heappush(self.heap, (self._next(spec, now), index))
+
+    @staticmethod
+    def _next(spec: WorkflowSpec, after: datetime) -> float:
+        return float(croniter(spec.schedule, after).get_next(float))
+
+    def due(self, now: float) -> list[WorkflowSpec]:
+        """Workflows due by `now`, each re-armed for its next time (missed ones once)."""
+        found = []
+        while self.heap and self.heap[0][0] <= now:
+            at, index = heapq.heappop(self.heap)
+            spec = self.specs[index][1]
+            found.append(spec)
+            after = datetime.fromtimestamp(max(at, now)).astimezone()
+            heapq.heappush(self.heap, (self._next(spec, after), index))
+        return found
+
+    def wait_seconds(self, now: float, cap: float) -> float:
+        return cap if not self.heap else max(0.0, min(cap, self.heap[0][0] - now))
+
+
+def log_line(message: str) -> None:
+    click.echo(f"{time.strftime('%H:%M:%S')} {message}")
+
+
+def announce_runs(engine: Engine, start: int, stop: threading.Event) -> None:
+    """Thread: one line per run submitted, started, waiting, ended (follows the log)."""
+    names: dict[str, str] = {}
+    for rec in engine.store.follow(start, stop=stop, poll_interval=0.1):
+        event = rec.event
+        run_id = rec.stream.removeprefix("run/")
+        if isinstance(event, RunSubmitted):
+            names[event.run_id] = event.spec.name
+            log_line(f"run {event.run_id} submitted ({event.spec.name})")
+        elif isinstance(event, RunStarted):
+            log_line(f"run {run_id} started ({names.get(run_id, '?')})")
+        elif isinstance(event, StepWaitingForApproval):
+            log_line(f"run {run_id} waits for approval of {event.step_id}")
+        elif isinstance(event, RunPaused):
+            log_line(f"run {run_id} paused: {event.reason}")
+        elif isinstance(event, CommandIssued):
+            step = f" {event.step_id}" if event.step_id else ""
+            log_line(f"run {event.run_id}: {event.command}{step} (operator)")
+        elif type(event).__name__ in RUN_END_TYPES:
+            status = (
+                type(event).__name__.removeprefix("Run").lower().replace("timedout", "timed_out")
+            )
+            why = f": {event.reason}" if isinstance(event, RunFailed) else ""
+            log_line(f"run {run_id} {status}{why}")
+
+
+@main.command()
+@click.argument("files", nargs=-1, type=click.Path(path_type=Path))
+@pass_state
+def serve(state: CliState, files: Sequence[Path]) -> None:
+    """Drive the data directory until SIGTERM or Ctrl-C, then stop gracefully.
+
+    Runs every run submitted by other processes (`wfa run --detach`, the Python
+    API) and acts on their commands (`wfa approve`, ...). Each FILE must have a
+    `schedule:` (cron, local time); it is submitted at each of its times.
+    Exit code 0 after a graceful stop, 2 when another engine already serves.
+    """
+    config = state.config()
+    scheduled = []
+    for file in files:
+        spec = check_workflow(load_workflow(file), config, source=str(file))
+        if spec.schedule is None:
+            fail(
+                f"{file}: workflow {spec.name} has no `schedule:`; serve only takes scheduled "
+                "workflows",
+                ['add e.g. schedule: "0 2 * * *", or submit it with `wfa run --detach FILE`'],
+            )
+        scheduled.append((str(file), spec))
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    with state.engine() as engine:
+        if not engine.drives:
+            holder = (engine.data_dir / LOCK).read_text().strip() or "?"
+            fail(
+                f"another engine (pid {holder}) already serves {engine.data_dir}",
+                ["stop it first, or send runs to it with `wfa run --detach`"],
+            )
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            _serve(engine, Schedules(scheduled), stop)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            log_line("stopping: running steps are stopped, their runs stay resumable")
+    log_line("stopped")
+
+
+def _serve(engine: Engine, schedules: Schedules, stop: threading.Event) -> None:
+    from actors.runtime import configured_agents  # the CLI may meet actors (DESIGN.md)
+
+    agents = configured_agents(engine.config)
+    shown = ", ".join(a.name for a in agents[:4]) + (" ..." if len(agents) > 4 else "")
+    log_line(f"serving {engine.data_dir} with {len(agents)} agents ({shown}); pid {os.getpid()}")
+    for file, spec in schedules.specs:
+        log_line(f"schedule: {spec.name} ({file}) at `{spec.schedule}`")
+    announcer = threading.Thread(
+        target=announce_runs,
+        args=(engine, max(1, engine.store.last_position() + 1), stop),
+        name="wfa-serve-log",
+        daemon=True,
+    )
+    announcer.start()
+    for run in engine.runs():
+        if run.status not in TERMINAL:
+            log_line(f"run {run.run_id} ({run.workflow}) resumed: {run.status}")
+    while not stop.is_set():
+        now = time.time()
+        for spec in schedules.due(now):
+            handle = engine.submit(spec)
+            log_line(f"schedule: submitted run {handle.id} of {spec.name}")
+        stop.wait(schedules.wait_seconds(time.time(), 0.5))
+    announcer.join(timeout=2)
