@@ -18,6 +18,7 @@ class AdmitRun(msgspec.Struct, frozen=True):
 
     run_id: str
     priority: int = 0
+    commands: tuple[Any, ...] = ()  # operators' triggers logged before admission, in order
 
 
 class RunEnded(msgspec.Struct, frozen=True):

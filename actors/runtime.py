@@ -64,8 +64,8 @@ class Runtime:
 
     # -- called by the facade ------------------------------------------------
 
-    def admit(self, run_id: str, priority: int = 0) -> None:
-        self.scheduler.tell(AdmitRun(run_id, priority))
+    def admit(self, run_id: str, priority: int = 0, commands: tuple[Any, ...] = ()) -> None:
+        self.scheduler.tell(AdmitRun(run_id, priority, commands))
 
     def deliver(self, run_id: str, trigger: Any) -> None:
         self.scheduler.tell(DeliverCommand(run_id, trigger))

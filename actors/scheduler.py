@@ -39,11 +39,14 @@ class SchedulerActor(pykka.ThreadingActor):
         self._active: dict[str, pykka.ActorRef[Any]] = {}
         self._order = itertools.count()
         self._restarts: Counter[str] = Counter()
+        self._held: dict[str, list[Any]] = {}  # commands for runs not admitted yet
         self._stopping = False
 
     def on_receive(self, message: Any) -> None:
         match message:
-            case AdmitRun(run_id=run_id, priority=priority):
+            case AdmitRun(run_id=run_id, priority=priority, commands=commands):
+                if commands:
+                    self._held.setdefault(run_id, []).extend(commands)
                 if run_id not in self._active and run_id not in self._queued:
                     self._queued.add(run_id)
                     heapq.heappush(self._queue, (-priority, next(self._order), run_id))
@@ -61,6 +64,8 @@ class SchedulerActor(pykka.ThreadingActor):
                 ref = self._active.get(run_id)
                 if ref is not None:
                     ref.tell(message)
+                elif run_id in self._queued:
+                    self._held.setdefault(run_id, []).append(message.trigger)
             case StopRuns():
                 self._stopping = True
                 self._queue.clear()
@@ -79,4 +84,5 @@ class SchedulerActor(pykka.ThreadingActor):
             self._start(run_id)
 
     def _start(self, run_id: str) -> None:
-        self._active[run_id] = WorkflowActor.start(run_id, self.runtime)
+        held = self._held.pop(run_id, [])
+        self._active[run_id] = WorkflowActor.start(run_id, self.runtime, held)

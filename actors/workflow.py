@@ -43,10 +43,11 @@ log = logging.getLogger(__name__)
 class WorkflowActor(pykka.ThreadingActor):
     """One per admitted run; every method runs on the actor's own thread."""
 
-    def __init__(self, run_id: str, runtime: Runtime) -> None:
+    def __init__(self, run_id: str, runtime: Runtime, commands: list[Any] | None = None) -> None:
         super().__init__()
         self.run_id = run_id
         self.runtime = runtime
+        self._commands = commands or []  # operators' commands issued before admission
         self.state: RunState
         self.version = 0
         self._waiting_for_capacity = False
@@ -58,8 +59,16 @@ class WorkflowActor(pykka.ThreadingActor):
         if is_terminal(self.state):
             self._finish()
             return
-        first = rules.Start() if self.state.status is RunStatus.QUEUED else rules.Recover()
+        cancel = next((c for c in self._commands if isinstance(c, rules.Cancel)), None)
+        first: Any
+        if self.state.status is RunStatus.QUEUED:
+            first = cancel or rules.Start()  # a run cancelled in the queue never starts
+        else:
+            first = rules.Recover()
         self._cycle(first)
+        for command in self._commands:
+            if command is not first:
+                self.actor_ref.tell(DeliverCommand(self.run_id, command))
         for timer in active_timers(self.state):
             self._arm(timer)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 import click
@@ -234,12 +235,13 @@ def next_steps(result: RunResult) -> str:
 
 
 def waiting_text(waiting: str) -> str:
-    """`retry of api at 1795671799.4` -> `retry of api until 05:43:19` (local time)."""
-    what, _, when = waiting.rpartition(" at ")
+    """`retry of api until 2026-11-26T05:43:19.120Z` -> `retry of api until 05:43:19` (local)."""
+    what, _, when = waiting.rpartition(" until ")
     try:
-        return f"{what} until {time.strftime('%H:%M:%S', time.localtime(float(when)))}"
+        at = datetime.fromisoformat(when.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return waiting
+    return f"{what} until {time.strftime('%H:%M:%S', time.localtime(at))}"
 
 
 def steps_table(result: RunResult, title: str | None = None, now: float | None = None) -> Table:

@@ -261,9 +261,17 @@ class Engine:
         self._command(run_id, "resume")
 
     def recover(self) -> list[str]:
-        """Admit every incomplete run in the log (done on start by a driving engine)."""
+        """Admit every incomplete run in the log, with the commands it has not seen yet.
+
+        Done on start by a driving engine. A command logged after a run's last
+        event was issued while no engine drove the run (or just before a crash):
+        it is delivered again, and one that no longer applies is ignored.
+        """
         if self._runtime is None:
             return []
+        unseen: dict[str, list[Recorded[Any]]] = {}
+        for rec in self.store.read_stream(COMMANDS_STREAM):
+            unseen.setdefault(rec.event.run_id, []).append(rec)
         found = []
         for info in self.store.streams(RUN_STREAM_PREFIX):
             last = next(iter(self.store.read_stream(info.name, info.version)))
@@ -271,7 +279,12 @@ class Engine:
                 continue
             first = next(iter(self.store.read_stream(info.name, 1))).event
             run_id = info.name[len(RUN_STREAM_PREFIX) :]
-            self._runtime.admit(run_id, first.spec.priority)
+            commands = tuple(
+                command_trigger(rec.event)
+                for rec in unseen.get(run_id, [])
+                if rec.position > info.last_position
+            )
+            self._runtime.admit(run_id, first.spec.priority, commands)
             found.append(run_id)
         return found
 

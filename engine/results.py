@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from engine.state import RunState, StepError, waiting_for
+from engine.state import RunState, StepError, Waiting, waiting_for
 
 HUMAN_WAITS = frozenset({"approval", "intervention"})
 
@@ -84,7 +84,7 @@ def result_of(state: RunState) -> RunResult:
         started_at=state.started_at,
         ended_at=state.ended_at,
         reason=state.reason,
-        waiting_for=tuple(str(w) for w in waiting_for(state)),
+        waiting_for=tuple(_waiting_text(w) for w in waiting_for(state)),
         steps={
             sid: StepResult(
                 id=sid,
@@ -100,6 +100,12 @@ def result_of(state: RunState) -> RunResult:
             for sid, st in state.steps.items()
         },
     )
+
+
+def _waiting_text(waiting: Waiting) -> str:
+    """`approval of gate`, `retry of api until 2026-11-26T05:15:23.120Z`."""
+    text = waiting.reason + (f" of {waiting.step_id}" if waiting.step_id else "")
+    return text + (f" until {iso(waiting.at)}" if waiting.at is not None else "")
 
 
 def iso(at: float | None) -> str | None:

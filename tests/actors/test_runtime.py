@@ -228,3 +228,26 @@ def _until(condition: Any, timeout: float = 10.0) -> None:
 def test_outputs_json_is_plain_data(engine: Engine) -> None:
     result = engine.submit(workflow({"id": "a", "run": write_outputs("{'x': [1, 2]}")})).wait(30)
     assert json.dumps(result.to_json()["steps"][0]["outputs"]) == '{"x": [1, 2]}'
+
+
+def test_a_command_issued_while_no_engine_drives_is_applied_on_recovery(tmp_path: Path) -> None:
+    data = tmp_path / "wfa"
+    spec = workflow({"id": "gate", "approval": True, "run": write_outputs("{'ok': 1}")})
+    with Engine(data_dir=data, config=config()) as eng:
+        run = eng.submit(spec)
+        assert run.wait(timeout=30).needs_intervention
+    with Engine(data_dir=data, drive=False) as client:
+        client.approve(run.id, "gate")
+    with Engine(data_dir=data, config=config()) as eng:
+        assert eng.handle(run.id).wait(timeout=30).status == "succeeded"
+
+
+def test_a_run_cancelled_while_queued_never_starts(tmp_path: Path) -> None:
+    data = tmp_path / "wfa"
+    with Engine(data_dir=data, drive=False) as client:
+        run = client.submit(workflow({"id": "a", "run": write_outputs("{}")}))
+        client.cancel(run.id)
+    with Engine(data_dir=data, config=config()) as eng:
+        result = eng.handle(run.id).wait(timeout=30)
+    assert result.status == "cancelled"
+    assert result.steps["a"].attempts == 0
