@@ -14,6 +14,7 @@ once, and tells the result to the workflow actor that asked.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import queue
 import threading
@@ -25,6 +26,7 @@ import msgspec
 import pykka
 
 from actors.execution import AttemptOutcome, AttemptRequest, run_attempt
+from actors.execution.call_thread import run_call_here
 from engine.config import AgentConfig
 from engine.errors import ErrorKind
 
@@ -127,64 +129,133 @@ class AttemptFinished(msgspec.Struct, frozen=True):
     outcome: AttemptOutcome
 
 
+AttemptKey = tuple[str, str, int]
+
+
+class _Attempt:
+    """One attempt in an agent's hands; its flags change under the agent's lock."""
+
+    __slots__ = (
+        "abandoned",
+        "cancel",
+        "finished",
+        "inline",
+        "reply_to",
+        "request",
+        "started",
+        "worker",
+    )
+
+    def __init__(self, request: AttemptRequest, reply_to: Any) -> None:
+        self.request = request
+        self.reply_to = reply_to
+        self.cancel = threading.Event()
+        self.inline = request.call is not None and request.isolation == "thread"
+        self.started = self.finished = self.abandoned = False
+        self.worker: threading.Thread | None = None
+
+    @property
+    def key(self) -> AttemptKey:
+        return (self.request.run_id, self.request.step_id, self.request.attempt)
+
+
 class AgentActor(pykka.ThreadingActor):
-    """Runs attempts; its mailbox thread only hands them to worker threads, never blocks."""
+    """Runs attempts on `capacity` worker threads; its own thread never blocks on one.
+
+    Thread-isolated `call` steps run on the worker itself (no thread per call).
+    Such a function cannot be interrupted, so when its attempt is cancelled or
+    times out the agent abandons that worker: the slot is given back and a new
+    worker takes its place, while the old thread ends once the function returns
+    (it sees `ctx.cancelled`). The engine's timeout timer is what cancels it.
+    """
 
     def __init__(self, name: str, capacity: int, pool: AgentPool) -> None:
         super().__init__()
         self.name = name
         self.pool = pool
-        self._cancels: dict[tuple[str, str, int], threading.Event] = {}
-        # A fixed set of worker threads, started with the agent: the thread count
-        # of an engine is known up front and never grows with the work.
-        self._work: queue.SimpleQueue[tuple[AttemptRequest, threading.Event, Any] | None] = (
-            queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._running: dict[AttemptKey, _Attempt] = {}
+        self._work: queue.SimpleQueue[_Attempt | None] = queue.SimpleQueue()
+        self._workers: list[threading.Thread] = []
+        self._numbers = itertools.count()
+        for _ in range(capacity):
+            self._add_worker()
+
+    def _add_worker(self) -> None:
+        worker = threading.Thread(
+            target=self._work_loop, name=f"wfa-{self.name}-{next(self._numbers)}", daemon=True
         )
-        self._workers = [
-            threading.Thread(target=self._work_loop, name=f"wfa-{name}-{n}", daemon=True)
-            for n in range(capacity)
-        ]
-        for worker in self._workers:
-            worker.start()
+        self._workers.append(worker)
+        worker.start()
 
     def on_receive(self, message: Any) -> None:
         match message:
             case StartAttempt(request=request, reply_to=reply_to):
-                key = (request.run_id, request.step_id, request.attempt)
-                cancel = self._cancels.setdefault(key, threading.Event())
-                self._work.put((request, cancel, reply_to))
-            case CancelAttempt(run_id=run_id, step_id=step_id, attempt=attempt):
-                event = self._cancels.get((run_id, step_id, attempt))
-                if event is not None:
-                    event.set()
+                attempt = _Attempt(request, reply_to)
+                with self._lock:
+                    self._running[attempt.key] = attempt
+                self._work.put(attempt)
+            case CancelAttempt(run_id=run_id, step_id=step_id, attempt=number):
+                self._cancel((run_id, step_id, number))
+
+    def _cancel(self, key: AttemptKey) -> None:
+        with self._lock:
+            attempt = self._running.get(key)
+            if attempt is None:
+                return
+            attempt.cancel.set()
+            stuck = attempt.inline and attempt.started and not attempt.finished
+            if stuck:
+                attempt.abandoned = True
+                del self._running[key]
+                self._workers = [w for w in self._workers if w is not attempt.worker]
+        if stuck:
+            self.pool.release(self.name)
+            self._add_worker()
 
     def _work_loop(self) -> None:
-        while (work := self._work.get()) is not None:
-            self._run(*work)
+        """A worker thread: runs attempts until told to stop or abandoned."""
+        while (attempt := self._work.get()) is not None:
+            if not self._run(attempt):
+                return  # abandoned: another worker has taken this one's place
 
-    def _run(self, request: AttemptRequest, cancel: threading.Event, reply_to: Any) -> None:
-        """Runs on a worker thread; blocks for the attempt's whole duration."""
+    def _run(self, attempt: _Attempt) -> bool:
+        """Run one attempt to its end (blocks); False if the agent abandoned it meanwhile."""
+        request = attempt.request
+        with self._lock:
+            attempt.started = True
+            attempt.worker = threading.current_thread()
         try:
-            outcome = run_attempt(request, cancel)
+            if attempt.cancel.is_set():
+                outcome = failed_outcome(ErrorKind.AGENT, "cancelled before it started")
+                outcome = msgspec.structs.replace(outcome, error_kind=None, cancelled=True)
+            elif attempt.inline:
+                outcome = run_call_here(request, attempt.cancel)
+            else:
+                outcome = run_attempt(request, attempt.cancel)
         except Exception as exc:  # a bug in execution must not leave the step hanging
-            log.exception(
-                "agent %s: attempt %s of %s crashed", self.name, request.attempt, request.step_id
-            )
+            log.exception("agent %s: attempt %s crashed", self.name, attempt.key)
             outcome = failed_outcome(ErrorKind.AGENT, f"the agent failed: {exc!r}")
-        finally:
-            self._cancels.pop((request.run_id, request.step_id, request.attempt), None)
-            self.pool.release(self.name)
+        with self._lock:
+            attempt.finished = True
+            if attempt.abandoned:
+                return False
+            self._running.pop(attempt.key, None)
+        self.pool.release(self.name)
         finished = AttemptFinished(
             request.run_id, request.step_id, request.attempt, self.name, outcome
         )
         # The run may have ended (or its actor is being rebuilt): the log decides, not this.
         with contextlib.suppress(pykka.ActorDeadError):
-            reply_to.tell(finished)
+            attempt.reply_to.tell(finished)
+        return True
 
     def on_stop(self) -> None:
-        for event in list(self._cancels.values()):
-            event.set()
-        for _ in self._workers:
+        with self._lock:
+            for attempt in self._running.values():
+                attempt.cancel.set()
+            workers = list(self._workers)
+        for _ in workers:
             self._work.put(None)
-        for worker in self._workers:
+        for worker in workers:
             worker.join()

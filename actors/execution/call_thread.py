@@ -29,7 +29,7 @@ from actors.execution.invoke import CallResult, attempt_logger, invoke_call, mak
 from actors.execution.process_group import WAIT_SLICE
 from engine.errors import ErrorKind
 
-__all__ = ["outcome_from_result", "run_call_in_thread"]
+__all__ = ["outcome_from_result", "run_call_here", "run_call_in_thread"]
 
 
 def run_call_in_thread(request: AttemptRequest, cancel: threading.Event) -> AttemptOutcome:
@@ -133,3 +133,24 @@ def outcome_from_result(
         started_at=started,
         ended_at=time.time(),
     )
+
+
+def run_call_here(request: AttemptRequest, cancel: threading.Event) -> AttemptOutcome:
+    """Call `request.call` on the calling thread, with `cancel` as `ctx.cancelled`.
+
+    For agents: handing the call to a thread of its own costs two thread
+    hand-offs per step, which dominated the engine's per-step latency. The
+    price is that this blocks until the function returns, however long; an
+    agent therefore abandons a worker whose attempt timed out or was cancelled
+    (it sets `cancel`, gives the slot back and starts another worker) instead
+    of waiting for it.
+    """
+    started = time.time()
+    log_path = os.path.join(request.output_dir, ATTEMPT_LOG)
+    logger, handler = attempt_logger(request.step_id, log_path)
+    ctx = make_context(request, cancel, logger, private_copies=True)
+    try:
+        result = invoke_call(request, ctx, log_path)
+    finally:
+        handler.close()
+    return outcome_from_result(result, started=started)

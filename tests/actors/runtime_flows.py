@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -48,3 +49,15 @@ def record_key(ctx: StepContext) -> dict[str, Any]:
     with open(ctx.params["log"], "a") as f:
         f.write(f"{ctx.step_id} {ctx.idempotency_key} {os.getpid()}\n")
     return {"key": ctx.idempotency_key}
+
+
+def hang_first_attempt(ctx: StepContext) -> dict[str, int]:
+    """The first attempt ignores ctx.cancelled and blocks for seconds; later ones return."""
+    log = Path(ctx.params["log"])
+    with log.open("a") as f:
+        f.write(f"start {ctx.attempt}\n")
+    if ctx.attempt == 1:
+        time.sleep(ctx.params["hang"])
+        with log.open("a") as f:
+            f.write("first returned\n")
+    return {"attempt": ctx.attempt}

@@ -251,3 +251,27 @@ def test_a_run_cancelled_while_queued_never_starts(tmp_path: Path) -> None:
         result = eng.handle(run.id).wait(timeout=30)
     assert result.status == "cancelled"
     assert result.steps["a"].attempts == 0
+
+
+def test_a_hung_thread_call_does_not_hold_its_agent_after_timing_out(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    one_agent = EngineConfig(
+        execution=ExecutionConfig(default_timeout=30.0),
+        resources=ResourcesConfig(agent_pool_size=1),
+    )
+    spec = workflow(
+        {
+            "id": "s",
+            "call": "tests.actors.runtime_flows:hang_first_attempt",
+            "with": {"log": str(log), "hang": 3},
+            "timeout": 0.5,
+            "retry": {"max_attempts": 2, "initial_delay": 0},
+        }
+    )
+    with Engine(data_dir=tmp_path / "wfa", config=one_agent) as eng:
+        result = eng.submit(spec).wait(timeout=30)
+        assert result.status == "succeeded"
+        assert result.steps["s"].attempts == 2
+        # the retry ran on the only agent while the first call was still blocked
+        assert log.read_text().splitlines()[:2] == ["start 1", "start 2"]
+        _until(lambda: "first returned" in log.read_text())
