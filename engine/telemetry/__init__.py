@@ -1,0 +1,26 @@
+"""Traces and metrics derived from the event log, live or after the fact.
+
+Spans are a pure fold of a run's events (`spans_for_run`, `SpanBuilder`), so a
+trace sent while the run is driven and one rebuilt from the log later are the
+same trace. `Observer` is the runtime's listener that exports them live and
+feeds the metrics.
+"""
+
+from __future__ import annotations
+
+from engine.telemetry.export import SpanExport, export_now, make_exporter, to_jaeger_json
+from engine.telemetry.observer import Observer
+from engine.telemetry.spans import SpanBuilder, SpanData, SpanEvent, spans_for_run, trace_id_of
+
+__all__ = [
+    "Observer",
+    "SpanBuilder",
+    "SpanData",
+    "SpanEvent",
+    "SpanExport",
+    "export_now",
+    "make_exporter",
+    "spans_for_run",
+    "to_jaeger_json",
+    "trace_id_of",
+]

@@ -1,0 +1,290 @@
+"""Sending spans out: OTLP/HTTP or the console, off the hot path, and Jaeger's JSON form.
+
+`SpanExport.submit` only appends to a bounded queue; one daemon thread turns
+`SpanData` into opentelemetry-sdk `ReadableSpan`s (keeping the original start
+and end times, which the SDK's tracer cannot do) and hands batches to the
+exporter. So a collector that is slow or absent never stalls an actor thread:
+the queue drops what it cannot hold, a failure is logged once (until an export
+succeeds again), each export attempt is bounded to about a second, and
+`close()` waits at most `SHUTDOWN_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event as SdkEvent
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+from engine.telemetry.spans import SpanData
+
+log = logging.getLogger("wfa.telemetry")
+log.addHandler(logging.NullHandler())
+
+SHUTDOWN_SECONDS = 2.0
+EXPORT_TIMEOUT_SECONDS = 1.0  # one export request, retries included
+QUEUE_LIMIT = 20_000  # spans waiting for export; beyond it new spans are dropped
+BATCH_SIZE = 512
+BATCH_DELAY_SECONDS = 0.5
+SCOPE = InstrumentationScope("workflow-automator")
+_STATUS = {"unset": StatusCode.UNSET, "ok": StatusCode.OK, "error": StatusCode.ERROR}
+_OTLP_LOGGER = "opentelemetry.exporter.otlp.proto.http.trace_exporter"
+
+
+def traces_url(endpoint: str) -> str:
+    """`http://host:4318` (the OTLP base, as in OTEL_EXPORTER_OTLP_ENDPOINT) -> .../v1/traces."""
+    endpoint = endpoint.rstrip("/")
+    return endpoint if endpoint.endswith("/v1/traces") else endpoint + "/v1/traces"
+
+
+def resource_for(service_name: str) -> Resource:
+    return Resource.create({"service.name": service_name})
+
+
+def to_readable(span: SpanData, resource: Resource) -> ReadableSpan:
+    """The SDK form of a span, with its original times (ns) and derived ids."""
+    trace_id = int(span.trace_id, 16)
+    flags = TraceFlags(TraceFlags.SAMPLED)
+    context = SpanContext(trace_id, int(span.span_id, 16), is_remote=False, trace_flags=flags)
+    parent = (
+        SpanContext(trace_id, int(span.parent_id, 16), is_remote=False, trace_flags=flags)
+        if span.parent_id
+        else None
+    )
+    attributes: dict[str, Any] = dict(span.attributes)
+    if span.open:
+        attributes["wfa.open"] = True
+    return ReadableSpan(
+        name=span.name,
+        context=context,
+        parent=parent,
+        resource=resource,
+        attributes=attributes,
+        events=[SdkEvent(e.name, dict(e.attributes), timestamp=_ns(e.at)) for e in span.events],
+        kind=SpanKind.INTERNAL,
+        status=Status(_STATUS[span.status], span.status_message or None)
+        if span.status == "error"
+        else Status(_STATUS[span.status]),
+        start_time=_ns(span.start),
+        end_time=_ns(span.end),
+        instrumentation_scope=SCOPE,
+    )
+
+
+def _ns(seconds: float) -> int:
+    return round(seconds * 1e9)
+
+
+def make_exporter(kind: str, endpoint: str) -> SpanExporter | None:
+    """The SDK exporter for `telemetry.traces` (`otlp` | `console`); None for `none`."""
+    if kind == "otlp":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        logging.getLogger(_OTLP_LOGGER).addFilter(_ONCE)
+        return OTLPSpanExporter(endpoint=traces_url(endpoint), timeout=EXPORT_TIMEOUT_SECONDS)
+    if kind == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        return ConsoleSpanExporter(service_name=None)
+    return None
+
+
+class _OnceFilter(logging.Filter):
+    """Lets the exporter's first failure message through, then silence until a success."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failing = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        if self.failing:
+            return False
+        self.failing = True
+        return True
+
+
+_ONCE = _OnceFilter()
+
+
+class SpanExport:
+    """A queue and one exporting thread in front of an SDK `SpanExporter`.
+
+    `submit` is called on actor threads and never blocks on I/O. Spans are
+    exported in batches of up to BATCH_SIZE, at least every BATCH_DELAY_SECONDS.
+    """
+
+    def __init__(self, exporter: SpanExporter, service_name: str) -> None:
+        self.exporter = exporter
+        self.resource = resource_for(service_name)
+        self.exported = 0
+        self.dropped = 0
+        self.failed = 0
+        self._queue: deque[SpanData] = deque()
+        self._wake = threading.Condition()
+        self._closing = False
+        self._failing = False
+        self._idle = threading.Event()
+        self._idle.set()
+        self._thread = threading.Thread(target=self._run, name="wfa-span-export", daemon=True)
+        self._thread.start()
+
+    def submit(self, spans: Iterable[SpanData]) -> None:
+        """Queue spans for export (any thread; never blocks on the network)."""
+        with self._wake:
+            if self._closing:
+                return
+            for span in spans:
+                if len(self._queue) >= QUEUE_LIMIT:
+                    self.dropped += 1
+                else:
+                    self._queue.append(span)
+            self._idle.clear()
+            if len(self._queue) >= BATCH_SIZE:
+                self._wake.notify()
+
+    def flush(self, timeout: float = SHUTDOWN_SECONDS) -> bool:
+        """Wait until everything queued so far was handed to the exporter."""
+        with self._wake:
+            self._wake.notify()
+        return self._idle.wait(timeout)
+
+    def close(self, timeout: float = SHUTDOWN_SECONDS) -> None:
+        """Export what is queued, within `timeout` seconds; then stop the exporter."""
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        self._thread.join(timeout)
+        try:
+            self.exporter.shutdown()  # aborts a retry still waiting in the thread
+        except Exception:  # pragma: no cover - an exporter's own bug
+            log.debug("span exporter shutdown failed", exc_info=True)
+
+    def _run(self) -> None:
+        """The export thread: wait for a full batch (or the delay), convert, export."""
+        while True:
+            with self._wake:
+                if not self._queue:
+                    self._idle.set()
+                    if self._closing:
+                        return
+                    self._wake.wait(BATCH_DELAY_SECONDS)
+                elif len(self._queue) < BATCH_SIZE and not self._closing:
+                    self._wake.wait(BATCH_DELAY_SECONDS)
+                batch = [self._queue.popleft() for _ in range(min(BATCH_SIZE, len(self._queue)))]
+            if batch:
+                self._export(batch)
+
+    def _export(self, batch: Sequence[SpanData]) -> None:
+        try:
+            result = self.exporter.export([to_readable(s, self.resource) for s in batch])
+        except Exception as exc:  # an exporter must not kill the thread
+            log.debug("span export raised", exc_info=True)
+            result = SpanExportResult.FAILURE
+            error = f"{type(exc).__name__}: {exc}"
+        else:
+            error = "see the exporter's message above"
+        if result is SpanExportResult.SUCCESS:
+            self.exported += len(batch)
+            self._failing = _ONCE.failing = False
+            return
+        self.failed += len(batch)
+        if not self._failing:
+            self._failing = True
+            log.warning(
+                "traces: export failed (%s); %d spans lost, further failures are not logged "
+                "until an export succeeds",
+                error,
+                len(batch),
+            )
+
+
+def export_now(spans: Sequence[SpanData], exporter: SpanExporter, service_name: str) -> bool:
+    """Export spans synchronously (`wfa traces --export`); True on success."""
+    resource = resource_for(service_name)
+    try:
+        result = exporter.export([to_readable(s, resource) for s in spans])
+    finally:
+        exporter.shutdown()
+    return result is SpanExportResult.SUCCESS
+
+
+# ---- Jaeger's query-API JSON (what its UI loads from a file) ------------------------------
+
+
+def _tag(key: str, value: Any) -> dict[str, Any]:
+    kind = (
+        "bool"
+        if isinstance(value, bool)
+        else "int64"
+        if isinstance(value, int)
+        else "float64"
+        if isinstance(value, float)
+        else "string"
+    )
+    return {"key": key, "type": kind, "value": value if kind != "string" else str(value)}
+
+
+def _us(seconds: float) -> int:
+    return round(seconds * 1e6)
+
+
+def to_jaeger_json(spans: Sequence[SpanData], service_name: str) -> dict[str, Any]:
+    """`{"data": [trace...]}` as Jaeger's /api/traces returns it; one trace per trace id."""
+    traces: dict[str, list[dict[str, Any]]] = {}
+    for span in spans:
+        tags = [_tag(k, v) for k, v in span.attributes.items()]
+        tags.append(_tag("span.kind", "internal"))
+        if span.status == "error":
+            tags.append(_tag("error", True))
+            tags.append(_tag("otel.status_description", span.status_message))
+        elif span.status == "ok":
+            tags.append(_tag("otel.status_code", "OK"))
+        if span.open:
+            tags.append(_tag("wfa.open", True))
+        references = (
+            [{"refType": "CHILD_OF", "traceID": span.trace_id, "spanID": span.parent_id}]
+            if span.parent_id
+            else []
+        )
+        traces.setdefault(span.trace_id, []).append(
+            {
+                "traceID": span.trace_id,
+                "spanID": span.span_id,
+                "operationName": span.name,
+                "references": references,
+                "startTime": _us(span.start),
+                "duration": max(0, _us(span.end) - _us(span.start)),
+                "tags": tags,
+                "logs": [
+                    {
+                        "timestamp": _us(e.at),
+                        "fields": [_tag("event", e.name)]
+                        + [_tag(k, v) for k, v in e.attributes.items()],
+                    }
+                    for e in span.events
+                ],
+                "processID": "p1",
+                "warnings": None,
+            }
+        )
+    process = {"serviceName": service_name, "tags": []}
+    return {
+        "data": [
+            {"traceID": tid, "spans": found, "processes": {"p1": process}, "warnings": None}
+            for tid, found in traces.items()
+        ],
+        "total": 0,
+        "limit": 0,
+        "offset": 0,
+        "errors": None,
+    }
