@@ -22,7 +22,7 @@ from actors.scheduler import SchedulerActor
 from actors.timers import TimerService
 from engine import events as ev
 from engine.config import AgentConfig, EngineConfig
-from engine.policies.conditions import resolve_run_argv, step_variables
+from engine.policies.conditions import resolve_run_argv
 from engine.state import RunState, spec_of
 
 log = logging.getLogger(__name__)
@@ -83,10 +83,12 @@ class Runtime:
     def agent_ref(self, name: str) -> pykka.ActorRef[Any]:
         return self._agent_refs[name]
 
-    def attempt_request(self, state: RunState, started: ev.AttemptStarted) -> AttemptRequest:
+    def attempt_request(
+        self, state: RunState, started: ev.AttemptStarted, steps: dict[str, Any]
+    ) -> AttemptRequest:
+        """What an agent needs to run an attempt; `steps` is the run's `ctx.steps` view."""
         step = spec_of(state, started.step_id)
         agent = self.agents.get(started.agent)
-        variables = step_variables(state, started.step_id)
         argv = resolve_run_argv(state, started.step_id)
         timeout = started.timeout_at - started.at if started.timeout_at else None
         return AttemptRequest(
@@ -98,9 +100,9 @@ class Runtime:
             argv=tuple(argv) if argv is not None else None,
             call=step.call,
             params=step.params,
-            inputs=variables["inputs"],
-            steps=variables["steps"],
-            item=variables.get("item"),
+            inputs=state.inputs,
+            steps=steps,
+            item=state.steps[started.step_id].item,
             env=step.env,
             timeout=timeout,
             isolation=agent.isolation.value if agent else "thread",

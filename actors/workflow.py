@@ -22,10 +22,11 @@ from engine import decide as rules
 from engine import events as ev
 from engine.errors import ErrorKind, WorkflowAutomatorError
 from engine.events import run_stream, step_id_of
-from engine.policies.timeouts import Timer, active_timers
+from engine.policies.timeouts import Timer, active_timers, run_timer, step_timer
 from engine.state import (
     RunState,
     RunStatus,
+    WaitReason,
     evolve,
     fold,
     is_terminal,
@@ -56,6 +57,13 @@ class WorkflowActor(pykka.ThreadingActor):
         records = list(self.runtime.store.read_stream(run_stream(self.run_id)))
         self.version = records[-1].version if records else 0
         self.state = fold(r.event for r in records)
+        # Kept up to date from the events applied, so that no step of a long run
+        # costs a scan of every step: the steps waiting for an agent, and what
+        # `ctx.steps` shows of each step.
+        self._awaiting: dict[str, None] = dict.fromkeys(ready_steps(self.state))
+        self._view: dict[str, dict[str, Any]] = {}
+        for sid in self.state.steps:
+            self._refresh_view(sid)
         if is_terminal(self.state):
             self._finish()
             return
@@ -126,12 +134,26 @@ class WorkflowActor(pykka.ThreadingActor):
     def _apply(self, events: list[Any]) -> list[Any]:
         for event in events:
             self.state = evolve(self.state, event)
+            step_id = step_id_of(event)
+            if step_id is not None:
+                if self.state.steps[step_id].waiting is WaitReason.AGENT:
+                    self._awaiting[step_id] = None
+                self._refresh_view(step_id)
         return events
+
+    def _refresh_view(self, step_id: str) -> None:
+        step = self.state.steps[step_id]
+        if step.parent is None:
+            outputs = step.outputs if step.outputs is not None else {}
+            self._view[step_id] = {"outputs": outputs, "status": step.status.value}
 
     def _place_ready_steps(self, now: float, batch: list[Any]) -> list[str]:
         """Reserve agents for steps that wait for one; decide their attempts."""
         reserved: list[str] = []
-        for step_id in ready_steps(self.state):
+        for step_id in list(self._awaiting):
+            if self.state.steps[step_id].waiting is not WaitReason.AGENT:
+                del self._awaiting[step_id]
+                continue
             capability = spec_of(self.state, step_id).agent
             agent = self.runtime.pool.reserve(capability, preferred_agent(self.state, step_id))
             if agent is None:
@@ -140,6 +162,7 @@ class WorkflowActor(pykka.ThreadingActor):
                     self.runtime.pool.notify_when_free(self._capacity_freed)
                 continue
             reserved.append(agent)
+            del self._awaiting[step_id]
             assigned = rules.AgentAssigned(step_id=step_id, agent=agent)
             batch += self._apply(rules.decide(self.state, assigned, now))
         return reserved
@@ -158,8 +181,11 @@ class WorkflowActor(pykka.ThreadingActor):
                     self._start_attempt(event)
                 case ev.StepCancelled() | ev.AttemptFailed(kind=ErrorKind.TIMEOUT):
                     self._cancel_attempt(event.step_id)
-        for timer in active_timers(self.state):
-            if timer.step_id in touched:
+        timers = [step_timer(self.state, sid) for sid in touched if sid is not None]
+        if None in touched:
+            timers.append(run_timer(self.state))
+        for timer in timers:
+            if timer is not None:
                 self._arm(timer)
         self.runtime.published(self.run_id, self.state, batch)
         if is_terminal(self.state):
@@ -167,7 +193,7 @@ class WorkflowActor(pykka.ThreadingActor):
 
     def _start_attempt(self, started: ev.AttemptStarted) -> None:
         try:
-            request = self.runtime.attempt_request(self.state, started)
+            request = self.runtime.attempt_request(self.state, started, dict(self._view))
         except WorkflowAutomatorError as exc:  # e.g. a ${{ }} over outputs that are missing
             self.runtime.pool.release(started.agent)
             outcome = failed_outcome(ErrorKind.USER, str(exc))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import enum
+import functools
 import json
 import os
 import re
@@ -382,7 +383,7 @@ class _Walker:
         self._leaf(value, type_, location, hint)
 
     def _check_struct(self, value: object, type_: type[msgspec.Struct], location: str) -> None:
-        fields = {f.encode_name: f for f in msgspec.structs.fields(type_)}
+        fields = _fields_by_key(type_)
         if not isinstance(value, dict):
             self.problems.append(
                 Problem(
@@ -434,6 +435,12 @@ class _Walker:
         elif isinstance(value, list | tuple):
             for item in value:
                 self.check(item, Any, "")
+
+
+@functools.cache
+def _fields_by_key(type_: type) -> Mapping[str, msgspec.structs.FieldInfo]:
+    """A Struct's fields by their file key; cached: resolving annotations is slow."""
+    return {f.encode_name: f for f in msgspec.structs.fields(type_)}
 
 
 def _unknown_key(key: object, location: str, fields: Mapping[str, Any], type_: type) -> Problem:

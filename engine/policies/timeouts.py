@@ -46,12 +46,25 @@ def active_timers(state: RunState) -> list[Timer]:
     """Every timer a live run needs, in spec order (the run timeout first)."""
     if state.status in TERMINAL_RUN:
         return []
-    timers: list[Timer] = []
-    if state.deadline is not None:
-        timers.append(Timer(TimerKind.RUN_TIMEOUT, state.deadline))
-    for sid, st in state.steps.items():
-        if st.status is StepStatus.RUNNING and st.timeout_at is not None:
-            timers.append(Timer(TimerKind.ATTEMPT_TIMEOUT, st.timeout_at, sid, st.attempts))
-        elif st.waiting is WaitReason.RETRY and st.retry_at is not None:
-            timers.append(Timer(TimerKind.RETRY, st.retry_at, sid, st.attempts + 1))
+    timers = [timer for timer in [run_timer(state)] if timer is not None]
+    timers += [timer for sid in state.steps if (timer := step_timer(state, sid)) is not None]
     return timers
+
+
+def run_timer(state: RunState) -> Timer | None:
+    """The run's own timeout, if it has one and is live."""
+    if state.status in TERMINAL_RUN or state.deadline is None:
+        return None
+    return Timer(TimerKind.RUN_TIMEOUT, state.deadline)
+
+
+def step_timer(state: RunState, step_id: str) -> Timer | None:
+    """The timer one step needs now: its attempt's timeout or its retry delay, if any."""
+    if state.status in TERMINAL_RUN:
+        return None
+    st = state.steps[step_id]
+    if st.status is StepStatus.RUNNING and st.timeout_at is not None:
+        return Timer(TimerKind.ATTEMPT_TIMEOUT, st.timeout_at, step_id, st.attempts)
+    if st.waiting is WaitReason.RETRY and st.retry_at is not None:
+        return Timer(TimerKind.RETRY, st.retry_at, step_id, st.attempts + 1)
+    return None
