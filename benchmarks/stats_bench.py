@@ -118,9 +118,8 @@ def main() -> None:
             f"{totals['steps_finished']:,} steps, error rate {totals['step_error_rate']:.3f}"
         )
         ok = elapsed < 5
-        print(
-            f"\ntarget\n  {'PASS' if ok else 'MISS'}  stats over {count:,} events < 5 s   {elapsed:.2f} s"
-        )
+        verdict = "PASS" if ok else "MISS"
+        print(f"\ntarget\n  {verdict}  stats over {count:,} events < 5 s   {elapsed:.2f} s")
 
 
 if __name__ == "__main__":
