@@ -24,6 +24,8 @@ from typing import Any, Final
 
 import msgspec
 
+from ._types import Recorded
+
 FORMAT_MARKER: Final = b"workflow-automator/eventstore"
 FORMAT_VERSION: Final = 1
 KEY_FORMAT: Final = b"format"
@@ -104,15 +106,6 @@ def decode_row(data: bytes) -> StreamRow:
 
 
 def event_decoder(event_type: Any) -> msgspec.msgpack.Decoder[Any]:
-    """A batch decoder for ``events`` values; lenient about unknown event fields."""
-    return msgspec.msgpack.Decoder(list[tuple[int, str, int, float, event_type]])
-
-
-def single_event_decoder(event_type: Any) -> msgspec.msgpack.Decoder[Any]:
-    """Decode one ``events`` value; used to pin down which record in a batch is bad."""
-    return msgspec.msgpack.Decoder(tuple[int, str, int, float, event_type])
-
-
-def msgpack_array_header(count: int) -> bytes:
-    """The msgpack array32 header, so that concatenated values decode as one list."""
-    return b"\xdd" + _U32.pack(count)
+    """Decode one ``events`` value straight into ``Recorded``; lenient about unknown
+    event fields."""
+    return msgspec.msgpack.Decoder(Recorded[event_type])

@@ -9,8 +9,13 @@ import msgspec
 E = TypeVar("E")
 
 
-class Recorded(msgspec.Struct, Generic[E], frozen=True):
-    """One event as stored: where it sits in the log and in its stream, and when."""
+class Recorded(msgspec.Struct, Generic[E], frozen=True, array_like=True, gc=False):
+    """One event as stored: where it sits in the log and in its stream, and when.
+
+    ``array_like`` because that is the layout of an ``events`` value, so that a
+    read batch decodes straight into ``Recorded`` in one msgspec call (msgspec
+    also encodes it as an array).
+    """
 
     position: int
     """Global position, 1-based and dense across the whole store."""

@@ -25,14 +25,34 @@ if TYPE_CHECKING:
 
 MAX_BATCH_REQUESTS = 4096
 MAX_BATCH_BYTES = 32 << 20
+MAX_CACHED_ROWS = 1 << 16
+"""Above this many cached stream rows the cache starts afresh (bounds its memory)."""
 FLUSH_INTERVAL = 0.05
 """Relaxed mode: seconds between fsyncs, half the documented 100 ms bound."""
 
 
 class AppendRequest:
-    """One caller's append, handed to the writer thread and back."""
+    """One caller's append, handed to the writer thread and back.
 
-    __slots__ = ("done", "error", "expected", "payloads", "positions", "size", "skey", "stream")
+    Callers are woken in a chain rather than all at once: the writer releases
+    the first request of a committed batch and each woken caller releases the
+    next (``wake_chain``). Waking a whole batch at once makes dozens of threads
+    fight for the GIL, and that herd, not the disk, bounded throughput (see
+    docs/eventstore.md).
+    """
+
+    __slots__ = (
+        "abandoned",
+        "done",
+        "error",
+        "expected",
+        "next",
+        "payloads",
+        "positions",
+        "size",
+        "skey",
+        "stream",
+    )
 
     def __init__(
         self, stream: str, skey: bytes, payloads: list[bytes], expected: int | None
@@ -43,9 +63,37 @@ class AppendRequest:
         self.expected = expected
         self.size = sum(map(len, payloads))
         self.done = threading.Lock()
-        self.done.acquire()  # released by the writer thread once the outcome is set
+        self.done.acquire()  # released once the outcome is set (see wake_chain)
         self.positions: list[int] = []
         self.error: EventStoreError | None = None
+        self.next: AppendRequest | None = None
+        """The request to wake after this one, set by the writer before it wakes any."""
+        self.abandoned = False
+        """The caller stopped waiting (an exception such as KeyboardInterrupt)."""
+
+    def wait(self) -> None:
+        """Block until the outcome is set, then wake the next caller in the chain.
+
+        If the wait is interrupted, the chain must not break: whichever of this
+        caller and its predecessor wins ``done.acquire(False)`` carries it on.
+        """
+        try:
+            self.done.acquire()
+        except BaseException:
+            self.abandoned = True
+            if self.done.acquire(False):
+                wake_chain(self.next)
+            raise
+        wake_chain(self.next)
+
+
+def wake_chain(request: AppendRequest | None) -> None:
+    """Wake ``request``'s caller, or, past callers that abandoned, the first that waits."""
+    while request is not None:
+        request.done.release()
+        if not request.abandoned or not request.done.acquire(False):
+            return
+        request = request.next
 
 
 Outcome = list[int] | EventStoreError
@@ -59,6 +107,14 @@ class Writer:
         self._queue: deque[AppendRequest] = deque()
         self._queue_cv = threading.Condition(threading.Lock())
         self._closed = False
+        self._idle = False
+        """True while the writer sleeps on ``_queue_cv``; only then do appenders notify."""
+        self._stopped = False
+        self._rows: dict[bytes, fmt.StreamRow | None] = {}
+        """Committed ``streams`` rows, valid while the log's last position is ``_rows_as_of``."""
+        self._rows_as_of = -1
+        self._committed: AppendRequest | None = None
+        """First request of the last committed batch whose callers still sleep."""
         self.commit_cv = threading.Condition(threading.Lock())
         """Notified after every commit; followers in this process wait on it."""
         self.commit_seq = 0
@@ -76,12 +132,21 @@ class Writer:
             self._flusher.start()
 
     def submit(self, request: AppendRequest) -> None:
-        """Queue an append (runs in the caller's thread; does not wait)."""
-        with self._queue_cv:
-            if self._closed:
-                raise StoreClosedError(f"event store {str(self._shared.path)!r} is closed")
-            self._queue.append(request)
-            self._queue_cv.notify()
+        """Queue an append (runs in the caller's thread; does not wait).
+
+        Lock-free while the writer is busy: ``deque.append`` is atomic, and the
+        writer only sleeps on ``_queue_cv`` after setting ``_idle`` and finding the
+        queue empty, so a caller that sees ``_idle`` false knows the writer will
+        see its request. A request queued after the writer stopped is failed here.
+        """
+        if self._closed:
+            raise StoreClosedError(f"event store {str(self._shared.path)!r} is closed")
+        self._queue.append(request)
+        if self._idle:
+            with self._queue_cv:
+                self._queue_cv.notify()
+        if self._stopped:
+            self._fail_queued()
 
     def close(self) -> None:
         """Commit what is queued, stop the threads, and fsync (runs in the closer's thread)."""
@@ -101,25 +166,51 @@ class Writer:
     # --- writer thread -------------------------------------------------------
 
     def _run(self) -> None:
+        queue = self._queue
         while True:
-            with self._queue_cv:
-                while not self._queue and not self._closed:
-                    self._queue_cv.wait()
-                if not self._queue:
-                    return
-                batch = [self._queue.popleft()]
-                size = batch[0].size
-                while (
-                    self._queue
-                    and len(batch) < MAX_BATCH_REQUESTS
-                    and size + self._queue[0].size <= MAX_BATCH_BYTES
-                ):
-                    request = self._queue.popleft()
-                    size += request.size
-                    batch.append(request)
+            if not queue:
+                self._wake_committed()
+                with self._queue_cv:
+                    self._idle = True
+                    while not queue and not self._closed:
+                        self._queue_cv.wait()
+                    self._idle = False
+                if not queue:
+                    break  # closed, and everything queued before was committed
+            batch = [queue.popleft()]
+            size = batch[0].size
+            while (
+                queue
+                and len(batch) < MAX_BATCH_REQUESTS
+                and size + queue[0].size <= MAX_BATCH_BYTES
+            ):
+                request = queue.popleft()
+                size += request.size
+                batch.append(request)
             self._commit(batch)
+        self._wake_committed()
+        self._stopped = True
+        self._fail_queued()
+
+    def _fail_queued(self) -> None:
+        """Release, with StoreClosedError, requests that raced with close()."""
+        while True:
+            try:
+                request = self._queue.popleft()
+            except IndexError:
+                return
+            request.error = StoreClosedError(f"event store {str(self._shared.path)!r} is closed")
+            wake_chain(request)
 
     def _commit(self, batch: list[AppendRequest]) -> None:
+        """Commit ``batch`` and leave its callers in ``_committed`` to be woken.
+
+        The callers of the previous batch are woken only once this batch is
+        built, just before its commit (``_write`` calls ``_wake_committed``):
+        building makes one LMDB call per record and each call gives up the GIL,
+        so woken callers running at the same time would stretch the build;
+        during the commit itself (the fsync) the GIL is free for them.
+        """
         outcomes: list[Outcome]
         while True:
             try:
@@ -127,43 +218,69 @@ class Writer:
                     outcomes = self._write(batch)
                 break
             except lmdb.MapFullError:
+                self._wake_committed()
                 self._shared.grow_map()
             except lmdb.MapResizedError:
+                self._wake_committed()
                 self._shared.adopt_map_size()
             except Exception as exc:  # deliver, never let the writer thread die
                 outcomes = [_failed(exc) for _ in batch]
                 break
+        self._wake_committed()
         with self.commit_cv:
             self.commit_seq += 1
             self.commit_cv.notify_all()
+        previous: AppendRequest | None = None
         for request, outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, EventStoreError):
                 request.error = outcome
             else:
                 request.positions = outcome
-            request.done.release()
+            if previous is not None:
+                previous.next = request
+            previous = request
+        self._committed = batch[0]
+
+    def _wake_committed(self) -> None:
+        """Wake the callers of the last committed batch, if not done yet."""
+        first = self._committed
+        if first is not None:
+            self._committed = None
+            wake_chain(first)
 
     def _write(self, batch: list[AppendRequest]) -> list[Outcome]:
         """Build the whole batch in Python, then hand it to LMDB in few C calls.
 
-        py-lmdb releases the GIL around every put, and each reacquisition
-        competes with the appender threads, so fewer calls keep the writer moving.
+        py-lmdb releases the GIL around every LMDB call, and each reacquisition
+        competes with the appender threads, so the writer makes as few as it can:
+        stream versions come from ``_rows``, a cache of committed ``streams``
+        rows, whenever the log's last position shows that no other process
+        committed since this writer's last commit (every commit adds a position,
+        and only appends write ``streams``); otherwise the cache is dropped and
+        rows are read inside this transaction.
         """
         shared = self._shared
         txn = shared.env.begin(write=True)
         try:
             cursor = txn.cursor(db=shared.events)
-            position = fmt.unpack_u64(cursor.key()) + 1 if cursor.last() else 1
+            last = fmt.unpack_u64(cursor.key()) if cursor.last() else 0
+            cache = self._rows
+            if last != self._rows_as_of or len(cache) > MAX_CACHED_ROWS:
+                cache.clear()
+            position = last + 1
             now = time.time()
             rows: dict[bytes, fmt.StreamRow | None] = {}
             changed: dict[bytes, fmt.StreamRow] = {}
             event_items: list[tuple[bytes, bytes]] = []
             index_items: list[tuple[bytes, bytes]] = []
             outcomes: list[Outcome] = []
+            pack_u64, encode_value, index_key = fmt.pack_u64, fmt.encode_event_value, fmt.index_key
             for request in batch:
                 skey = request.skey
                 if skey in rows:
                     row = rows[skey]
+                elif skey in cache:
+                    row = cache[skey]
                 else:
                     raw_row = txn.get(skey, db=shared.streams)
                     try:
@@ -179,12 +296,12 @@ class Writer:
                     outcomes.append(ConcurrencyError(request.stream, request.expected, current))
                     continue
                 first = position
+                stream = request.stream
                 for payload in request.payloads:
                     current += 1
-                    key = fmt.pack_u64(position)
-                    value = fmt.encode_event_value(position, request.stream, current, now, payload)
-                    event_items.append((key, value))
-                    index_items.append((fmt.index_key(skey, current), key))
+                    key = pack_u64(position)
+                    event_items.append((key, encode_value(position, stream, current, now, payload)))
+                    index_items.append((index_key(skey, current), key))
                     position += 1
                 rows[skey] = changed[skey] = fmt.StreamRow(
                     version=current,
@@ -196,13 +313,19 @@ class Writer:
                 outcomes.append(list(range(first, position)))
             if event_items:
                 _put_all(cursor, event_items, append=True)
+                if len(index_items) > 1:
+                    index_items.sort()
                 _put_all(txn.cursor(db=shared.streams_index), index_items, append=False)
                 rows_items = [(skey, fmt.encode_row(changed[skey])) for skey in sorted(changed)]
                 _put_all(txn.cursor(db=shared.streams), rows_items, append=False)
+            self._wake_committed()
             txn.commit()
         except BaseException:
             txn.abort()
             raise
+        # Only now is the batch's view the committed state the cache describes.
+        cache.update(rows)
+        self._rows_as_of = position - 1
         return outcomes
 
     # --- flusher thread (relaxed mode) --------------------------------------

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import pathlib
+import signal
 import threading
+import time
 
 import pytest
 
@@ -86,3 +88,55 @@ def test_a_stale_append_in_a_shared_batch_fails_alone(store: EventStore[Event]) 
     assert store.stream_version("contested") == 2
     assert all(store.stream_version(f"own-{i}") == 1 for i in range(16))
     assert store.last_position() == 18
+
+
+def test_an_interrupted_append_does_not_strand_the_appends_behind_it(
+    store: EventStore[Event],
+) -> None:
+    """Callers are woken in a chain; a caller whose wait is interrupted (here by a
+    signal handler raising, as KeyboardInterrupt does) must not break the chain:
+    every append queued behind it still returns, and its own append still commits."""
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted
+
+    store.append("s", [Counted(0)])
+    writer = store._shared.writer
+    done: list[int] = []
+
+    def append_one(i: int) -> None:
+        done.extend(store.append(f"t{i}", [Counted(i)]))
+
+    early = [threading.Thread(target=append_one, args=(i,)) for i in range(3)]
+    late = [threading.Thread(target=append_one, args=(i,)) for i in range(3, 6)]
+
+    def start_late() -> None:
+        for thread in late:
+            thread.start()
+
+    starter = threading.Timer(0.05, start_late)
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        with store._shared.guard.exclusive():  # the writer cannot open a transaction
+            for thread in early:
+                thread.start()
+            deadline = time.monotonic() + 5
+            while len(writer._queue) < 2 and time.monotonic() < deadline:
+                time.sleep(0.001)
+            starter.start()
+            signal.setitimer(signal.ITIMER_REAL, 0.3)
+            with pytest.raises(Interrupted):
+                store.append("main", [Counted(99)])
+            assert len(done) == 0
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    for thread in [*early, *late]:
+        thread.join(10)
+        assert not thread.is_alive()
+    assert len(done) == 6
+    assert store.last_position() == 8  # the interrupted append committed too
+    assert store.stream_version("main") == 1

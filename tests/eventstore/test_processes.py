@@ -3,7 +3,9 @@ from __future__ import annotations
 import multiprocessing
 import pathlib
 
-from eventstore import EventStore
+import pytest
+
+from eventstore import ConcurrencyError, EventStore
 from tests.eventstore import workers
 from tests.eventstore.events import Counted, Event
 
@@ -48,3 +50,27 @@ def test_a_map_grown_by_another_process_is_adopted(store_path: pathlib.Path) -> 
         assert store.last_position() == 1001
         assert sum(1 for _ in store.read_all()) == 1001
         assert store.append("mine", [Counted(1)]) == [1002]
+
+
+def test_stream_versions_written_by_another_process_are_seen(store_path: pathlib.Path) -> None:
+    """The writer caches stream versions between its commits; an append by another
+    process to the same stream must invalidate that cache, so expected_version is
+    checked against the real version and versions stay dense."""
+    started = spawn.Event()
+    started.set()
+    with EventStore.open(store_path, Event) as store:
+        assert store.append("shared", [Counted(0)], expected_version=0) == [1]
+        child = spawn.Process(
+            target=workers.append_many, args=(str(store_path), "shared", 3, started)
+        )
+        child.start()
+        child.join(60)
+        assert child.exitcode == 0
+        with pytest.raises(ConcurrencyError) as caught:
+            store.append("shared", [Counted(1)], expected_version=1)
+        assert caught.value.actual == 4
+        assert store.append("shared", [Counted(1)], expected_version=4) == [5]
+        assert store.append("shared", [Counted(2)]) == [6]
+        records = list(store.read_stream("shared"))
+        assert [r.version for r in records] == [1, 2, 3, 4, 5, 6]
+        assert store.stream_info("shared").first_position == 1  # type: ignore[union-attr]
