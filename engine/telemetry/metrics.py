@@ -26,6 +26,7 @@ from typing import Any
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
+from opentelemetry.sdk.resources import Resource
 
 from engine import events as ev
 from engine.config import EngineConfig
@@ -65,7 +66,10 @@ class EngineMetrics:
         agent_capacity: dict[str, int] | None = None,
     ) -> None:
         self.capacity = agent_capacity or agent_capacities(config)
-        self.provider = MeterProvider(metric_readers=list(readers))
+        self.provider = MeterProvider(
+            metric_readers=list(readers),
+            resource=Resource.create({"service.name": config.telemetry.service_name}),
+        )
         meter = self.provider.get_meter("workflow-automator")
         self._runs: dict[str, _RunMemory] = {}
         self._lock = threading.Lock()
@@ -199,7 +203,7 @@ class PrometheusEndpoint:
         from prometheus_client import CollectorRegistry, start_http_server
 
         self.registry = CollectorRegistry()
-        self.reader = PrometheusMetricReader(registry=self.registry)
+        self.reader = PrometheusMetricReader(scope_info_enabled=False, registry=self.registry)
         self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
         self.port = self._server.server_port
 
