@@ -8,7 +8,13 @@ feeds the metrics.
 
 from __future__ import annotations
 
-from engine.telemetry.export import SpanExport, export_now, make_exporter, to_jaeger_json
+from engine.telemetry.export import (
+    SpanExport,
+    export_now,
+    live_export,
+    make_exporter,
+    to_jaeger_json,
+)
 from engine.telemetry.observer import Observer
 from engine.telemetry.spans import SpanBuilder, SpanData, SpanEvent, spans_for_run, trace_id_of
 
@@ -19,6 +25,7 @@ __all__ = [
     "SpanEvent",
     "SpanExport",
     "export_now",
+    "live_export",
     "make_exporter",
     "spans_for_run",
     "to_jaeger_json",

@@ -1,12 +1,14 @@
 """Sending spans out: OTLP/HTTP or the console, off the hot path, and Jaeger's JSON form.
 
-`SpanExport.submit` only appends to a bounded queue; one daemon thread turns
-`SpanData` into opentelemetry-sdk `ReadableSpan`s (keeping the original start
-and end times, which the SDK's tracer cannot do) and hands batches to the
-exporter. So a collector that is slow or absent never stalls an actor thread:
-the queue drops what it cannot hold, a failure is logged once (until an export
-succeeds again), each export attempt is bounded to about a second, and
-`close()` waits at most `SHUTDOWN_SECONDS`.
+`SpanExport.submit` only appends to a bounded queue; one daemon thread sends
+batches: for `otlp` encoded straight to OTLP protobuf (engine/telemetry/otlp.py,
+for speed), for `console` and `wfa traces --export` as opentelemetry-sdk
+`ReadableSpan`s (keeping the original start and end times, which the SDK's
+tracer cannot do) through the SDK's exporters. So a collector that is slow
+or absent never stalls an actor thread: the queue drops what it cannot hold,
+a failure is logged once (until an export succeeds again), each export
+attempt is bounded to about a second, and `close()` waits at most
+`SHUTDOWN_SECONDS`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from opentelemetry.sdk.resources import Resource
@@ -117,15 +119,20 @@ _ONCE = _OnceFilter()
 
 
 class SpanExport:
-    """A queue and one exporting thread in front of an SDK `SpanExporter`.
+    """A queue and one exporting thread in front of `send(batch) -> ok`.
 
     `submit` is called on actor threads and never blocks on I/O. Spans are
-    exported in batches of up to BATCH_SIZE, at least every BATCH_DELAY_SECONDS.
+    sent in batches of up to BATCH_SIZE, at least every BATCH_DELAY_SECONDS.
+    `describe` says why the last send failed; `stop` releases the sender.
     """
 
-    def __init__(self, exporter: SpanExporter, service_name: str) -> None:
-        self.exporter = exporter
-        self.resource = resource_for(service_name)
+    def __init__(
+        self,
+        send: Callable[[Sequence[SpanData]], bool],
+        describe: Callable[[], str] = lambda: "",
+        stop: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._send, self._describe, self._stop = send, describe, stop
         self.exported = 0
         self.dropped = 0
         self.failed = 0
@@ -153,24 +160,24 @@ class SpanExport:
                 self._wake.notify()
 
     def flush(self, timeout: float = SHUTDOWN_SECONDS) -> bool:
-        """Wait until everything queued so far was handed to the exporter."""
+        """Wait until everything queued so far was handed to the sender."""
         with self._wake:
             self._wake.notify()
         return self._idle.wait(timeout)
 
     def close(self, timeout: float = SHUTDOWN_SECONDS) -> None:
-        """Export what is queued, within `timeout` seconds; then stop the exporter."""
+        """Send what is queued, within `timeout` seconds; then stop the sender."""
         with self._wake:
             self._closing = True
             self._wake.notify()
         self._thread.join(timeout)
         try:
-            self.exporter.shutdown()  # aborts a retry still waiting in the thread
-        except Exception:  # pragma: no cover - an exporter's own bug
-            log.debug("span exporter shutdown failed", exc_info=True)
+            self._stop()
+        except Exception:  # pragma: no cover - a sender's own bug
+            log.debug("span sender shutdown failed", exc_info=True)
 
     def _run(self) -> None:
-        """The export thread: wait for a full batch (or the delay), convert, export."""
+        """The export thread: wait for a full batch (or the delay), send it."""
         while True:
             with self._wake:
                 if not self._queue:
@@ -186,14 +193,12 @@ class SpanExport:
 
     def _export(self, batch: Sequence[SpanData]) -> None:
         try:
-            result = self.exporter.export([to_readable(s, self.resource) for s in batch])
-        except Exception as exc:  # an exporter must not kill the thread
+            ok = self._send(batch)
+            error = self._describe()
+        except Exception as exc:  # a sender must not kill the thread
             log.debug("span export raised", exc_info=True)
-            result = SpanExportResult.FAILURE
-            error = f"{type(exc).__name__}: {exc}"
-        else:
-            error = "see the exporter's message above"
-        if result is SpanExportResult.SUCCESS:
+            ok, error = False, f"{type(exc).__name__}: {exc}"
+        if ok:
             self.exported += len(batch)
             self._failing = _ONCE.failing = False
             return
@@ -203,9 +208,29 @@ class SpanExport:
             log.warning(
                 "traces: export failed (%s); %d spans lost, further failures are not logged "
                 "until an export succeeds",
-                error,
+                error or "see the exporter's message",
                 len(batch),
             )
+
+
+def live_export(kind: str, endpoint: str, service_name: str) -> SpanExport | None:
+    """The live exporter for `telemetry.traces`; None for `none` (nothing on the hot path)."""
+    if kind == "otlp":
+        from engine.telemetry.otlp import OtlpHttpSender
+
+        sender = OtlpHttpSender(traces_url(endpoint), service_name, EXPORT_TIMEOUT_SECONDS)
+        return SpanExport(sender, lambda: sender.last_error, sender.close)
+    exporter = make_exporter(kind, endpoint)
+    if exporter is None:
+        return None
+    resource = resource_for(service_name)
+    sdk = exporter
+
+    def send(batch: Sequence[SpanData]) -> bool:
+        result = sdk.export([to_readable(s, resource) for s in batch])
+        return result is SpanExportResult.SUCCESS
+
+    return SpanExport(send, stop=sdk.shutdown)
 
 
 def export_now(spans: Sequence[SpanData], exporter: SpanExporter, service_name: str) -> bool:

@@ -21,7 +21,7 @@ from typing import Any
 from opentelemetry.sdk.metrics.export import MetricReader
 
 from engine.config import EngineConfig
-from engine.telemetry.export import SpanExport, make_exporter
+from engine.telemetry.export import live_export
 from engine.telemetry.metrics import EngineMetrics, PrometheusEndpoint
 from engine.telemetry.spans import RUN_END, SpanBuilder, SpanData
 
@@ -40,8 +40,9 @@ class Observer:
     def __init__(self, config: EngineConfig, metric_readers: Sequence[MetricReader] = ()) -> None:
         telemetry = config.telemetry
         self.service_name = telemetry.service_name
-        exporter = make_exporter(telemetry.traces.value, telemetry.otlp_endpoint)
-        self.export = SpanExport(exporter, self.service_name) if exporter else None
+        self.export = live_export(
+            telemetry.traces.value, telemetry.otlp_endpoint, self.service_name
+        )
         self.prometheus = (
             PrometheusEndpoint(telemetry.prometheus_port)
             if telemetry.prometheus_port is not None
