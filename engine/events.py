@@ -253,6 +253,47 @@ class CommandIssued(_Event, frozen=True, tag=True, kw_only=True):
     outputs: Any = None
 
 
+# ---- resources and the step cache (added with issue 5) ----------------------------------
+
+
+class StepWaitingForResources(_Event, frozen=True, tag=True, kw_only=True):
+    """A ready step may not start yet: the machine's usage plus its declared
+    `resources` would exceed a cap (`reason` says which); it starts once usage allows."""
+
+    step_id: str
+    reason: str
+
+
+class ResourceCapExceeded(_Event, frozen=True, tag=True, kw_only=True):
+    """Measured usage of `resource` (cpu | memory | storage | network) rose above its cap."""
+
+    resource: str
+    usage: float  # percent
+    cap: float  # percent
+
+
+class ResourceCapRecovered(_Event, frozen=True, tag=True, kw_only=True):
+    """Measured usage of `resource` fell back to its cap or below."""
+
+    resource: str
+    usage: float
+    cap: float
+
+
+class CacheEntryStored(_Event, frozen=True, tag=True, kw_only=True):
+    """A succeeded `cache:` step's outputs, reusable under `key` until `expires_at`."""
+
+    key: str
+    outputs: Any
+    run_id: str
+    step_id: str
+    expires_at: float
+
+
+class CacheCleared(_Event, frozen=True, tag=True, kw_only=True):
+    """`wfa cache clear`: every entry stored before this event is gone."""
+
+
 Event = (
     RunSubmitted
     | RunStarted
@@ -284,6 +325,11 @@ Event = (
     | AlertRaised
     | AlertResolved
     | CommandIssued
+    | StepWaitingForResources
+    | ResourceCapExceeded
+    | ResourceCapRecovered
+    | CacheEntryStored
+    | CacheCleared
 )
 
 EVENT_TYPES: Final[tuple[type[Event], ...]] = (
@@ -317,6 +363,11 @@ EVENT_TYPES: Final[tuple[type[Event], ...]] = (
     AlertRaised,
     AlertResolved,
     CommandIssued,
+    StepWaitingForResources,
+    ResourceCapExceeded,
+    ResourceCapRecovered,
+    CacheEntryStored,
+    CacheCleared,
 )
 
 RUN_EVENT_TYPES: Final = EVENT_TYPES[:24]  # the ones `evolve` folds into a RunState
