@@ -3,8 +3,9 @@
 `Runtime(store, config, data_dir, listener=observer.on_batch)` calls `on_batch`
 on a run's workflow-actor thread after every durable batch. It must be cheap:
 with `traces: none` and no `prometheus_port` it returns at once; otherwise it
-folds the batch into the run's `SpanBuilder` and the metrics, and queues the
-spans it closed for the export thread. Nothing here blocks on the network.
+folds the batch into the metrics and queues it for the export thread, which
+folds it into the run's `SpanBuilder` and sends the spans it closed. Nothing
+here blocks on the network.
 
 A run that was already running when this process started (recovered after a
 crash) is picked up from its current state: its spans from then on are live;
@@ -16,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from opentelemetry.sdk.metrics.export import MetricReader
@@ -23,7 +25,7 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from engine.config import EngineConfig
 from engine.telemetry.export import live_export
 from engine.telemetry.metrics import EngineMetrics, PrometheusEndpoint
-from engine.telemetry.spans import RUN_END, SpanBuilder, SpanData
+from engine.telemetry.spans import RUN_END, SpanBuilder
 
 log = logging.getLogger("wfa.telemetry")
 log.addHandler(logging.NullHandler())
@@ -70,18 +72,12 @@ class Observer:
             builder = SpanBuilder(run_id, workflow, state.submitted_at, state.parent_run_id)
             with self._lock:
                 self._builders[run_id] = builder
-        closed = builder.on_events(batch)
-        if closed:
-            self.export.submit(closed)
-        if builder.ended or any(isinstance(e, RUN_END) for e in batch[-1:]):
+        if any(isinstance(e, RUN_END) for e in batch):
             with self._lock:
                 self._builders.pop(run_id, None)
-
-    def open_spans(self) -> list[SpanData]:
-        """Every span still open in the runs being driven (for a live view)."""
-        with self._lock:
-            builders = list(self._builders.values())
-        return [span for b in builders for span in b.open_spans()]
+        # Folding happens on the export thread, off the run's critical path; a run's
+        # batches stay in order there (one queue, one thread).
+        self.export.submit_work(partial(builder.on_events, batch))
 
     def set_resource_usage(self, resource: str, percent: float) -> None:
         """The resource sampler's hook: record a use in percent (cpu, memory, ...)."""
