@@ -13,8 +13,8 @@ Rules (SPEC §2 `monitoring`), each with a stable key that names the alert:
 - `performance:<workflow>/<step>`: the step's p95 attempt duration in the
   window exceeds its baseline p95 (durations that left the window earlier) by
   more than `performance_threshold` percent, with enough samples on both sides.
-- `resource:<name>`: a `ResourceCapExceeded` event (if that event type exists)
-  in the window.
+- `resource:<name>`: a `ResourceCapExceeded` in the window not followed by a
+  `ResourceCapRecovered` of the same resource.
 
 `AlertMonitor` is the impure shell: a thread that reads new events from the
 log every `check_interval` seconds, keeps the window, appends the alert events
@@ -49,6 +49,7 @@ MIN_BASELINE_SAMPLES = 5
 BASELINE_LIMIT = 500  # durations kept per step for its baseline
 COMMAND_TIMEOUT = 10.0
 _RESOURCE_EVENT: Any = getattr(ev, "ResourceCapExceeded", None)
+_RECOVERED_EVENT: Any = getattr(ev, "ResourceCapRecovered", None)
 
 
 class AlertRules(msgspec.Struct, frozen=True, kw_only=True):
@@ -135,10 +136,15 @@ def holding(state: AlertState, window: Sequence[Observed]) -> dict[str, tuple[st
                 f"its baseline {base_p95:.3f} s (threshold {rules.performance_threshold:g}%)",
             )
     if _RESOURCE_EVENT is not None:
+        over: dict[str, Any] = {}  # resource -> its last exceeded event, unless it recovered since
         for o in window:
+            name = str(getattr(o.event, "resource", "resource"))
             if isinstance(o.event, _RESOURCE_EVENT):
-                name = str(getattr(o.event, "resource", "resource"))
-                found[f"resource:{name}"] = ("critical", _resource_message(o.event, name))
+                over[name] = o.event
+            elif _RECOVERED_EVENT is not None and isinstance(o.event, _RECOVERED_EVENT):
+                over.pop(name, None)
+        for name, event in over.items():
+            found[f"resource:{name}"] = ("critical", _resource_message(event, name))
     return found
 
 
@@ -254,9 +260,8 @@ class AlertMonitor:
             return Observed(event, workflow, duration)
         if isinstance(event, ev.RunSucceeded | ev.RunFailed | ev.RunCancelled | ev.RunTimedOut):
             self._workflows.pop(stream, None)
-        if isinstance(event, ev.StepFailed | ev.StepCacheHit | ev.RunFailed) or (
-            _RESOURCE_EVENT is not None and isinstance(event, _RESOURCE_EVENT)
-        ):
+        resource_types = tuple(t for t in (_RESOURCE_EVENT, _RECOVERED_EVENT) if t is not None)
+        if isinstance(event, ev.StepFailed | ev.StepCacheHit | ev.RunFailed | resource_types):
             return Observed(event, workflow)
         return None
 

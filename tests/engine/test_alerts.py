@@ -157,3 +157,14 @@ def test_monitor_appends_alerts_to_the_log_and_runs_the_command(tmp_path: Path) 
         ("AlertResolved", "failures"),
     ]
     assert "4 failures" in sent[0]["message"]
+
+
+def test_resource_alert_holds_from_cap_exceeded_until_recovered() -> None:
+    exceeded = Observed(ev.ResourceCapExceeded(at=1.0, resource="cpu", usage=95.0, cap=80.0))
+    recovered = Observed(ev.ResourceCapRecovered(at=2.0, resource="cpu", usage=50.0, cap=80.0))
+    state = AlertState(rules=RULES)
+    state, changes = evaluate(state, [exceeded], now=1.0)
+    assert keys(changes) == [("AlertRaised", "resource:cpu")]
+    assert changes[0].message == "cpu usage 95% is over its cap 80%"
+    state, changes = evaluate(state, [exceeded, recovered], now=2.0)
+    assert keys(changes) == [("AlertResolved", "resource:cpu")]
