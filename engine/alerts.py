@@ -50,6 +50,7 @@ BASELINE_LIMIT = 500  # durations kept per step for its baseline
 COMMAND_TIMEOUT = 10.0
 _RESOURCE_EVENT: Any = getattr(ev, "ResourceCapExceeded", None)
 _RECOVERED_EVENT: Any = getattr(ev, "ResourceCapRecovered", None)
+_RESOURCE_TYPES: Any = tuple(t for t in (_RESOURCE_EVENT, _RECOVERED_EVENT) if t is not None)
 
 
 class AlertRules(msgspec.Struct, frozen=True, kw_only=True):
@@ -260,8 +261,7 @@ class AlertMonitor:
             return Observed(event, workflow, duration)
         if isinstance(event, ev.RunSucceeded | ev.RunFailed | ev.RunCancelled | ev.RunTimedOut):
             self._workflows.pop(stream, None)
-        resource_types = tuple(t for t in (_RESOURCE_EVENT, _RECOVERED_EVENT) if t is not None)
-        if isinstance(event, ev.StepFailed | ev.StepCacheHit | ev.RunFailed | resource_types):
+        if isinstance(event, (ev.StepFailed, ev.StepCacheHit, ev.RunFailed, *_RESOURCE_TYPES)):
             return Observed(event, workflow)
         return None
 
