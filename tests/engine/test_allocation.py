@@ -19,7 +19,7 @@ from engine.allocation import (
 from engine.config import AllocationStrategy
 from engine.errors import ErrorKind
 from engine.estimates import DurationEstimates
-from engine.events import AttemptFailed, AttemptStarted, RunSubmitted, StepSucceeded
+from engine.events import AttemptFailed, AttemptStarted, Event, RunSubmitted, StepSucceeded
 from tests.strategies import step, workflow
 
 ALL = list(AllocationStrategy)
@@ -164,7 +164,7 @@ def test_predictive_learns_a_slow_agent_from_other_steps() -> None:
 
 def test_estimates_fold_attempt_pairs_from_the_log_and_ignore_failures() -> None:
     spec = workflow(step("a"), step("b"))
-    events = [
+    events: list[tuple[str, Event]] = [
         ("r1", RunSubmitted(at=0.0, run_id="r1", spec=spec)),
         (
             "r1",
