@@ -95,7 +95,10 @@ def simulate(
 
 
 def agents() -> dict[str, float]:
-    return {f"agent-{n}": SLOWDOWN if n >= AGENTS - SLOW_AGENTS else 1.0 for n in range(AGENTS)}
+    """Agent name -> slowdown. The slow ones sit among the others in name order, since
+    load_balanced breaks ties by name: slow agents named last would flatter it."""
+    slow = {AGENTS * k // SLOW_AGENTS + 1 for k in range(SLOW_AGENTS)}  # agent-1, agent-5
+    return {f"agent-{n}": SLOWDOWN if n in slow else 1.0 for n in range(AGENTS)}
 
 
 def lower_bound(jobs: Sequence[Job], slowdown: dict[str, float]) -> float:

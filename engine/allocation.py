@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from fractions import Fraction
+from typing import assert_never
 
 import msgspec
 
@@ -143,6 +144,8 @@ def choose_agent(
                 [demand] * (ahead + 1), capable, estimates or DurationEstimates()
             )
             return plan[-1], cursor
+        case _ as unreachable:
+            assert_never(unreachable)
 
 
 def assign(
