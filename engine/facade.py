@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 
 from engine import decide as rules
+from engine.alerts import AlertMonitor
 from engine.builder import Workflow
 from engine.config import EngineConfig
 from engine.datadir import EVENTS, EngineLock, check_data_dir, new_run_id
@@ -38,6 +39,7 @@ from engine.loading import load_config, load_workflow
 from engine.results import RunResult, result_of
 from engine.spec import WorkflowSpec
 from engine.state import TERMINAL_RUN, RunState, evolve, fold, index_of
+from engine.telemetry import Observer
 from engine.validation import check_workflow
 from eventstore import EventStore, Recorded
 
@@ -166,11 +168,11 @@ class Engine:
         self._functions: dict[str, Any] = {}
         self._lock = EngineLock(self.data_dir)
         self._runtime: Any = None
+        self._observer: Observer | None = None
+        self._alerts: AlertMonitor | None = None
         self._stop = threading.Event()
         if drive and self._lock.acquire():
-            from actors.runtime import Runtime  # the facade is the one place engine meets actors
-
-            self._runtime = Runtime(self.store, self.config, self.data_dir)
+            self._start_driving()
         start = self.store.last_position() + 1
         if self._runtime is not None:
             self.recover()
@@ -180,6 +182,24 @@ class Engine:
         self._follower.start()
 
     # -- lifecycle -----------------------------------------------------------
+
+    def _start_driving(self) -> None:
+        """This process holds the lock: start the runtime, live telemetry and alerts."""
+        from actors.runtime import Runtime  # the facade is the one place engine meets actors
+
+        try:
+            self._observer = Observer(self.config)
+        except OSError as exc:
+            self._lock.release()
+            self.store.close()
+            port = self.config.telemetry.prometheus_port
+            raise WorkflowAutomatorError(
+                f"cannot serve metrics on 127.0.0.1:{port}: {exc}; "
+                "set telemetry.prometheus_port to a free port, or to null"
+            ) from None
+        self._runtime = Runtime(self.store, self.config, self.data_dir, self._observer.on_batch)
+        self._alerts = AlertMonitor(self.store, self.config.monitoring)
+        self._alerts.start()
 
     @property
     def drives(self) -> bool:
@@ -192,6 +212,10 @@ class Engine:
         if self._runtime is not None:
             self._runtime.stop()
             self._runtime = None
+        if self._alerts is not None:
+            self._alerts.stop()
+        if self._observer is not None:
+            self._observer.close()  # waits at most ~2 s for the trace exporter
         self._follower.join(timeout=5)
         self._lock.release()
         self.store.close()
