@@ -7,13 +7,20 @@ may be shared between actors.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Literal
 
 import msgspec
 
 from engine.errors import ErrorKind
 
-__all__ = ["KILL_GRACE_SECONDS", "AttemptOutcome", "AttemptRequest", "OutputsError"]
+__all__ = [
+    "KILL_GRACE_SECONDS",
+    "AttemptOutcome",
+    "AttemptRequest",
+    "OutputsError",
+    "cancelled_outcome",
+]
 
 KILL_GRACE_SECONDS = 2.0
 """How long a process group has between SIGTERM and SIGKILL."""
@@ -71,3 +78,15 @@ class AttemptOutcome(msgspec.Struct, frozen=True, kw_only=True):
 
 class OutputsError(Exception):
     """What a step produced cannot be its outputs (kind `output`); the message says why."""
+
+
+def cancelled_outcome(started: float, **details: Any) -> AttemptOutcome:
+    """The outcome of an attempt whose cancel event was set (not a failure to retry)."""
+    return AttemptOutcome(
+        succeeded=False,
+        cancelled=True,
+        message="cancelled",
+        started_at=started,
+        ended_at=time.time(),
+        **details,
+    )

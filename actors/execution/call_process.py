@@ -23,11 +23,10 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any
 
 import msgspec
 
-from actors.execution.attempt import AttemptOutcome, AttemptRequest
+from actors.execution.attempt import AttemptOutcome, AttemptRequest, cancelled_outcome
 from actors.execution.call_thread import outcome_from_result
 from actors.execution.command import exit_description
 from actors.execution.environment import attempt_environment
@@ -38,10 +37,9 @@ from actors.execution.files import (
     last_line,
     open_private,
     prepare_output_dir,
-    read_tail,
 )
 from actors.execution.invoke import CallResult
-from actors.execution.process_group import Ending, spawn_group_leader, supervise
+from actors.execution.process_group import spawn_group_leader, supervise_attempt
 from engine.errors import ErrorKind
 
 __all__ = ["REQUEST_FILE", "child_pythonpath", "run_call_in_process"]
@@ -54,13 +52,7 @@ def run_call_in_process(request: AttemptRequest, cancel: threading.Event) -> Att
     """Call `request.call` in a child process; blocks the calling thread (see module docstring)."""
     started = time.time()
     if cancel.is_set():
-        return AttemptOutcome(
-            succeeded=False,
-            cancelled=True,
-            message="cancelled",
-            started_at=started,
-            ended_at=time.time(),
-        )
+        return cancelled_outcome(started)
     out_dir = prepare_output_dir(request.output_dir)
     request_path = os.path.join(out_dir, REQUEST_FILE)
     result_path = os.path.join(out_dir, RESULT_FILE)
@@ -86,35 +78,22 @@ def run_call_in_process(request: AttemptRequest, cancel: threading.Event) -> Att
                 started_at=started,
                 ended_at=time.time(),
             )
-    end = supervise(proc, timeout=request.timeout, cancel=cancel, grace=request.kill_grace)
-    stdout_tail = read_tail(stdout_path, request.tail_bytes)
-    stderr_tail = read_tail(stderr_path, request.tail_bytes)
-    common: dict[str, Any] = {
-        "stdout_tail": stdout_tail,
-        "stderr_tail": stderr_tail,
-        "exit_code": end.returncode,
-        "pid": proc.pid,
-        "started_at": started,
-    }
-    if end.ending is Ending.TIMED_OUT:
-        return AttemptOutcome(
-            succeeded=False,
-            error_kind=ErrorKind.TIMEOUT,
-            message=f"timed out after {request.timeout:g} s; its process was killed",
-            ended_at=time.time(),
-            **common,
-        )
-    if end.ending is Ending.CANCELLED:
-        return AttemptOutcome(
-            succeeded=False,
-            cancelled=True,
-            message="cancelled",
-            ended_at=time.time(),
-            **common,
-        )
-    result = _read_result(result_path) if end.returncode == 0 else None
+    common, stopped = supervise_attempt(
+        proc,
+        request,
+        cancel,
+        started=started,
+        stdout_path=stdout_path,
+        stderr_path=stderr_path,
+        what_was_killed="its process",
+    )
+    if stopped is not None:
+        return stopped
+    common["started_at"] = started
+    returncode, stderr_tail = common["exit_code"], common["stderr_tail"]
+    result = _read_result(result_path) if returncode == 0 else None
     if result is None:
-        message = f"the step's process {exit_description(end.returncode)} without a result"
+        message = f"the step's process {exit_description(returncode)} without a result"
         reason = last_line(stderr_tail)
         return AttemptOutcome(
             succeeded=False,
@@ -126,9 +105,9 @@ def run_call_in_process(request: AttemptRequest, cancel: threading.Event) -> Att
     return outcome_from_result(
         result,
         started=started,
-        stdout_tail=stdout_tail,
+        stdout_tail=common["stdout_tail"],
         stderr_tail=stderr_tail,
-        exit_code=end.returncode,
+        exit_code=returncode,
         pid=proc.pid,
     )
 

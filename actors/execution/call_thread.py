@@ -23,7 +23,7 @@ import time
 
 import msgspec
 
-from actors.execution.attempt import AttemptOutcome, AttemptRequest
+from actors.execution.attempt import AttemptOutcome, AttemptRequest, cancelled_outcome
 from actors.execution.files import ATTEMPT_LOG
 from actors.execution.invoke import CallResult, attempt_logger, invoke_call, make_context
 from actors.execution.process_group import WAIT_SLICE
@@ -36,13 +36,7 @@ def run_call_in_thread(request: AttemptRequest, cancel: threading.Event) -> Atte
     """Call `request.call` in a daemon thread; blocks the calling thread (see module docstring)."""
     started = time.time()
     if cancel.is_set():
-        return AttemptOutcome(
-            succeeded=False,
-            cancelled=True,
-            message="cancelled",
-            started_at=started,
-            ended_at=time.time(),
-        )
+        return cancelled_outcome(started)
     # The output directory is made only if the call logs or fails (see files.py).
     log_path = os.path.join(request.output_dir, ATTEMPT_LOG)
     logger, handler = attempt_logger(request.step_id, log_path)
@@ -88,13 +82,7 @@ def run_call_in_thread(request: AttemptRequest, cancel: threading.Event) -> Atte
             break
         if cancel.is_set():
             ctx.cancelled.set()
-            return AttemptOutcome(
-                succeeded=False,
-                cancelled=True,
-                message="cancelled",
-                started_at=started,
-                ended_at=time.time(),
-            )
+            return cancelled_outcome(started)
         if deadline is not None and time.monotonic() >= deadline and not done.is_set():
             ctx.cancelled.set()
             return AttemptOutcome(

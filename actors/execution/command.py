@@ -32,7 +32,12 @@ from typing import Any
 
 import msgspec
 
-from actors.execution.attempt import AttemptOutcome, AttemptRequest, OutputsError
+from actors.execution.attempt import (
+    AttemptOutcome,
+    AttemptRequest,
+    OutputsError,
+    cancelled_outcome,
+)
 from actors.execution.environment import attempt_environment
 from actors.execution.files import (
     OUTPUTS_FILE,
@@ -41,9 +46,8 @@ from actors.execution.files import (
     last_line,
     open_private,
     prepare_output_dir,
-    read_tail,
 )
-from actors.execution.process_group import Ending, spawn_group_leader, supervise
+from actors.execution.process_group import spawn_group_leader, supervise_attempt
 from engine.errors import ErrorKind
 
 __all__ = ["exit_description", "read_outputs_file", "run_command_attempt"]
@@ -62,7 +66,7 @@ def run_command_attempt(request: AttemptRequest, cancel: threading.Event) -> Att
             ended_at=time.time(),
         )
     if cancel.is_set():
-        return _cancelled(started)
+        return cancelled_outcome(started)
     out_dir = prepare_output_dir(request.output_dir)
     stdout_path = os.path.join(out_dir, STDOUT_FILE)
     stderr_path = os.path.join(out_dir, STDERR_FILE)
@@ -83,30 +87,21 @@ def run_command_attempt(request: AttemptRequest, cancel: threading.Event) -> Att
                 started_at=started,
                 ended_at=time.time(),
             )
-    end = supervise(proc, timeout=request.timeout, cancel=cancel, grace=request.kill_grace)
-    stdout_tail = read_tail(stdout_path, request.tail_bytes)
-    stderr_tail = read_tail(stderr_path, request.tail_bytes)
-    common: dict[str, Any] = {
-        "stdout_tail": stdout_tail,
-        "stderr_tail": stderr_tail,
-        "exit_code": end.returncode,
-        "pid": proc.pid,
-        "started_at": started,
-    }
-    if end.ending is Ending.TIMED_OUT:
-        return AttemptOutcome(
-            succeeded=False,
-            error_kind=ErrorKind.TIMEOUT,
-            message=f"timed out after {request.timeout:g} s; its process group was killed",
-            ended_at=time.time(),
-            **common,
-        )
-    if end.ending is Ending.CANCELLED:
-        return AttemptOutcome(
-            succeeded=False, cancelled=True, message="cancelled", ended_at=time.time(), **common
-        )
-    if end.returncode != 0:
-        message = exit_description(end.returncode)
+    common, stopped = supervise_attempt(
+        proc,
+        request,
+        cancel,
+        started=started,
+        stdout_path=stdout_path,
+        stderr_path=stderr_path,
+        what_was_killed="its process group",
+    )
+    if stopped is not None:
+        return stopped
+    common["started_at"] = started
+    returncode, stderr_tail = common["exit_code"], common["stderr_tail"]
+    if returncode != 0:
+        message = exit_description(returncode)
         reason = last_line(stderr_tail)
         return AttemptOutcome(
             succeeded=False,
@@ -200,13 +195,3 @@ def _json_type(value: object) -> str:
     if isinstance(value, int | float):
         return "a number"
     return "null" if value is None else type(value).__name__
-
-
-def _cancelled(started: float) -> AttemptOutcome:
-    return AttemptOutcome(
-        succeeded=False,
-        cancelled=True,
-        message="cancelled",
-        started_at=started,
-        ended_at=time.time(),
-    )

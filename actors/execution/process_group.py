@@ -38,7 +38,18 @@ from typing import IO, Any
 
 import psutil
 
-__all__ = ["WAIT_SLICE", "Ending", "ProcessEnd", "spawn_group_leader", "supervise"]
+from actors.execution.attempt import AttemptOutcome, AttemptRequest, cancelled_outcome
+from actors.execution.files import read_tail
+from engine.errors import ErrorKind
+
+__all__ = [
+    "WAIT_SLICE",
+    "Ending",
+    "ProcessEnd",
+    "spawn_group_leader",
+    "supervise",
+    "supervise_attempt",
+]
 
 WAIT_SLICE = 0.1
 """Longest a wait blocks before looking at the cancel event again, in seconds."""
@@ -247,3 +258,37 @@ def _alive(p: psutil.Process) -> bool:
         return bool(p.is_running() and p.status() != psutil.STATUS_ZOMBIE)
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
+
+
+def supervise_attempt(
+    proc: subprocess.Popen[bytes],
+    request: AttemptRequest,
+    cancel: threading.Event,
+    *,
+    started: float,
+    stdout_path: str,
+    stderr_path: str,
+    what_was_killed: str,
+) -> tuple[dict[str, Any], AttemptOutcome | None]:
+    """Wait for an attempt's process group (blocks); its details, and its outcome if it was
+    stopped (timed out or cancelled). None means it exited by itself: the caller judges it.
+    """
+    end = supervise(proc, timeout=request.timeout, cancel=cancel, grace=request.kill_grace)
+    details: dict[str, Any] = {
+        "stdout_tail": read_tail(stdout_path, request.tail_bytes),
+        "stderr_tail": read_tail(stderr_path, request.tail_bytes),
+        "exit_code": end.returncode,
+        "pid": proc.pid,
+    }
+    if end.ending is Ending.TIMED_OUT:
+        return details, AttemptOutcome(
+            succeeded=False,
+            error_kind=ErrorKind.TIMEOUT,
+            message=f"timed out after {request.timeout:g} s; {what_was_killed} was killed",
+            started_at=started,
+            ended_at=time.time(),
+            **details,
+        )
+    if end.ending is Ending.CANCELLED:
+        return details, cancelled_outcome(started, **details)
+    return details, None
