@@ -76,7 +76,12 @@ def run_command_attempt(request: AttemptRequest, cancel: threading.Event) -> Att
     with open_private(stdout_path) as out, open_private(stderr_path) as err:
         try:
             proc = spawn_group_leader(
-                argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err
+                argv,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                record_in=out_dir,
             )
         except OSError as exc:
             kind, message = _spawn_failure(argv[0], exc)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import json
 import logging
 import os
 import select
@@ -39,13 +40,15 @@ from typing import IO, Any
 import psutil
 
 from actors.execution.attempt import AttemptOutcome, AttemptRequest, cancelled_outcome
-from actors.execution.files import read_tail
+from actors.execution.files import open_private, read_tail
 from engine.errors import ErrorKind
 
 __all__ = [
+    "GROUP_FILE",
     "WAIT_SLICE",
     "Ending",
     "ProcessEnd",
+    "end_leftover_group",
     "spawn_group_leader",
     "supervise",
     "supervise_attempt",
@@ -58,6 +61,9 @@ _KILL_WAIT = 5.0  # how long SIGKILLed processes get to disappear before we give
 _POLL = 0.02  # interval for checking processes we cannot wait on (not our children)
 
 _log = logging.getLogger(__name__)
+
+GROUP_FILE = "group.json"
+"""Where an attempt records its process group: {"pgid", "started" (create time)}."""
 
 
 class Ending(enum.Enum):
@@ -81,12 +87,16 @@ def spawn_group_leader(
     stdin: int | IO[Any] | None,
     stdout: IO[Any],
     stderr: IO[Any],
+    record_in: str,
 ) -> subprocess.Popen[bytes]:
     """Start `argv` (never through a shell) as the leader of a new process group.
 
+    The group is recorded in `record_in` (the attempt's output directory), so
+    that an engine recovering after a crash can end what this attempt left
+    running before it runs the step again (see `end_leftover_group`).
     Raises OSError as `subprocess.Popen` does when the program cannot be run.
     """
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         list(argv),
         env=env,
         stdin=stdin,
@@ -96,6 +106,43 @@ def spawn_group_leader(
         close_fds=True,
         shell=False,
     )
+    with contextlib.suppress(psutil.Error, OSError):  # only a safety net for recovery
+        started = psutil.Process(proc.pid).create_time()
+        with open_private(os.path.join(record_in, GROUP_FILE)) as f:
+            f.write(json.dumps({"pgid": proc.pid, "started": started}).encode())
+    return proc
+
+
+def end_leftover_group(output_dir: str, grace: float = 2.0) -> list[int]:
+    """End the process group an attempt recorded, if it is still running; the PIDs ended.
+
+    An engine killed with SIGKILL leaves its steps' process groups running (each
+    is a session of its own). Recovery calls this for the attempts that were in
+    flight before it runs them again, so the old and the new attempt never run
+    side by side. Safe against PID reuse: only processes of that group started
+    no earlier than its recorded leader are touched.
+    """
+    try:
+        with open(os.path.join(output_dir, GROUP_FILE), "rb") as f:
+            record = json.loads(f.read())
+        pgid, started = int(record["pgid"]), float(record["started"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    members = [p for p in _group_members(pgid) if _started_since(p, started)]
+    if not members:
+        return []
+    pids = sorted(p.pid for p in members)
+    _log.warning("ending process group %d left running by an earlier engine: %s", pgid, pids)
+    with _ExitWatcher(pgid) as leader:
+        _terminate_group(pgid, leader, grace)
+    return pids
+
+
+def _started_since(p: psutil.Process, leader_started: float) -> bool:
+    try:
+        return bool(p.create_time() >= leader_started - 0.01)
+    except psutil.Error:
+        return False
 
 
 def supervise(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
+import subprocess
 import sys
 import threading
 import time
@@ -279,3 +281,46 @@ def test_a_request_with_neither_argv_nor_call_is_rejected(tmp_path: Path) -> Non
     )
     with pytest.raises(ValueError, match="exactly one of argv and call"):
         run_attempt(request, threading.Event())
+
+
+def test_a_group_left_running_by_a_dead_engine_is_ended_on_recovery(tmp_path: Path) -> None:
+    """An attempt's process group outlives its engine; end_leftover_group ends all of it."""
+    from actors.execution.process_group import end_leftover_group, spawn_group_leader
+
+    pids = tmp_path / "pids"
+    code = (
+        "import os, subprocess, time; c = subprocess.Popen(['sleep', '60']); "
+        f"open({str(pids)!r}, 'w').write(f'{{os.getpid()}} {{c.pid}}'); time.sleep(60)"
+    )
+    with open(tmp_path / "out", "wb") as out:
+        proc = spawn_group_leader(
+            [sys.executable, "-c", code],
+            env=dict(os.environ),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            record_in=str(tmp_path),
+        )
+    deadline = time.monotonic() + 20
+    while len(wait_for_file(pids).split()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    ended = end_leftover_group(str(tmp_path), grace=0.5)
+    proc.wait(timeout=10)
+    assert sorted(ended) == sorted(map(int, pids.read_text().split()))
+    assert all(gone(pid) for pid in ended)
+    assert end_leftover_group(str(tmp_path)) == []  # nothing left: nothing to do
+
+
+def test_a_recorded_group_whose_pid_was_reused_is_left_alone(tmp_path: Path) -> None:
+    from actors.execution.process_group import GROUP_FILE, end_leftover_group
+
+    other = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        started_long_after = psutil.Process(other.pid).create_time() + 3600
+        record = {"pgid": other.pid, "started": started_long_after}
+        (tmp_path / GROUP_FILE).write_text(json.dumps(record))
+        assert end_leftover_group(str(tmp_path)) == []
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
