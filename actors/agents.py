@@ -1,25 +1,19 @@
-"""Agents: the live pool that tracks load, and the actor that runs attempts.
+"""AgentActor: runs attempts on its own worker threads and reports their outcomes.
 
-`AgentPool` is the allocator's live side: a lock-protected table of agents and
-their running attempts, called directly (never through an actor ask) so that a
-workflow actor can reserve an agent in the same decide cycle that makes a step
-ready, and persist `AttemptStarted` in the same commit. Which agent to pick is
-a pure strategy over plain data (engine/allocation.py, a later issue); this
-module only keeps the counts honest.
-
-`AgentActor` runs attempts on its own worker threads, at most `capacity` at
-once, and tells the result to the workflow actor that asked.
+At most `capacity` attempts run at once: the pool (actors/pool.py) never
+grants more. When an attempt ends, its worker thread tells the result to the
+workflow actor that asked, which gives the slot back to the pool once the
+attempt's end is durable (so the log never shows more than `capacity`
+attempts on an agent).
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -27,7 +21,7 @@ import pykka
 
 from actors.execution import AttemptOutcome, AttemptRequest, run_attempt
 from actors.execution.call_thread import run_call_here
-from engine.config import AgentConfig
+from actors.pool import AgentPool, AttemptKey
 from engine.errors import ErrorKind
 
 log = logging.getLogger(__name__)
@@ -39,75 +33,6 @@ def failed_outcome(kind: ErrorKind, message: str) -> AttemptOutcome:
     return AttemptOutcome(
         succeeded=False, error_kind=kind, message=message, started_at=now, ended_at=now
     )
-
-
-class AgentLoad(msgspec.Struct, kw_only=True):
-    name: str
-    capabilities: frozenset[str]
-    capacity: int
-    running: int = 0
-    available: bool = True
-
-
-class AgentPool:
-    """Which agents exist and how busy each is; safe to call from any thread."""
-
-    def __init__(self, agents: Sequence[AgentConfig]) -> None:
-        self._lock = threading.Lock()
-        self._agents = {
-            a.name: AgentLoad(
-                name=a.name, capabilities=frozenset(a.capabilities), capacity=a.capacity
-            )
-            for a in agents
-        }
-        self._waiters: list[Callable[[], None]] = []
-
-    @property
-    def names(self) -> list[str]:
-        return list(self._agents)
-
-    def capable(self, capability: str) -> list[str]:
-        return [a.name for a in self._agents.values() if capability in a.capabilities]
-
-    def reserve(self, capability: str, preferred: str | None = None) -> str | None:
-        """Take one slot of the preferred agent, else of the least-loaded capable one."""
-        with self._lock:
-            if preferred is not None:
-                agent = self._agents.get(preferred)
-                if agent is not None and agent.available and agent.running < agent.capacity:
-                    agent.running += 1
-                    return agent.name
-            best: AgentLoad | None = None
-            for agent in self._agents.values():
-                if capability not in agent.capabilities or not agent.available:
-                    continue
-                if agent.running >= agent.capacity:
-                    continue
-                if best is None or agent.running * best.capacity < best.running * agent.capacity:
-                    best = agent
-            if best is None:
-                return None
-            best.running += 1
-            return best.name
-
-    def release(self, name: str) -> None:
-        """Give a slot back and wake everyone who waited for capacity."""
-        with self._lock:
-            agent = self._agents.get(name)
-            if agent is not None and agent.running > 0:
-                agent.running -= 1
-            waiters, self._waiters = self._waiters, []
-        for wake in waiters:
-            wake()
-
-    def notify_when_free(self, wake: Callable[[], None]) -> None:
-        """Call `wake` once, after the next release (from the releasing thread)."""
-        with self._lock:
-            self._waiters.append(wake)
-
-    def loads(self) -> list[AgentLoad]:
-        with self._lock:
-            return [msgspec.structs.replace(a) for a in self._agents.values()]
 
 
 class StartAttempt(msgspec.Struct, frozen=True):
@@ -127,9 +52,6 @@ class AttemptFinished(msgspec.Struct, frozen=True):
     attempt: int
     agent: str
     outcome: AttemptOutcome
-
-
-AttemptKey = tuple[str, str, int]
 
 
 class _Attempt:
@@ -210,7 +132,7 @@ class AgentActor(pykka.ThreadingActor):
                 del self._running[key]
                 self._workers = [w for w in self._workers if w is not attempt.worker]
         if stuck:
-            self.pool.release(self.name)
+            self.pool.release(key)
             self._add_worker()
 
     def _work_loop(self) -> None:
@@ -241,13 +163,16 @@ class AgentActor(pykka.ThreadingActor):
             if attempt.abandoned:
                 return False
             self._running.pop(attempt.key, None)
-        self.pool.release(self.name)
         finished = AttemptFinished(
             request.run_id, request.step_id, request.attempt, self.name, outcome
         )
-        # The run may have ended (or its actor is being rebuilt): the log decides, not this.
-        with contextlib.suppress(pykka.ActorDeadError):
+        # The workflow actor gives the slot back once the attempt's end is durable.
+        # If the run has no actor (it ended, or is being rebuilt), the log decides
+        # what happens to the step, and the slot comes back here.
+        try:
             attempt.reply_to.tell(finished)
+        except pykka.ActorDeadError:
+            self.pool.release(attempt.key)
         return True
 
     def on_stop(self) -> None:

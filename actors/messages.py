@@ -12,6 +12,8 @@ from typing import Any
 
 import msgspec
 
+from engine.errors import ErrorKind
+
 
 class AdmitRun(msgspec.Struct, frozen=True):
     """A run is queued in the log; admit it when a slot is free (scheduler)."""
@@ -41,8 +43,28 @@ class FireTimer(msgspec.Struct, frozen=True):
     trigger: Any  # engine.decide.TimerFired
 
 
-class CapacityFreed(msgspec.Struct, frozen=True):
-    """An agent slot was released; try to place waiting steps again (pool -> workflow)."""
+class AgentGranted(msgspec.Struct, frozen=True):
+    """The pool reserved a slot of `agent` for attempt `attempt` of a waiting step
+    (pool -> workflow). `unavailable` set: no slot; the attempt is to fail at once
+    with kind `kind` and that message (every capable agent's breaker is open, or
+    the step could never fit the machine)."""
+
+    step_id: str
+    agent: str
+    attempt: int
+    unavailable: str | None = None
+    kind: ErrorKind = ErrorKind.AGENT
+
+
+class PlaceGranted(msgspec.Struct, frozen=True):
+    """Decide the grants stashed since the last cycle (workflow -> itself)."""
+
+
+class WaitForResources(msgspec.Struct, frozen=True):
+    """The pool holds a ready step back: usage plus its `resources` would break a cap."""
+
+    step_id: str
+    reason: str
 
 
 class StopRuns(msgspec.Struct, frozen=True):

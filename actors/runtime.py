@@ -1,33 +1,52 @@
 """Runtime: the live engine inside one process, wired together.
 
-It owns the agent pool, the agent actors, the timer service and the
-scheduler, and gives workflow actors what they need to act (agent refs,
-attempt requests). It is not an actor: its methods are called from the
-facade's thread and from actor threads, and only read immutable wiring.
+It owns the agent pool (allocation, agent health, resource caps), the agent
+actors, the timer service, the shared step cache and the scheduler, and gives
+workflow actors what they need to act (agent refs, attempt requests). It is
+not an actor: its methods are called from the facade's thread and from actor,
+worker and timer threads, and only read immutable wiring (the pool and the
+cache lock themselves).
+
+On start it reconciles the "agents" stream with the configuration (an
+`AgentRegistered` or `AgentCapacityChanged` for each agent that is new or
+changed), rebuilds every agent's circuit breaker from its `AgentHealthChanged`
+events, and, for the `predictive` strategy only (no other reads them), the
+duration estimates from every run in the log.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Hashable, Iterable
 from pathlib import Path
 from typing import Any
 
 import pykka
 
-from actors.agents import AgentActor, AgentPool
+from actors.admission import RESOURCES_STREAM, ResourceGate
+from actors.agents import AgentActor
+from actors.cache import CACHE_STREAM, SharedCache
 from actors.execution import AttemptRequest
 from actors.messages import AdmitRun, DeliverCommand, StopRuns
+from actors.pool import AgentPool
 from actors.scheduler import SchedulerActor
 from actors.timers import TimerService
 from engine import events as ev
-from engine.config import AgentConfig, EngineConfig
+from engine.caching import CacheIndex
+from engine.config import AgentConfig, AllocationStrategy, EngineConfig
+from engine.estimates import DurationEstimates
+from engine.health import HealthPolicy, fold_health
 from engine.policies.conditions import resolve_run_argv
+from engine.resources import UsageSampler, machine_size
 from engine.state import RunState, spec_of
 
 log = logging.getLogger(__name__)
 
 Listener = Callable[[str, RunState, list[Any]], None]
+UsageReport = Callable[[str, float], None]
+
+AGENTS_STREAM = "agents"
 
 
 def configured_agents(config: EngineConfig) -> tuple[AgentConfig, ...]:
@@ -40,6 +59,49 @@ def configured_agents(config: EngineConfig) -> tuple[AgentConfig, ...]:
     )
 
 
+def agent_changes(
+    agents: Iterable[AgentConfig], recorded: Iterable[ev.Event], now: float
+) -> list[ev.Event]:
+    """Registration events for configured agents that the "agents" stream does not know
+    as they are now: new ones (or with other capabilities) and changed capacities."""
+    known: dict[str, tuple[tuple[str, ...], int]] = {}
+    for event in recorded:
+        match event:
+            case ev.AgentRegistered(name=name, capabilities=caps, capacity=capacity):
+                known[name] = (tuple(caps), capacity)
+            case ev.AgentCapacityChanged(name=name, capacity=capacity) if name in known:
+                known[name] = (known[name][0], capacity)
+            case _:
+                pass
+    changes: list[ev.Event] = []
+    for agent in agents:
+        before = known.get(agent.name)
+        if before is None or before[0] != tuple(agent.capabilities):
+            changes.append(
+                ev.AgentRegistered(
+                    at=now,
+                    name=agent.name,
+                    capabilities=agent.capabilities,
+                    capacity=agent.capacity,
+                )
+            )
+        elif before[1] != agent.capacity:
+            changes.append(
+                ev.AgentCapacityChanged(at=now, name=agent.name, capacity=agent.capacity)
+            )
+    return changes
+
+
+class _PoolWaker:
+    """A timer recipient that re-runs the pool's assignment on the timer thread."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def tell(self, message: Any) -> None:
+        self.runtime.pool.reassign()
+
+
 class Runtime:
     def __init__(
         self,
@@ -47,14 +109,46 @@ class Runtime:
         config: EngineConfig,
         data_dir: Path,
         listener: Listener | None = None,
+        *,
+        usage_report: UsageReport | None = None,
+        health_policy: HealthPolicy | None = None,
     ) -> None:
         self.store = store
         self.config = config
         self.data_dir = data_dir
         self._listener = listener
         self.agents = {a.name: a for a in configured_agents(config)}
-        self.pool = AgentPool(tuple(self.agents.values()))
         self.timers = TimerService()
+        self._waker = _PoolWaker(self)
+        now = time.time()
+        recorded = [r.event for r in store.read_stream(AGENTS_STREAM)]
+        changes = agent_changes(self.agents.values(), recorded, now)
+        if changes:
+            store.append(AGENTS_STREAM, changes)
+        policy = health_policy or HealthPolicy()
+        caps = config.resources
+        gate = ResourceGate(
+            caps,
+            machine_size(data_dir, caps.network_capacity_mbps),
+            UsageSampler(data_dir, caps.network_capacity_mbps),
+            record=self._recorder(RESOURCES_STREAM),
+            report=usage_report,
+            now=now,
+        )
+        predictive = caps.allocation_strategy is AllocationStrategy.PREDICTIVE
+        self.pool = AgentPool(
+            tuple(self.agents.values()),
+            caps.allocation_strategy,
+            health=fold_health(recorded, policy, self.agents),
+            policy=policy,
+            estimates=self._estimates() if predictive else None,
+            gate=gate,
+            record=self._recorder(AGENTS_STREAM),
+            wake_at=self._wake_pool,
+        )
+        self.cache = SharedCache(
+            CacheIndex.from_events(r.event for r in store.read_stream(CACHE_STREAM))
+        )
         self._agent_refs = {
             a.name: AgentActor.start(a.name, a.capacity, self.pool) for a in self.agents.values()
         }
@@ -78,7 +172,33 @@ class Runtime:
             ref.stop()
         self.timers.stop()
 
+    def _estimates(self) -> DurationEstimates:
+        """Durations of every successful attempt in the log (predictive allocation)."""
+        prefix = ev.RUN_STREAM_PREFIX
+        return DurationEstimates.from_events(
+            (r.stream[len(prefix) :], r.event)
+            for r in self.store.read_all()
+            if r.stream.startswith(prefix)
+        )
+
+    def _recorder(self, stream: str) -> Callable[[list[ev.Event]], None]:
+        def record(events: list[ev.Event]) -> None:
+            try:
+                self.store.append(stream, events)
+            except Exception:  # an observation lost must not stop an agent or a timer
+                log.exception("cannot record %d event(s) in stream %s", len(events), stream)
+
+        return record
+
+    def _wake_pool(self, key: Hashable, at: float) -> None:
+        self.timers.schedule(key, at, self._waker, None)
+
     # -- called by workflow actors -------------------------------------------
+
+    def store_in_cache(self, entry: ev.CacheEntryStored) -> None:
+        """Append a cache entry (after its run's batch is durable) and index it."""
+        self._recorder(CACHE_STREAM)([entry])
+        self.cache.apply(entry)
 
     def agent_ref(self, name: str) -> pykka.ActorRef[Any]:
         return self._agent_refs[name]

@@ -1,11 +1,17 @@
 """WorkflowActor: drives one admitted run by the rules in engine.decide.
 
-Every cycle is: decide -> evolve in memory -> append the whole batch durably
--> act. Placing ready steps on agents happens inside the cycle (the pool is a
-lock-protected table, not an actor), so a step's success, the next step's
-readiness and its `AttemptStarted` share one commit. Nothing that changes the
-world (an attempt, a cancel, a timer) is sent before its batch is durable; if
-the append fails the actor dies and its parent rebuilds it from the log.
+Every cycle is: decide -> evolve in memory -> place ready steps -> append the
+whole batch durably -> act. Placing happens inside the cycle (the pool is a
+lock-protected object, not an actor), so a step's success, the next step's
+readiness and its `AttemptStarted` share one commit. A ready step that cannot
+start at once waits in the pool, which later tells this actor `AgentGranted`
+(a slot reserved for it) or `WaitForResources`; each becomes a cycle of its
+own. A step with `cache:` whose identical call is in the cache succeeds from
+it instead of asking for an agent.
+
+Nothing that changes the world (an attempt, a cancel, a timer, a cache entry)
+happens before its batch is durable; if the append fails the actor dies, its
+reserved slots go back to the pool, and its parent rebuilds it from the log.
 """
 
 from __future__ import annotations
@@ -17,20 +23,33 @@ from typing import TYPE_CHECKING, Any
 import pykka
 
 from actors.agents import AttemptFinished, CancelAttempt, StartAttempt, failed_outcome
-from actors.messages import CapacityFreed, DeliverCommand, FireTimer, RunEnded
+from actors.cache import step_cache_key
+from actors.execution import AttemptOutcome
+from actors.messages import (
+    AgentGranted,
+    DeliverCommand,
+    FireTimer,
+    PlaceGranted,
+    RunEnded,
+    WaitForResources,
+)
+from actors.pool import Ask, AttemptKey, Deferred
 from engine import decide as rules
 from engine import events as ev
+from engine.allocation import Demand
+from engine.caching import cache_entry
 from engine.errors import ErrorKind, WorkflowAutomatorError
 from engine.events import run_stream, step_id_of
 from engine.policies.timeouts import Timer, active_timers, run_timer, step_timer
 from engine.state import (
     RunState,
     RunStatus,
+    StepStatus,
     WaitReason,
     evolve,
     fold,
+    is_ready,
     is_terminal,
-    preferred_agent,
     ready_steps,
     spec_of,
 )
@@ -51,16 +70,27 @@ class WorkflowActor(pykka.ThreadingActor):
         self._commands = commands or []  # operators' commands issued before admission
         self.state: RunState
         self.version = 0
-        self._waiting_for_capacity = False
+        # Grants from the pool wait here for the next cycle: a slot freed by an
+        # attempt's end is granted just before its AttemptFinished arrives, and
+        # both then share one cycle and one commit.
+        self._grants: list[AgentGranted] = []
 
     def on_start(self) -> None:
+        try:
+            self._begin()
+        except Exception:  # pykka calls no on_failure for on_start: report it ourselves
+            self.on_failure(None, "failed to start", None)
+            raise
+
+    def _begin(self) -> None:
         records = list(self.runtime.store.read_stream(run_stream(self.run_id)))
         self.version = records[-1].version if records else 0
         self.state = fold(r.event for r in records)
         # Kept up to date from the events applied, so that no step of a long run
-        # costs a scan of every step: the steps waiting for an agent, and what
-        # `ctx.steps` shows of each step.
+        # costs a scan of every step: ready steps not yet put to the pool, those
+        # waiting in it, and what `ctx.steps` shows of each step.
         self._awaiting: dict[str, None] = dict.fromkeys(ready_steps(self.state))
+        self._asked: dict[str, None] = {}
         self._view: dict[str, dict[str, Any]] = {}
         for sid in self.state.steps:
             self._refresh_view(sid)
@@ -82,8 +112,10 @@ class WorkflowActor(pykka.ThreadingActor):
 
     def on_receive(self, message: Any) -> None:
         match message:
-            case AttemptFinished(outcome=outcome) if outcome.cancelled:
-                pass  # the log already says why it was cancelled
+            case AttemptFinished(step_id=step_id, attempt=attempt, outcome=outcome) if (
+                outcome.cancelled
+            ):  # the log already says why it was cancelled
+                self.runtime.pool.release((self.run_id, step_id, attempt), outcome)
             case AttemptFinished(step_id=step_id, attempt=attempt, outcome=outcome):
                 if outcome.succeeded:
                     trigger: Any = rules.AttemptSucceeded(
@@ -96,7 +128,15 @@ class WorkflowActor(pykka.ThreadingActor):
                         kind=outcome.error_kind or ErrorKind.AGENT,
                         message=outcome.message,
                     )
-                self._cycle(trigger)
+                self._cycle(trigger, ((self.run_id, step_id, attempt), outcome))
+            case AgentGranted():
+                self._grants.append(message)
+                if len(self._grants) == 1:
+                    self.actor_ref.tell(PlaceGranted())
+            case PlaceGranted():
+                self._cycle(None)
+            case WaitForResources(step_id=step_id, reason=reason) if step_id in self._asked:
+                self._cycle(rules.ResourcesRefused(step_id=step_id, reason=reason))
             case FireTimer(trigger=trigger):
                 self._cycle(trigger)
             case DeliverCommand(trigger=trigger):
@@ -104,40 +144,64 @@ class WorkflowActor(pykka.ThreadingActor):
                     self._cycle(trigger)
                 except rules.CommandNotApplicable as exc:
                     log.warning("run %s: command ignored: %s", self.run_id, exc)
-            case CapacityFreed():
-                self._waiting_for_capacity = False
-                self._cycle(None)
+
+    def on_stop(self) -> None:
+        self.runtime.pool.withdraw(self.run_id, ended=True)
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
         log.error("run %s: workflow actor crashed: %s", self.run_id, exception_value)
+        self.runtime.pool.withdraw(self.run_id)
         self.runtime.scheduler.tell(RunEnded(self.run_id, crashed=True))
 
     # -- the cycle -----------------------------------------------------------
 
-    def _cycle(self, trigger: Any | None) -> None:
+    def _cycle(
+        self, trigger: Any | None, finished: tuple[AttemptKey, AttemptOutcome] | None = None
+    ) -> None:
+        """One decision, durable before anything acts on it. `finished`: the attempt
+        whose end `trigger` reports; its slot goes back to the pool in this cycle."""
+        pool = self.runtime.pool
         now = time.time()
         batch: list[Any] = []
+        reserved: list[AttemptKey] = []
+        deferred: Deferred = []
         if trigger is not None:
             batch += self._apply(rules.decide(self.state, trigger, now))
-        reserved = self._place_ready_steps(now, batch)
-        if not batch:
-            return
+        if finished is not None:
+            mine, deferred = pool.release_in_cycle(*finished)
+            self._grants += [m for m in mine if isinstance(m, AgentGranted)]
+        if self._grants:
+            grants, self._grants = self._grants, []
+            for granted in grants:
+                self._granted(granted, now, batch, reserved)
+        self._place_ready_steps(now, batch, reserved)
         try:
-            self.runtime.store.append(run_stream(self.run_id), batch, expected_version=self.version)
+            if batch:
+                self.runtime.store.append(
+                    run_stream(self.run_id), batch, expected_version=self.version
+                )
         except BaseException:
-            for agent in reserved:
-                self.runtime.pool.release(agent)
+            for key in reserved:
+                pool.release(key)
             raise
-        self.version += len(batch)
-        self._act(batch)
+        finally:
+            if deferred:  # other runs' grants from the freed slot, now the end is durable
+                pool.deliver(deferred)
+        if batch:
+            self.version += len(batch)
+            self._act(batch)
 
     def _apply(self, events: list[Any]) -> list[Any]:
         for event in events:
             self.state = evolve(self.state, event)
             step_id = step_id_of(event)
             if step_id is not None:
-                if self.state.steps[step_id].waiting is WaitReason.AGENT:
-                    self._awaiting[step_id] = None
+                if is_ready(self.state.steps[step_id]):
+                    if step_id not in self._asked:
+                        self._awaiting[step_id] = None
+                elif step_id in self._asked:  # skipped or cancelled while in the pool
+                    del self._asked[step_id]
+                    self.runtime.pool.withdraw(self.run_id, step_id)
                 self._refresh_view(step_id)
         return events
 
@@ -147,32 +211,96 @@ class WorkflowActor(pykka.ThreadingActor):
             outputs = step.outputs if step.outputs is not None else {}
             self._view[step_id] = {"outputs": outputs, "status": step.status.value}
 
-    def _place_ready_steps(self, now: float, batch: list[Any]) -> list[str]:
-        """Reserve agents for steps that wait for one; decide their attempts."""
-        reserved: list[str] = []
-        for step_id in list(self._awaiting):
-            if self.state.steps[step_id].waiting is not WaitReason.AGENT:
-                del self._awaiting[step_id]
-                continue
-            capability = spec_of(self.state, step_id).agent
-            agent = self.runtime.pool.reserve(capability, preferred_agent(self.state, step_id))
-            if agent is None:
-                if not self._waiting_for_capacity:
-                    self._waiting_for_capacity = True
-                    self.runtime.pool.notify_when_free(self._capacity_freed)
-                continue
-            reserved.append(agent)
-            del self._awaiting[step_id]
-            assigned = rules.AgentAssigned(step_id=step_id, agent=agent)
-            batch += self._apply(rules.decide(self.state, assigned, now))
-        return reserved
+    def _place_ready_steps(self, now: float, batch: list[Any], reserved: list[AttemptKey]) -> None:
+        """Put newly ready steps to the pool (or take them from the cache); decide the grants."""
+        asks: list[Ask] = []
+        while self._awaiting:
+            pending = list(self._awaiting)
+            self._awaiting.clear()
+            for step_id in pending:
+                st = self.state.steps[step_id]
+                if not is_ready(st) or step_id in self._asked:
+                    continue
+                spec = spec_of(self.state, step_id)
+                if spec.cache is not None and st.waiting is WaitReason.AGENT:
+                    hit = self._cache_lookup(step_id, now)
+                    if hit is not None:  # may make more steps ready: the loop goes on
+                        batch += self._apply(rules.decide(self.state, hit, now))
+                        continue
+                demand = Demand(
+                    run_id=self.run_id,
+                    step_id=step_id,
+                    workflow=self.state.spec.name,
+                    capability=spec.agent,
+                    preferred=st.preferred_agent,
+                    step_priority=spec.priority,
+                    run_priority=self.state.spec.priority,
+                    ready_since=now,
+                )
+                asks.append(Ask(demand, st.attempts + 1, spec.resources))
+                self._asked[step_id] = None
+        if not asks:
+            return
+        for answer in self.runtime.pool.request(asks, self.actor_ref.tell):
+            if isinstance(answer, AgentGranted):
+                self._asked.pop(answer.step_id, None)
+                self._assigned(answer, now, batch, reserved)
+            else:
+                refused = rules.ResourcesRefused(step_id=answer.step_id, reason=answer.reason)
+                batch += self._apply(rules.decide(self.state, refused, now))
 
-    def _capacity_freed(self) -> None:
-        """Called on the thread that released a slot; only tells."""
-        self.actor_ref.tell(CapacityFreed())
+    def _granted(
+        self, granted: AgentGranted, now: float, batch: list[Any], reserved: list[AttemptKey]
+    ) -> None:
+        """The pool reserved a slot for a step of this run while it waited (or has none)."""
+        st = self.state.steps.get(granted.step_id)
+        usable = (
+            st is not None
+            and granted.step_id in self._asked
+            and is_ready(st)
+            and st.attempts + 1 == granted.attempt
+        )
+        if not usable:  # the step moved on meanwhile (skipped, cancelled): a stale grant
+            if granted.unavailable is None:
+                self.runtime.pool.release((self.run_id, granted.step_id, granted.attempt))
+            return
+        del self._asked[granted.step_id]
+        self._assigned(granted, now, batch, reserved)
+
+    def _assigned(
+        self, granted: AgentGranted, now: float, batch: list[Any], reserved: list[AttemptKey]
+    ) -> None:
+        step_id, agent = granted.step_id, granted.agent
+        key = (self.run_id, step_id, granted.attempt)
+        started = rules.decide(self.state, rules.AgentAssigned(step_id=step_id, agent=agent), now)
+        if not started:
+            if granted.unavailable is None:
+                self.runtime.pool.release(key)
+            return
+        batch += self._apply(started)
+        if granted.unavailable is None:
+            reserved.append(key)
+            return
+        failed = rules.AttemptFailedWith(
+            step_id=step_id,
+            attempt=granted.attempt,
+            kind=granted.kind,
+            message=granted.unavailable,
+        )
+        batch += self._apply(rules.decide(self.state, failed, now))
+
+    def _cache_lookup(self, step_id: str, now: float) -> rules.CacheHitFound | None:
+        key = step_cache_key(self.state, step_id, self._view)
+        found = self.runtime.cache.lookup(key, now) if key is not None else None
+        if found is None:
+            return None
+        outputs, source = found
+        return rules.CacheHitFound(step_id=step_id, outputs=outputs, source_run_id=source)
+
+    # -- acting on a durable batch -------------------------------------------
 
     def _act(self, batch: list[Any]) -> None:
-        """Side effects of a durable batch: attempts, cancels, timers, notifications."""
+        """Side effects of a durable batch: attempts, cancels, timers, cache, notifications."""
         touched: set[str | None] = set()
         for event in batch:
             touched.add(step_id_of(event))
@@ -181,6 +309,8 @@ class WorkflowActor(pykka.ThreadingActor):
                     self._start_attempt(event)
                 case ev.StepCancelled() | ev.AttemptFailed(kind=ErrorKind.TIMEOUT):
                     self._cancel_attempt(event.step_id)
+                case ev.StepSucceeded(attempt=attempt) if attempt > 0:
+                    self._store_in_cache(event)
         timers = [step_timer(self.state, sid) for sid in touched if sid is not None]
         if None in touched:
             timers.append(run_timer(self.state))
@@ -192,10 +322,14 @@ class WorkflowActor(pykka.ThreadingActor):
             self._finish()
 
     def _start_attempt(self, started: ev.AttemptStarted) -> None:
+        st = self.state.steps[started.step_id]
+        if st.attempts != started.attempt or st.status is not StepStatus.RUNNING or st.waiting:
+            return  # failed in the same batch (no agent available): nothing to send
+        key = (self.run_id, started.step_id, started.attempt)
         try:
             request = self.runtime.attempt_request(self.state, started, dict(self._view))
         except WorkflowAutomatorError as exc:  # e.g. a ${{ }} over outputs that are missing
-            self.runtime.pool.release(started.agent)
+            self.runtime.pool.release(key)
             outcome = failed_outcome(ErrorKind.USER, str(exc))
             self.actor_ref.tell(
                 AttemptFinished(
@@ -203,7 +337,19 @@ class WorkflowActor(pykka.ThreadingActor):
                 )
             )
             return
+        self.runtime.pool.sent(key)
         self.runtime.agent_ref(started.agent).tell(StartAttempt(request, self.actor_ref))
+
+    def _store_in_cache(self, succeeded: ev.StepSucceeded) -> None:
+        cache = spec_of(self.state, succeeded.step_id).cache
+        if cache is None:
+            return
+        key = step_cache_key(self.state, succeeded.step_id, self._view)
+        if key is not None:
+            entry = cache_entry(
+                key, succeeded.outputs, self.run_id, succeeded.step_id, cache.ttl, succeeded.at
+            )
+            self.runtime.store_in_cache(entry)
 
     def _cancel_attempt(self, step_id: str) -> None:
         step = self.state.steps[step_id]

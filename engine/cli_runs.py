@@ -323,3 +323,28 @@ def demo(state: CliState, keep: bool, as_json: bool) -> None:
 
     code = run_demo(state.config(), keep=keep, as_json=as_json)
     raise click.exceptions.Exit(code)
+
+
+# ---- the step cache ------------------------------------------------------------------
+
+
+@main.group()
+def cache() -> None:
+    """The step cache (`cache: {ttl}` steps reuse outputs of identical earlier calls)."""
+
+
+@cache.command("clear")
+@click.option("--json", "as_json", is_flag=True, help='Print {"cleared": N} as JSON.')
+@pass_state
+def cache_clear(state: CliState, as_json: bool) -> None:
+    """Forget every cached step output; later runs execute those steps again.
+
+    Works while `wfa serve` drives the data directory (it follows the log).
+    Exit code 0.
+    """
+    with state.engine(drive=False) as engine:
+        cleared = engine.clear_cache()
+    if as_json:
+        print_json({"cleared": cleared})
+    else:
+        click.echo(f"cache cleared ({cleared} live entr{'y' if cleared == 1 else 'ies'})")

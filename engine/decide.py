@@ -40,6 +40,7 @@ from engine.events import (
     StepRetriedManually,
     StepSkippedManually,
     StepSucceeded,
+    StepWaitingForResources,
 )
 from engine.policies.planner import CommandNotApplicable, Planner
 from engine.policies.timeouts import TimerKind, attempt_timeout_at, run_deadline
@@ -49,6 +50,7 @@ from engine.state import (
     RunStatus,
     StepStatus,
     WaitReason,
+    is_ready,
     spec_of,
 )
 
@@ -61,6 +63,7 @@ __all__ = [
     "Cancel",
     "CommandNotApplicable",
     "Recover",
+    "ResourcesRefused",
     "Resume",
     "RetryStep",
     "SkipStep",
@@ -81,10 +84,17 @@ class Start(_Trigger, frozen=True, tag=True, kw_only=True):
 
 
 class AgentAssigned(_Trigger, frozen=True, tag=True, kw_only=True):
-    """The allocator picked `agent` for a ready step."""
+    """The allocator picked `agent` for a ready step (waiting for an agent or resources)."""
 
     step_id: str
     agent: str
+
+
+class ResourcesRefused(_Trigger, frozen=True, tag=True, kw_only=True):
+    """The allocator holds a ready step back: usage plus its `resources` would break a cap."""
+
+    step_id: str
+    reason: str
 
 
 class AttemptSucceeded(_Trigger, frozen=True, tag=True, kw_only=True):
@@ -144,6 +154,7 @@ class Recover(_Trigger, frozen=True, tag=True, kw_only=True):
 Trigger = (
     Start
     | AgentAssigned
+    | ResourcesRefused
     | AttemptSucceeded
     | AttemptFailedWith
     | TimerFired
@@ -175,7 +186,7 @@ def decide(state: RunState, trigger: Trigger, now: float) -> list[Event]:
     match trigger:
         case AgentAssigned(step_id=sid, agent=agent):
             st = state.steps.get(sid)
-            if st is not None and st.waiting is WaitReason.AGENT:
+            if st is not None and is_ready(st):
                 step = spec_of(state, sid)
                 plan.emit(
                     AttemptStarted(
@@ -187,6 +198,13 @@ def decide(state: RunState, trigger: Trigger, now: float) -> list[Event]:
                         timeout_at=attempt_timeout_at(step, state.settings, now),
                     )
                 )
+        case ResourcesRefused(step_id=sid, reason=reason):
+            st = state.steps.get(sid)
+            changed = st is not None and (
+                st.waiting is not WaitReason.RESOURCES or st.reason != reason
+            )
+            if st is not None and is_ready(st) and changed:
+                plan.emit(StepWaitingForResources(at=now, step_id=sid, reason=reason))
         case AttemptSucceeded(step_id=sid, attempt=n, outputs=outputs):
             if plan.is_current_attempt(sid, n):
                 plan.emit(StepSucceeded(at=now, step_id=sid, attempt=n, outputs=outputs))

@@ -370,7 +370,7 @@ EVENT_TYPES: Final[tuple[type[Event], ...]] = (
     CacheCleared,
 )
 
-RUN_EVENT_TYPES: Final = EVENT_TYPES[:24]  # the ones `evolve` folds into a RunState
+RUN_EVENT_TYPES: Final = (*EVENT_TYPES[:24], StepWaitingForResources)  # what `evolve` folds
 
 _MSGPACK_DECODER: Final[msgspec.msgpack.Decoder[Event]] = msgspec.msgpack.Decoder(Event)
 _JSON_DECODER: Final[msgspec.json.Decoder[Event]] = msgspec.json.Decoder(Event)

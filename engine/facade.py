@@ -23,18 +23,21 @@ import msgspec
 from engine import decide as rules
 from engine.alerts import AlertMonitor
 from engine.builder import Workflow
+from engine.caching import CACHE_STREAM, CacheIndex
 from engine.config import EngineConfig
 from engine.datadir import EVENTS, EngineLock, check_data_dir, new_run_id
 from engine.errors import Problem, ValidationError, WorkflowAutomatorError
 from engine.events import (
     COMMANDS_STREAM,
     RUN_STREAM_PREFIX,
+    CacheCleared,
     CommandIssued,
     Event,
     RunSettings,
     RunSubmitted,
     run_stream,
 )
+from engine.health import HealthPolicy
 from engine.loading import load_config, load_workflow
 from engine.results import RunResult, result_of
 from engine.spec import WorkflowSpec
@@ -141,7 +144,9 @@ class Engine:
     """Submit, follow, inspect and steer runs in one data directory.
 
     `drive=True` (the default) drives runs in this process when no other
-    engine holds the directory. Use as a context manager, or call `close()`.
+    engine holds the directory. `health_policy` tunes the agents' circuit
+    breaker (failures in a row, cool-down); the config file has no key for it.
+    Use as a context manager, or call `close()`.
     """
 
     def __init__(
@@ -151,6 +156,7 @@ class Engine:
         *,
         drive: bool = True,
         create: bool = True,
+        health_policy: HealthPolicy | None = None,
     ) -> None:
         self.config = (
             config if isinstance(config, EngineConfig) else load_config(config, os.environ)
@@ -171,6 +177,7 @@ class Engine:
         self._observer: Observer | None = None
         self._alerts: AlertMonitor | None = None
         self._stop = threading.Event()
+        self._health_policy = health_policy  # the agents' circuit breaker; defaults if None
         if drive and self._lock.acquire():
             self._start_driving()
         start = self.store.last_position() + 1
@@ -197,7 +204,14 @@ class Engine:
                 f"cannot serve metrics on 127.0.0.1:{port}: {exc}; "
                 "set telemetry.prometheus_port to a free port, or to null"
             ) from None
-        self._runtime = Runtime(self.store, self.config, self.data_dir, self._observer.on_batch)
+        self._runtime = Runtime(
+            self.store,
+            self.config,
+            self.data_dir,
+            self._observer.on_batch,
+            usage_report=self._observer.set_resource_usage,
+            health_policy=self._health_policy,
+        )
         self._alerts = AlertMonitor(self.store, self.config.monitoring)
         self._alerts.start()
 
@@ -356,6 +370,20 @@ class Engine:
     def export(self, since: int = 1) -> Iterator[Recorded[Any]]:
         return self.store.read_all(since)
 
+    # -- the step cache ------------------------------------------------------
+
+    def clear_cache(self) -> int:
+        """Empty the step cache (a `CacheCleared` event); how many live entries it held.
+
+        Works whether or not this engine drives: a driving engine follows the
+        cache stream and forgets every entry stored before the event.
+        """
+        now = time.time()
+        index = CacheIndex.from_events(r.event for r in self.store.read_stream(CACHE_STREAM))
+        index.prune(now)
+        self.store.append(CACHE_STREAM, [CacheCleared(at=now)])
+        return len(index)
+
     # -- inside --------------------------------------------------------------
 
     def _spec(self, workflow: WorkflowSpec | Workflow | str | os.PathLike[str]) -> WorkflowSpec:
@@ -429,7 +457,9 @@ class Engine:
             event = record.event
             runtime = self._runtime
             if runtime is not None:
-                if isinstance(event, RunSubmitted):
+                if record.stream == CACHE_STREAM:
+                    runtime.cache.apply(event)
+                elif isinstance(event, RunSubmitted):
                     runtime.admit(event.run_id, event.spec.priority)
                 elif isinstance(event, CommandIssued):
                     runtime.deliver(event.run_id, command_trigger(event))

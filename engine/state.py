@@ -51,6 +51,7 @@ from engine.events import (
     StepSkippedManually,
     StepSucceeded,
     StepWaitingForApproval,
+    StepWaitingForResources,
 )
 from engine.spec import Mode, StepSpec, WorkflowSpec
 
@@ -67,7 +68,7 @@ class RunStatus(StrEnum):
 
 class StepStatus(StrEnum):
     PENDING = "pending"  # not started: dependencies open, or ready for an agent
-    WAITING = "waiting"  # approval, retry delay, or paused for an operator
+    WAITING = "waiting"  # approval, retry delay, resources, or paused for an operator
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -79,18 +80,26 @@ class WaitReason(StrEnum):
     """Why a step that is not running is not moving (None: its dependencies)."""
 
     AGENT = "agent"  # ready: the allocator must pick an agent
+    RESOURCES = "resources"  # ready, but the machine's usage holds it back (caps)
     APPROVAL = "approval"
     RETRY = "retry"  # retry delay until retry_at
     PAUSED = "paused"  # final failure under on_failure: pause; retry, skip or cancel
     INSTANCES = "instances"  # a foreach step waiting for its instances
 
 
+_READY: Final = (WaitReason.AGENT, WaitReason.RESOURCES)  # passed every gate
+
 _S = StepStatus
 STEP_TRANSITIONS: Final[dict[StepStatus, frozenset[StepStatus]]] = {
     _S.PENDING: frozenset(
         {_S.PENDING, _S.WAITING, _S.RUNNING, _S.SUCCEEDED, _S.FAILED, _S.SKIPPED, _S.CANCELLED}
     ),
-    _S.WAITING: frozenset({_S.PENDING, _S.FAILED, _S.SKIPPED, _S.CANCELLED}),
+    # WAITING -> RUNNING only for a step waiting for resources (checked in
+    # `_attempt_started`: the table is by status alone); WAITING -> WAITING when
+    # the reason a step waits for resources changes.
+    _S.WAITING: frozenset(
+        {_S.PENDING, _S.WAITING, _S.RUNNING, _S.FAILED, _S.SKIPPED, _S.CANCELLED}
+    ),
     _S.RUNNING: frozenset(
         {_S.RUNNING, _S.PENDING, _S.WAITING, _S.SUCCEEDED, _S.FAILED, _S.CANCELLED}
     ),
@@ -137,7 +146,7 @@ class StepState(msgspec.Struct, kw_only=True):
     ended_at: float | None = None
     outputs: Any = None
     error: StepError | None = None
-    reason: str | None = None  # why skipped or paused
+    reason: str | None = None  # why skipped, paused, or waiting for resources
     retry_at: float | None = None
     timeout_at: float | None = None
     approved: bool = False
@@ -175,7 +184,7 @@ class RunState(msgspec.Struct, kw_only=True, dict=True):
 class Waiting(msgspec.Struct, frozen=True):
     """One thing a run waits for: `reason` names who must act, `at` when a timer fires."""
 
-    reason: str  # admission | agent | attempt | approval | retry | intervention
+    reason: str  # admission | agent | resources | attempt | approval | retry | intervention
     step_id: str | None = None
     at: float | None = None
 
@@ -313,8 +322,26 @@ def _approved(s: RunState, ev: StepApproved) -> None:
     st.waiting, st.approved = None, True
 
 
+def _waiting_resources(s: RunState, ev: StepWaitingForResources) -> None:
+    st = _step(s, ev.step_id)
+    if st.waiting not in _READY:
+        raise InvalidTransition(
+            f"run {s.run_id}: step {st.id} waits for {st.waiting}, not for an agent, so it "
+            "cannot wait for resources; the log is corrupt or this is a bug: please report it"
+        )
+    _move(s, st, StepStatus.WAITING, "waiting for resources")
+    st.waiting, st.reason = WaitReason.RESOURCES, ev.reason
+
+
 def _attempt_started(s: RunState, ev: AttemptStarted) -> None:
     st = _step(s, ev.step_id)
+    if st.status is StepStatus.WAITING and st.waiting is not WaitReason.RESOURCES:
+        raise InvalidTransition(
+            f"run {s.run_id}: step {st.id} waits for {st.waiting}; an attempt cannot start; "
+            "the log is corrupt or this is a bug: please report it"
+        )
+    if st.waiting is WaitReason.RESOURCES:
+        st.reason = None
     _move(s, st, StepStatus.RUNNING, "attempt started")
     st.attempts, st.agent, st.timeout_at, st.waiting = ev.attempt, ev.agent, ev.timeout_at, None
     if st.started_at is None:
@@ -430,6 +457,7 @@ _HANDLERS: Final[dict[type[Any], Callable[[RunState, Any], None]]] = {
     RunStarted: _started,
     StepReady: _ready,
     StepWaitingForApproval: _waiting_approval,
+    StepWaitingForResources: _waiting_resources,
     StepApproved: _approved,
     AttemptStarted: _attempt_started,
     StepSucceeded: _succeeded,
@@ -494,9 +522,14 @@ def is_terminal(state: RunState) -> bool:
     return state.status in TERMINAL_RUN
 
 
+def is_ready(step: StepState) -> bool:
+    """Passed every gate and waits only for an agent (and maybe for resources)."""
+    return step.waiting is WaitReason.AGENT or step.waiting is WaitReason.RESOURCES
+
+
 def ready_steps(state: RunState) -> list[str]:
-    """Steps (and instances) waiting for an agent, in spec order."""
-    return [k for k, st in state.steps.items() if st.waiting is WaitReason.AGENT]
+    """Steps (and instances) waiting for an agent or for resources, in spec order."""
+    return [k for k, st in state.steps.items() if is_ready(st)]
 
 
 def preferred_agent(state: RunState, step_id: str) -> str | None:
@@ -515,6 +548,8 @@ def waiting_for(state: RunState) -> list[Waiting]:
             found.append(Waiting("attempt", sid, st.timeout_at))
         elif st.waiting is WaitReason.AGENT:
             found.append(Waiting("agent", sid))
+        elif st.waiting is WaitReason.RESOURCES:
+            found.append(Waiting("resources", sid))
         elif st.waiting is WaitReason.APPROVAL:
             found.append(Waiting("approval", sid))
         elif st.waiting is WaitReason.RETRY:

@@ -346,28 +346,58 @@ def check_schedule(spec: WorkflowSpec, config: EngineConfig, graph: _Graph) -> I
 def check_resources_fit(
     spec: WorkflowSpec, config: EngineConfig, machine: MachineCapacity
 ) -> Iterator[Problem]:
-    """A step needing more than the machine (or the configured network) could never run."""
+    """A step needing more than the machine (or the configured network) could never run;
+    nor could one whose declaration alone is above a `max_*_usage` cap, since no attempt
+    starts while usage plus the declaration would exceed it. (Storage is checked when
+    the step is admitted: only the engine knows its data directory's disk.)"""
+    caps = config.resources
     for position, step in enumerate(spec.steps):
         if step.resources is None:
             continue
         where = f"$.steps[{position}].resources"
-        limits: Sequence[tuple[str, float, float, str]] = (
-            ("cpu", step.resources.cpu, machine.cpu, "cores on this machine"),
-            ("memory_mb", step.resources.memory_mb, machine.memory_mb, "MB of memory here"),
+        limits: Sequence[tuple[str, float, float, str, str, float]] = (
+            (
+                "cpu",
+                step.resources.cpu,
+                machine.cpu,
+                "cores on this machine",
+                "cpu",
+                caps.max_cpu_usage,
+            ),
+            (
+                "memory_mb",
+                step.resources.memory_mb,
+                machine.memory_mb,
+                "MB of memory here",
+                "memory",
+                caps.max_memory_usage,
+            ),
             (
                 "network_mbps",
                 step.resources.network_mbps,
-                config.resources.network_capacity_mbps,
+                caps.network_capacity_mbps,
                 "Mbit/s (resources.network_capacity_mbps)",
+                "network",
+                caps.max_network_usage,
             ),
         )
-        for key, wanted, available, unit in limits:
+        for key, wanted, available, unit, resource, cap in limits:
             if wanted > available:
                 yield Problem(
                     f"{where}.{key}",
                     f"step `{step.id}` needs {key} {wanted:g} but there are only "
                     f"{available:g} {unit}; it could never fit",
                     f"lower `{key}` to at most {available:g}",
+                )
+            elif wanted > 0 and 100 * wanted / available > cap:
+                most = available * cap / 100
+                yield Problem(
+                    f"{where}.{key}",
+                    f"step `{step.id}` needs {key} {wanted:g} of {available:g} "
+                    f"({100 * wanted / available:.3g}%), above max_{resource}_usage {cap:g}%, "
+                    "so it could never start",
+                    f"lower `{key}` to at most {most:.3g}, or raise "
+                    f"resources.max_{resource}_usage in the engine config",
                 )
 
 

@@ -63,6 +63,7 @@ _NEXT_COMMANDS = {
     WaitReason.PAUSED: "retry or skip it, or cancel the run",
     WaitReason.RETRY: "skip it, or let the retry run",
     WaitReason.AGENT: "skip it, or let it run",
+    WaitReason.RESOURCES: "skip it, or let it run once usage allows",
 }
 
 
@@ -258,6 +259,8 @@ class Planner:
         for st in self.work.steps.values():
             waiting = st.waiting
             if waiting is WaitReason.AGENT or waiting is WaitReason.RETRY:
+                return True
+            if waiting is WaitReason.RESOURCES:
                 return True
             if st.status is StepStatus.RUNNING and waiting is None:
                 return True

@@ -15,6 +15,7 @@ from engine.decide import (
     AttemptFailedWith,
     AttemptSucceeded,
     Recover,
+    ResourcesRefused,
     Resume,
     RetryStep,
     SkipStep,
@@ -65,8 +66,9 @@ def _options(sim: Sim, retried: set[str]) -> list[Trigger]:
     state = sim.state
     found: list[Trigger] = []
     for sid, s in state.steps.items():
-        if s.waiting is WaitReason.AGENT:
+        if s.waiting in (WaitReason.AGENT, WaitReason.RESOURCES):
             found.append(AgentAssigned(step_id=sid, agent=s.preferred_agent or "agent-1"))
+            found.append(ResourcesRefused(step_id=sid, reason=f"cpu {len(found) % 2}"))
         elif s.status is StepStatus.RUNNING and s.waiting is None:
             for outputs in OUTPUTS + OUTPUTS[:2]:  # success is more likely than not
                 found.append(AttemptSucceeded(step_id=sid, attempt=s.attempts, outputs=outputs))
@@ -102,7 +104,7 @@ def _check_serial(state: RunState) -> None:
     holders = [
         sid
         for sid, s in state.steps.items()
-        if s.waiting in (WaitReason.AGENT, WaitReason.RETRY)
+        if s.waiting in (WaitReason.AGENT, WaitReason.RESOURCES, WaitReason.RETRY)
         or (s.status is StepStatus.RUNNING and s.waiting is None)
     ]
     assert len(holders) <= 1, holders
