@@ -271,13 +271,21 @@ def test_schedule_rejected_by_croniter() -> None:
 
 
 def test_resources_beyond_the_machine_could_never_fit() -> None:
-    spec = spec_of(step("a", resources={"cpu": 5, "memory_mb": 8192}))
+    spec = spec_of(step("a", resources={"cpu": 5, "memory_mb": 4096}))
     assert problems(spec) == [
         (
             "$.steps[0].resources.cpu",
             "step `a` needs cpu 5 but there are only 4 cores on this machine; it could never fit",
         )
     ]
+
+
+def test_a_declaration_above_a_usage_cap_could_never_start() -> None:
+    spec = spec_of(step("a", resources={"cpu": 4, "memory_mb": 4096}))
+    ((location, message),) = problems(spec)
+    assert location == "$.steps[0].resources.cpu"
+    assert "cpu 4 of 4 (100%), above max_cpu_usage 80%" in message
+    assert problems(spec_of(step("a", resources={"cpu": 3.2, "memory_mb": 5734}))) == []
 
 
 def test_network_beyond_the_configured_capacity_could_never_fit() -> None:
