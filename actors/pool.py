@@ -34,7 +34,6 @@ decides what happens next.
 from __future__ import annotations
 
 import bisect
-import heapq
 import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
@@ -46,7 +45,7 @@ import pykka
 from actors.admission import ResourceGate
 from actors.execution import AttemptOutcome
 from actors.messages import AgentGranted, WaitForResources
-from engine.allocation import AgentView, Demand, assign, effective_priority
+from engine.allocation import AgentView, Demand, assign
 from engine.config import AgentConfig, AllocationStrategy
 from engine.errors import ErrorKind
 from engine.estimates import DurationEstimates
@@ -64,6 +63,7 @@ from engine.spec import ResourcesSpec
 AttemptKey = tuple[str, str, int]  # run id, step id, attempt
 Message = AgentGranted | WaitForResources
 Deferred = list[tuple[Any, Message]]  # (waiter, message) pairs to tell later
+GroupKey = tuple[str, str | None, int, int]
 
 PLAN_AHEAD = 4
 """`predictive` plans at most this many waiting steps per slot of each kind of demand:
@@ -145,9 +145,11 @@ class AgentPool:
         self._clock = clock
         self._cursor = 0
         self._waiting: dict[tuple[str, str], _Waiter] = {}
-        # (capability, preferred agent) -> waiters' order keys, sorted: demands of one
-        # group have the same choices, so only the first few of each can start now.
-        self._groups: dict[tuple[str, str | None], list[tuple[float, str, str]]] = {}
+        # (capability, preferred agent, step priority, run priority) -> waiters' order
+        # keys, sorted by age. Demands of one group have the same choices and keep
+        # their relative order under every strategy (aging moves a whole group alike),
+        # so only the first few of each group can start now: `_candidates`.
+        self._groups: dict[GroupKey, list[tuple[float, str, str]]] = {}
         self._reserved: dict[AttemptKey, _Reservation] = {}
         self._on_agent: dict[str, dict[AttemptKey, _Reservation]] = {n: {} for n in self._names}
         for load in self._agents.values():
@@ -286,16 +288,16 @@ class AgentPool:
         if key in self._waiting:
             self._remove(key)
         self._waiting[key] = waiter
-        bisect.insort(self._groups.setdefault((d.capability, d.preferred), []), waiter.order)
+        bisect.insort(self._groups.setdefault(_group(d), []), waiter.order)
 
     def _remove(self, key: tuple[str, str]) -> _Waiter | None:
         waiter = self._waiting.pop(key, None)
         if waiter is not None:
             d = waiter.ask.demand
-            group = self._groups[(d.capability, d.preferred)]
+            group = self._groups[_group(d)]
             del group[bisect.bisect_left(group, waiter.order)]
             if not group:
-                del self._groups[(d.capability, d.preferred)]
+                del self._groups[_group(d)]
         return waiter
 
     def _assign(self, now: float) -> list[tuple[_Waiter, Message]]:
@@ -390,17 +392,14 @@ class AgentPool:
             limit = free
         found: list[Demand] = []
         for group in self._groups.values():
-            waiters = (self._waiting[(run, step)] for _, run, step in group)
-            usable = (w for w in waiters if (w.ask.demand.run_id, w.ask.demand.step_id) not in held)
-            if self.strategy is AllocationStrategy.PRIORITY:
-                chosen = heapq.nsmallest(limit, usable, key=lambda w: _priority_key(w, now))
-            else:
-                chosen = []
-                for waiter in usable:
-                    chosen.append(waiter)
-                    if len(chosen) >= limit:
-                        break
-            found += [w.ask.demand for w in chosen]
+            taken = 0
+            for _, run, step in group:
+                if (run, step) in held:
+                    continue
+                found.append(self._waiting[(run, step)].ask.demand)
+                taken += 1
+                if taken >= limit:
+                    break
         return found
 
     def _reserve(self, waiter: _Waiter, agent: str, now: float) -> AgentGranted:
@@ -428,7 +427,8 @@ class AgentPool:
         """Steps whose every capable agent has an open breaker fail their attempt (kind agent)."""
         if all(a.health.state is BreakerState.CLOSED for a in self._agents.values()):
             return
-        for capability, preferred in list(self._groups):
+        for group in list(self._groups):
+            capability, preferred = group[:2]
             if preferred is not None and is_available(self._agents[preferred].health, now):
                 continue
             capable = [self._agents[n] for n in self.capable(capability)]
@@ -443,7 +443,7 @@ class AgentPool:
                 else f"no agent has capability {capability}"
             )
             agent = preferred or (capable[0].name if capable else "")
-            for _, run, step in list(self._groups[(capability, preferred)]):
+            for _, run, step in list(self._groups[group]):
                 waiter = self._remove((run, step))
                 assert waiter is not None
                 out.append((waiter, AgentGranted(step, agent, waiter.ask.attempt, message)))
@@ -495,6 +495,5 @@ class AgentPool:
                     self.release((run, message.step_id, message.attempt))
 
 
-def _priority_key(waiter: _Waiter, now: float) -> tuple[int, int, float, str, str]:
-    d = waiter.ask.demand
-    return (-effective_priority(d, now), -d.run_priority, d.ready_since, d.run_id, d.step_id)
+def _group(demand: Demand) -> GroupKey:
+    return (demand.capability, demand.preferred, demand.step_priority, demand.run_priority)
