@@ -19,9 +19,10 @@ from typing import Any
 import msgspec
 import pykka
 
+from actors.agent_load import AttemptKey
 from actors.execution import AttemptOutcome, AttemptRequest, run_attempt
 from actors.execution.call_thread import run_call_here
-from actors.pool import AgentPool, AttemptKey
+from actors.pool import AgentPool
 from engine.errors import ErrorKind
 
 log = logging.getLogger(__name__)

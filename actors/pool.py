@@ -33,7 +33,6 @@ decides what happens next.
 
 from __future__ import annotations
 
-import bisect
 import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
@@ -43,69 +42,28 @@ import msgspec
 import pykka
 
 from actors.admission import ResourceGate
+from actors.agent_load import AgentLoad, AttemptKey, Reservation
 from actors.execution import AttemptOutcome
 from actors.messages import AgentGranted, WaitForResources
+from actors.waiting import Ask, Message, Waiter, WaitingSet
 from engine.allocation import AgentView, Demand, assign
 from engine.config import AgentConfig, AllocationStrategy
 from engine.errors import ErrorKind
 from engine.estimates import DurationEstimates
-from engine.events import AgentHealthChanged, Event
+from engine.events import Event
 from engine.health import (
     AgentHealth,
     BreakerState,
     HealthPolicy,
     is_available,
     on_attempt_started,
-    on_outcome,
 )
-from engine.spec import ResourcesSpec
 
-AttemptKey = tuple[str, str, int]  # run id, step id, attempt
-Message = AgentGranted | WaitForResources
 Deferred = list[tuple[Any, Message]]  # (waiter, message) pairs to tell later
-GroupKey = tuple[str, str | None, int, int]
 
 PLAN_AHEAD = 4
 """`predictive` plans at most this many waiting steps per slot of each kind of demand:
 a step further back could only start after those, so planning it changes nothing now."""
-
-
-class Ask(msgspec.Struct, frozen=True):
-    """A ready step asking for a slot: the allocator's demand plus what the pool needs."""
-
-    demand: Demand
-    attempt: int  # the attempt the slot is for
-    resources: ResourcesSpec | None = None
-
-
-class AgentLoad(msgspec.Struct, kw_only=True):
-    """One agent's row: what it is, how busy, how healthy."""
-
-    name: str
-    capabilities: frozenset[str]
-    capacity: int
-    running: int = 0
-    health: AgentHealth
-
-
-class _Waiter:
-    __slots__ = ("ask", "order", "reason", "tell")
-
-    def __init__(self, ask: Ask, tell: Callable[[Any], None]) -> None:
-        self.ask = ask
-        self.tell = tell
-        d = ask.demand
-        self.order = (d.ready_since, d.run_id, d.step_id)
-        self.reason: str | None = None  # the caps last told to the run
-
-
-class _Reservation(msgspec.Struct):
-    agent: str
-    workflow: str
-    started: float
-    estimate: float
-    trial: bool  # the one attempt of a half-open breaker
-    sent: bool = False  # handed to the agent, which now releases it
 
 
 class AgentPool:
@@ -144,14 +102,8 @@ class AgentPool:
         self._wake_at = wake_at
         self._clock = clock
         self._cursor = 0
-        self._waiting: dict[tuple[str, str], _Waiter] = {}
-        # (capability, preferred agent, step priority, run priority) -> waiters' order
-        # keys, sorted by age. Demands of one group have the same choices and keep
-        # their relative order under every strategy (aging moves a whole group alike),
-        # so only the first few of each group can start now: `_candidates`.
-        self._groups: dict[GroupKey, list[tuple[float, str, str]]] = {}
-        self._reserved: dict[AttemptKey, _Reservation] = {}
-        self._on_agent: dict[str, dict[AttemptKey, _Reservation]] = {n: {} for n in self._names}
+        self._waiting = WaitingSet()
+        self._reserved: dict[AttemptKey, Reservation] = {}
         for load in self._agents.values():
             if load.health.open_until is not None:
                 self._arm(load.name, load.health.open_until)
@@ -187,7 +139,7 @@ class AgentPool:
             self._gate.refresh(now)
         with self._lock:
             for ask in asks:
-                self._add(_Waiter(ask, tell))
+                self._waiting.add(Waiter(ask, tell))
             out = self._assign(now)
         own_run = asks[0].demand.run_id if asks else None
         mine = [m for w, m in out if w.ask.demand.run_id == own_run]
@@ -241,10 +193,10 @@ class AgentPool:
         says how its attempts ended, and agents are only winding them down."""
         with self._lock:
             if step_id is not None:
-                self._remove((run_id, step_id))
+                self._waiting.remove((run_id, step_id))
                 return
-            for key in [k for k in self._waiting if k[0] == run_id]:
-                self._remove(key)
+            for key in self._waiting.of_run(run_id):
+                self._waiting.remove(key)
             slots = [
                 k for k, r in self._reserved.items() if k[0] == run_id and (ended or not r.sent)
             ]
@@ -264,7 +216,7 @@ class AgentPool:
 
     def _free(
         self, key: AttemptKey, outcome: AttemptOutcome | None
-    ) -> list[tuple[_Waiter, Message]]:
+    ) -> list[tuple[Waiter, Message]]:
         now = self._clock()
         if self._gate is not None:
             self._gate.refresh(now)
@@ -274,35 +226,24 @@ class AgentPool:
             if reservation is None:
                 return []
             load = self._agents[reservation.agent]
-            del self._on_agent[load.name][key]
+            del load.slots[key]
             load.running -= 1
-            self._fold_outcome(load, reservation, key, outcome, now, changes)
+            change = load.fold_outcome(reservation, outcome, now, self.policy)
+            if change is not None:
+                changes.append(change)
+                if load.health.open_until is not None:
+                    self._arm(load.name, load.health.open_until)
+            if outcome is not None and outcome.succeeded and self._estimates is not None:
+                seconds = outcome.ended_at - outcome.started_at
+                self._estimates.observe(reservation.workflow, key[1], load.name, seconds)
             out = self._assign(now)
         if changes and self._record is not None:
             self._record(changes)
         return out
 
-    def _add(self, waiter: _Waiter) -> None:
-        d = waiter.ask.demand
-        key = (d.run_id, d.step_id)
-        if key in self._waiting:
-            self._remove(key)
-        self._waiting[key] = waiter
-        bisect.insort(self._groups.setdefault(_group(d), []), waiter.order)
-
-    def _remove(self, key: tuple[str, str]) -> _Waiter | None:
-        waiter = self._waiting.pop(key, None)
-        if waiter is not None:
-            d = waiter.ask.demand
-            group = self._groups[_group(d)]
-            del group[bisect.bisect_left(group, waiter.order)]
-            if not group:
-                del self._groups[_group(d)]
-        return waiter
-
-    def _assign(self, now: float) -> list[tuple[_Waiter, Message]]:
+    def _assign(self, now: float) -> list[tuple[Waiter, Message]]:
         """Grant what can start now, in the strategy's order; tell resource refusals."""
-        out: list[tuple[_Waiter, Message]] = []
+        out: list[tuple[Waiter, Message]] = []
         if not self._waiting:
             return out
         self._fail_blocked(now, out)
@@ -320,7 +261,7 @@ class AgentPool:
             )
             again = False
             for demand, agent in starts:
-                waiter = self._waiting[(demand.run_id, demand.step_id)]
+                waiter = self._waiting.get((demand.run_id, demand.step_id))
                 if not self._admitted(waiter, agent, now, out):
                     held.add((demand.run_id, demand.step_id))
                     again = True
@@ -333,7 +274,7 @@ class AgentPool:
         return out
 
     def _admitted(
-        self, waiter: _Waiter, agent: str, now: float, out: list[tuple[_Waiter, Message]]
+        self, waiter: Waiter, agent: str, now: float, out: list[tuple[Waiter, Message]]
     ) -> bool:
         """May the step start now as far as the resource caps go? If it never could
         (a disk smaller than it declares: validation cannot know the data directory),
@@ -344,7 +285,7 @@ class AgentPool:
         never = self._gate.never_fits(resources)
         if never is not None:
             d = waiter.ask.demand
-            self._remove((d.run_id, d.step_id))
+            self._waiting.remove((d.run_id, d.step_id))
             failed = AgentGranted(d.step_id, agent, waiter.ask.attempt, never, ErrorKind.RESOURCE)
             out.append((waiter, failed))
             return False
@@ -358,29 +299,8 @@ class AgentPool:
         return False
 
     def _views(self, now: float) -> list[AgentView]:
-        views = []
-        for name in self._names:
-            load = self._agents[name]
-            available = is_available(load.health, now)
-            capacity = load.capacity
-            if available and load.health.state is BreakerState.OPEN:
-                capacity = min(capacity, load.running + 1)  # one trial attempt only
-            busy: tuple[float, ...] = ()
-            if self._estimates is not None:
-                busy = tuple(
-                    max(r.estimate - (now - r.started), 0.0) for r in self._on_agent[name].values()
-                )
-            views.append(
-                AgentView(
-                    name=name,
-                    capabilities=load.capabilities,
-                    capacity=capacity,
-                    running=load.running,
-                    available=available,
-                    busy_for=busy,
-                )
-            )
-        return views
+        predictive = self._estimates is not None
+        return [self._agents[name].view(now, predictive) for name in self._names]
 
     def _candidates(
         self, free: int, views: list[AgentView], held: set[tuple[str, str]], now: float
@@ -390,44 +310,34 @@ class AgentPool:
             limit = PLAN_AHEAD * sum(v.capacity for v in views if v.available)
         else:
             limit = free
-        found: list[Demand] = []
-        for group in self._groups.values():
-            taken = 0
-            for _, run, step in group:
-                if (run, step) in held:
-                    continue
-                found.append(self._waiting[(run, step)].ask.demand)
-                taken += 1
-                if taken >= limit:
-                    break
-        return found
+        return self._waiting.candidates(limit, held)
 
-    def _reserve(self, waiter: _Waiter, agent: str, now: float) -> AgentGranted:
+    def _reserve(self, waiter: Waiter, agent: str, now: float) -> AgentGranted:
         demand, attempt = waiter.ask.demand, waiter.ask.attempt
-        self._remove((demand.run_id, demand.step_id))
+        self._waiting.remove((demand.run_id, demand.step_id))
         load = self._agents[agent]
         trial = load.health.state is BreakerState.OPEN
         load.health = on_attempt_started(load.health, now)
         estimate = 0.0
         if self._estimates is not None:
             estimate = self._estimates.estimate(demand.workflow, demand.step_id, agent)
-        reservation = _Reservation(agent, demand.workflow, now, estimate, trial)
+        reservation = Reservation(agent, demand.workflow, now, estimate, trial)
         key = (demand.run_id, demand.step_id, attempt)
         stale = self._reserved.pop(key, None)  # a grant never confirmed: free it first
         if stale is not None:
             self._agents[stale.agent].running -= 1
-            del self._on_agent[stale.agent][key]
-        self._reserved[key] = self._on_agent[agent][key] = reservation
+            del self._agents[stale.agent].slots[key]
+        self._reserved[key] = load.slots[key] = reservation
         load.running += 1
         if self._gate is not None and waiter.ask.resources is not None:
             self._gate.started(waiter.ask.resources, now)
         return AgentGranted(demand.step_id, agent, attempt)
 
-    def _fail_blocked(self, now: float, out: list[tuple[_Waiter, Message]]) -> None:
+    def _fail_blocked(self, now: float, out: list[tuple[Waiter, Message]]) -> None:
         """Steps whose every capable agent has an open breaker fail their attempt (kind agent)."""
         if all(a.health.state is BreakerState.CLOSED for a in self._agents.values()):
             return
-        for group in list(self._groups):
+        for group in self._waiting.groups():
             capability, preferred = group[:2]
             if preferred is not None and is_available(self._agents[preferred].health, now):
                 continue
@@ -443,39 +353,10 @@ class AgentPool:
                 else f"no agent has capability {capability}"
             )
             agent = preferred or (capable[0].name if capable else "")
-            for _, run, step in list(self._groups[group]):
-                waiter = self._remove((run, step))
-                assert waiter is not None
+            for waiter in self._waiting.members(group):
+                self._waiting.remove(waiter.key)
+                step = waiter.ask.demand.step_id
                 out.append((waiter, AgentGranted(step, agent, waiter.ask.attempt, message)))
-
-    def _fold_outcome(
-        self,
-        load: AgentLoad,
-        reservation: _Reservation,
-        key: AttemptKey,
-        outcome: AttemptOutcome | None,
-        now: float,
-        changes: list[Event],
-    ) -> None:
-        health = load.health
-        if outcome is None or outcome.cancelled:
-            if reservation.trial and health.state is BreakerState.HALF_OPEN:
-                # the trial never reached a verdict: let the next attempt be the trial
-                load.health = msgspec.structs.replace(
-                    health, state=BreakerState.OPEN, open_until=now
-                )
-            return
-        if health.state is BreakerState.HALF_OPEN and not reservation.trial:
-            return  # started before the breaker opened: the trial decides
-        kind = None if outcome.succeeded else (outcome.error_kind or ErrorKind.AGENT)
-        load.health, change = on_outcome(health, kind, now, self.policy)
-        if change is not None:
-            changes.append(change)
-            if isinstance(change, AgentHealthChanged) and load.health.open_until is not None:
-                self._arm(load.name, load.health.open_until)
-        if outcome.succeeded and self._estimates is not None:
-            seconds = outcome.ended_at - outcome.started_at
-            self._estimates.observe(reservation.workflow, key[1], load.name, seconds)
 
     def _arm(self, agent: str, at: float) -> None:
         self._wake(("pool", "health", agent), at)
@@ -484,7 +365,7 @@ class AgentPool:
         if self._wake_at is not None:
             self._wake_at(key, at)
 
-    def _deliver(self, out: list[tuple[_Waiter, Message]]) -> None:
+    def _deliver(self, out: list[tuple[Waiter, Message]]) -> None:
         """Tell other runs their grants (outside the lock); a dead actor's slot comes back."""
         for waiter, message in out:
             try:
@@ -493,7 +374,3 @@ class AgentPool:
                 if isinstance(message, AgentGranted) and message.unavailable is None:
                     run = waiter.ask.demand.run_id
                     self.release((run, message.step_id, message.attempt))
-
-
-def _group(demand: Demand) -> GroupKey:
-    return (demand.capability, demand.preferred, demand.step_priority, demand.run_priority)

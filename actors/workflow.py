@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import pykka
 
+from actors.agent_load import AttemptKey
 from actors.agents import AttemptFinished, CancelAttempt, StartAttempt, failed_outcome
 from actors.cache import step_cache_key
 from actors.execution import AttemptOutcome
@@ -33,7 +34,8 @@ from actors.messages import (
     RunEnded,
     WaitForResources,
 )
-from actors.pool import Ask, AttemptKey, Deferred
+from actors.pool import Deferred
+from actors.waiting import Ask
 from engine import decide as rules
 from engine import events as ev
 from engine.allocation import Demand
