@@ -79,5 +79,8 @@ class AgentLoad(msgspec.Struct, kw_only=True):
         if health.state is BreakerState.HALF_OPEN and not reservation.trial:
             return None  # started before the breaker opened: the trial decides
         kind = None if outcome.succeeded else (outcome.error_kind or ErrorKind.AGENT)
+        healthy = health.state is BreakerState.CLOSED and not health.consecutive_failures
+        if healthy and kind not in policy.own_fault:
+            return None  # healthy and still fine: nothing to fold
         self.health, change = on_outcome(health, kind, now, policy)
         return change

@@ -46,7 +46,7 @@ from actors.agent_load import AgentLoad, AttemptKey, Reservation
 from actors.execution import AttemptOutcome
 from actors.messages import AgentGranted, WaitForResources
 from actors.waiting import Ask, Message, Waiter, WaitingSet
-from engine.allocation import AgentView, Demand, assign
+from engine.allocation import AgentView, Demand, assign, choose_agent
 from engine.config import AgentConfig, AllocationStrategy
 from engine.errors import ErrorKind
 from engine.estimates import DurationEstimates
@@ -256,9 +256,15 @@ class AgentPool:
             candidates = self._candidates(free, views, held, now)
             if not candidates:
                 break
-            starts, self._cursor = assign(
-                self.strategy, candidates, views, self._estimates, self._cursor, now
-            )
+            if len(candidates) == 1 and self._estimates is None:  # the common case, cheaper
+                name, self._cursor = choose_agent(
+                    self.strategy, candidates[0], views, None, self._cursor
+                )
+                starts = [(candidates[0], name)] if name is not None else []
+            else:
+                starts, self._cursor = assign(
+                    self.strategy, candidates, views, self._estimates, self._cursor, now
+                )
             again = False
             for demand, agent in starts:
                 waiter = self._waiting.get((demand.run_id, demand.step_id))
