@@ -28,6 +28,7 @@ from actors.admission import RESOURCES_STREAM, ResourceGate
 from actors.agents import AgentActor
 from actors.cache import CACHE_STREAM, SharedCache
 from actors.execution import AttemptRequest
+from actors.execution.process_group import end_leftover_group
 from actors.messages import AdmitRun, DeliverCommand, StopRuns
 from actors.pool import AgentPool
 from actors.scheduler import SchedulerActor
@@ -39,7 +40,7 @@ from engine.estimates import DurationEstimates
 from engine.health import HealthPolicy, fold_health
 from engine.policies.conditions import resolve_run_argv
 from engine.resources import UsageSampler, machine_size
-from engine.state import RunState, spec_of
+from engine.state import RunState, StepStatus, spec_of
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +204,22 @@ class Runtime:
     def agent_ref(self, name: str) -> pykka.ActorRef[Any]:
         return self._agent_refs[name]
 
+    def attempt_dir(self, run_id: str, step_id: str, attempt: int) -> Path:
+        """Where an attempt's stdout, stderr, outputs and process record live."""
+        return self.data_dir / "attempts" / run_id / f"{step_id}.{attempt}"
+
+    def end_leftovers(self, state: RunState) -> None:
+        """Before a run is recovered: end the processes its in-flight attempts left running.
+
+        A SIGKILLed engine leaves its steps' process groups alive; the recovered
+        step must not run beside its own earlier attempt. Runs on the workflow
+        actor's thread and may block for the kill grace, but only when something
+        was actually left running.
+        """
+        for sid, step in state.steps.items():
+            if step.status is StepStatus.RUNNING and step.attempts:
+                end_leftover_group(str(self.attempt_dir(state.run_id, sid, step.attempts)))
+
     def attempt_request(
         self, state: RunState, started: ev.AttemptStarted, steps: dict[str, Any]
     ) -> AttemptRequest:
@@ -226,9 +243,7 @@ class Runtime:
             env=step.env,
             timeout=timeout,
             isolation=agent.isolation.value if agent else "thread",
-            output_dir=str(
-                self.data_dir / "attempts" / state.run_id / f"{started.step_id}.{started.attempt}"
-            ),
+            output_dir=str(self.attempt_dir(state.run_id, started.step_id, started.attempt)),
         )
 
     def published(self, run_id: str, state: RunState, batch: list[Any]) -> None:

@@ -104,6 +104,7 @@ class WorkflowActor(pykka.ThreadingActor):
         if self.state.status is RunStatus.QUEUED:
             first = cancel or rules.Start()  # a run cancelled in the queue never starts
         else:
+            self.runtime.end_leftovers(self.state)
             first = rules.Recover()
         self._cycle(first)
         for command in self._commands:

@@ -91,8 +91,10 @@ def test_sigkilled_engine_resumes_every_run_without_rerunning_logged_successes(
             done_at_kill.append(succeeded_steps(data, config))
         final = start_engine(data, config, KILLS, "--until-done")
         assert final.wait(timeout=120) == 0
+        leftovers = _kill_leftover_steps(side_effects)
     finally:
         _kill_leftover_steps(side_effects)
+    assert leftovers == [], "recovery left steps of killed engines running beside their re-runs"
 
     with Engine(data_dir=data, config=config, drive=False) as eng:
         runs = {r.run_id: r for r in eng.runs()}
@@ -143,16 +145,21 @@ def _assert_timers_held(events: list[object]) -> None:
             assert e.at >= due, "an attempt timed out early"  # type: ignore[attr-defined]
 
 
-def _kill_leftover_steps(side_effects: Path) -> None:
-    """Step processes outlive a killed engine (own process groups): stop the ones we started."""
+def _kill_leftover_steps(side_effects: Path) -> list[int]:
+    """Kill step processes of ours still running (a bug if any); the PIDs killed."""
+    killed: list[int] = []
     if not side_effects.exists():
-        return
+        return killed
     for line in side_effects.read_text().splitlines():
         if line.startswith("START"):
             pid = int(line.split()[-1])
             try:
                 proc = psutil.Process(pid)
-                if "crash_step.py" in " ".join(proc.cmdline()):
+                if proc.status() != psutil.STATUS_ZOMBIE and "crash_step.py" in " ".join(
+                    proc.cmdline()
+                ):
                     proc.kill()
+                    killed.append(pid)
             except psutil.Error:
                 pass
+    return killed
