@@ -40,12 +40,12 @@ def main(argv: list[str]) -> int:
     cancelled = threading.Event()
     _set_on_sigterm(cancelled)
     log_path = os.path.join(request.output_dir, ATTEMPT_LOG)
-    logger, handler = attempt_logger(request.step_id, log_path)
+    logger = attempt_logger(request.step_id, log_path)
     ctx = make_context(request, cancelled, logger, private_copies=False)
     try:
         result = invoke_call(request, ctx, log_path)
     finally:
-        handler.close()
+        logger.close()
     partial = result_path + ".partial"
     with open_private(partial) as out:
         out.write(msgspec.msgpack.encode(result))

@@ -39,7 +39,7 @@ def run_call_in_thread(request: AttemptRequest, cancel: threading.Event) -> Atte
         return cancelled_outcome(started)
     # The output directory is made only if the call logs or fails (see files.py).
     log_path = os.path.join(request.output_dir, ATTEMPT_LOG)
-    logger, handler = attempt_logger(request.step_id, log_path)
+    logger = attempt_logger(request.step_id, log_path)
     ctx = make_context(request, threading.Event(), logger, private_copies=True)
     results: list[CallResult] = []
     done = threading.Event()
@@ -56,7 +56,7 @@ def run_call_in_thread(request: AttemptRequest, cancel: threading.Event) -> Atte
                 )
             )
         finally:
-            handler.close()
+            logger.close()
             done.set()
 
     thread = threading.Thread(
@@ -65,7 +65,7 @@ def run_call_in_thread(request: AttemptRequest, cancel: threading.Event) -> Atte
     try:
         thread.start()
     except RuntimeError as exc:
-        handler.close()
+        logger.close()
         return AttemptOutcome(
             succeeded=False,
             error_kind=ErrorKind.RESOURCE,
@@ -135,10 +135,10 @@ def run_call_here(request: AttemptRequest, cancel: threading.Event) -> AttemptOu
     """
     started = time.time()
     log_path = os.path.join(request.output_dir, ATTEMPT_LOG)
-    logger, handler = attempt_logger(request.step_id, log_path)
+    logger = attempt_logger(request.step_id, log_path)
     ctx = make_context(request, cancel, logger, private_copies=True)
     try:
         result = invoke_call(request, ctx, log_path)
     finally:
-        handler.close()
+        logger.close()
     return outcome_from_result(result, started=started)
