@@ -5,6 +5,11 @@ grants more. When an attempt ends, its worker thread tells the result to the
 workflow actor that asked, which gives the slot back to the pool once the
 attempt's end is durable (so the log never shows more than `capacity`
 attempts on an agent).
+
+An agent with `backend: dask` is the same actor given a `ClusterConnection`:
+its worker threads run every attempt, whatever its isolation, with
+`run_attempt_on_cluster` (bounded waits, so no inline abandonment is needed),
+and a cancel sets the attempt's cancel event as for local attempts.
 """
 
 from __future__ import annotations
@@ -14,16 +19,21 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
 import pykka
 
 from actors.agent_load import AttemptKey
+from actors.cluster import ClusterConnection, run_attempt_on_cluster  # imports no Dask
 from actors.execution import AttemptOutcome, AttemptRequest, run_attempt
 from actors.execution.call_thread import run_call_here
 from actors.pool import AgentPool
 from engine.errors import ErrorKind
+
+ClusterResources = Callable[[AttemptKey], Mapping[str, float]]
+"""Gives (and forgets) the Dask resources the runtime noted for an attempt."""
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +75,7 @@ class _Attempt:
         "inline",
         "reply_to",
         "request",
+        "resources",
         "started",
         "worker",
     )
@@ -76,6 +87,7 @@ class _Attempt:
         self.inline = request.call is not None and request.isolation == "thread"
         self.started = self.finished = self.abandoned = False
         self.worker: threading.Thread | None = None
+        self.resources: Mapping[str, float]  # Dask resources; set by a dask agent only
 
     @property
     def key(self) -> AttemptKey:
@@ -92,10 +104,21 @@ class AgentActor(pykka.ThreadingActor):
     (it sees `ctx.cancelled`). The engine's timeout timer is what cancels it.
     """
 
-    def __init__(self, name: str, capacity: int, pool: AgentPool) -> None:
+    def __init__(
+        self,
+        name: str,
+        capacity: int,
+        pool: AgentPool,
+        cluster: ClusterConnection | None = None,
+        cluster_resources: ClusterResources | None = None,
+    ) -> None:
+        """`cluster`: run attempts on that Dask cluster (`backend: dask`), asking
+        `cluster_resources` for each attempt's Dask resources."""
         super().__init__()
         self.name = name
         self.pool = pool
+        self._cluster = cluster
+        self._cluster_resources = cluster_resources
         self._lock = threading.Lock()
         self._running: dict[AttemptKey, _Attempt] = {}
         self._work: queue.SimpleQueue[_Attempt | None] = queue.SimpleQueue()
@@ -115,6 +138,11 @@ class AgentActor(pykka.ThreadingActor):
         match message:
             case StartAttempt(request=request, reply_to=reply_to):
                 attempt = _Attempt(request, reply_to)
+                if self._cluster is not None:
+                    attempt.inline = False  # a cluster attempt's wait is bounded
+                    attempt.resources = (
+                        self._cluster_resources(attempt.key) if self._cluster_resources else {}
+                    )
                 with self._lock:
                     self._running[attempt.key] = attempt
                 self._work.put(attempt)
@@ -152,6 +180,8 @@ class AgentActor(pykka.ThreadingActor):
             if attempt.cancel.is_set():
                 outcome = failed_outcome(ErrorKind.AGENT, "cancelled before it started")
                 outcome = msgspec.structs.replace(outcome, error_kind=None, cancelled=True)
+            elif self._cluster is not None:
+                outcome = self._run_on_cluster(self._cluster, attempt)
             elif attempt.inline:
                 outcome = run_call_here(request, attempt.cancel)
             else:
@@ -175,6 +205,9 @@ class AgentActor(pykka.ThreadingActor):
         except pykka.ActorDeadError:
             self.pool.release(attempt.key)
         return True
+
+    def _run_on_cluster(self, cluster: ClusterConnection, attempt: _Attempt) -> AttemptOutcome:
+        return run_attempt_on_cluster(cluster, attempt.request, attempt.cancel, attempt.resources)
 
     def on_stop(self) -> None:
         with self._lock:

@@ -12,6 +12,16 @@ On start it reconciles the "agents" stream with the configuration (an
 changed), rebuilds every agent's circuit breaker from its `AgentHealthChanged`
 events, and, for the `predictive` strategy only (no other reads them), the
 duration estimates from every run in the log.
+
+Agents with `backend: dask` (see actors/cluster): at start `require_dask` for
+each (a missing extra is one clear error before any actor starts), then one
+`ClusterConnection` each, closed at stop. An agent whose config leaves
+`capacity` at its default takes the cluster's worker threads when the
+scheduler answers at start (this may wait up to the connection's timeout
+when it does not; the agent then keeps the default). Step `resources` whose
+names the agent declares (case-insensitively: a step's `gpu` is an agent's
+`GPU`) are noted per attempt in `attempt_request` and taken by the agent when
+the attempt starts.
 """
 
 from __future__ import annotations
@@ -22,11 +32,14 @@ from collections.abc import Callable, Hashable, Iterable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pykka
 
 from actors.admission import RESOURCES_STREAM, ResourceGate
+from actors.agent_load import AttemptKey
 from actors.agents import AgentActor
 from actors.cache import CACHE_STREAM, SharedCache
+from actors.cluster import ClusterConnection, dask_resources, require_dask
 from actors.execution import AttemptRequest
 from actors.execution.process_group import end_leftover_group
 from actors.messages import AdmitRun, DeliverCommand, StopRuns
@@ -35,7 +48,7 @@ from actors.scheduler import SchedulerActor
 from actors.timers import TimerService
 from engine import events as ev
 from engine.caching import CacheIndex
-from engine.config import AgentConfig, AllocationStrategy, EngineConfig
+from engine.config import AgentBackend, AgentConfig, AllocationStrategy, EngineConfig
 from engine.estimates import DurationEstimates
 from engine.health import HealthPolicy, fold_health
 from engine.policies.conditions import resolve_run_argv
@@ -48,6 +61,8 @@ Listener = Callable[[str, RunState, list[Any]], None]
 UsageReport = Callable[[str, float], None]
 
 AGENTS_STREAM = "agents"
+
+_DEFAULT_CAPACITY = AgentConfig(name="default").capacity
 
 
 def configured_agents(config: EngineConfig) -> tuple[AgentConfig, ...]:
@@ -119,6 +134,8 @@ class Runtime:
         self.data_dir = data_dir
         self._listener = listener
         self.agents = {a.name: a for a in configured_agents(config)}
+        self.clusters = self._connect_clusters()
+        self._cluster_resources: dict[AttemptKey, dict[str, float]] = {}
         self.timers = TimerService()
         self._waker = _PoolWaker(self)
         now = time.time()
@@ -151,7 +168,14 @@ class Runtime:
             CacheIndex.from_events(r.event for r in store.read_stream(CACHE_STREAM))
         )
         self._agent_refs = {
-            a.name: AgentActor.start(a.name, a.capacity, self.pool) for a in self.agents.values()
+            a.name: AgentActor.start(
+                a.name,
+                a.capacity,
+                self.pool,
+                self.clusters.get(a.name),
+                self._take_cluster_resources if a.name in self.clusters else None,
+            )
+            for a in self.agents.values()
         }
         self.scheduler: pykka.ActorRef[Any] = SchedulerActor.start(
             self, config.execution.max_concurrent_workflows
@@ -171,7 +195,36 @@ class Runtime:
         self.scheduler.stop()
         for ref in self._agent_refs.values():
             ref.stop()
+        for conn in self.clusters.values():
+            conn.close()
         self.timers.stop()
+
+    def _connect_clusters(self) -> dict[str, ClusterConnection]:
+        """A connection per `backend: dask` agent; a default capacity becomes the cluster's."""
+        dask_agents = [a for a in self.agents.values() if a.backend is AgentBackend.DASK]
+        for agent in dask_agents:
+            require_dask(agent.name)
+        clusters: dict[str, ClusterConnection] = {}
+        for agent in dask_agents:
+            conn = ClusterConnection(agent.address or "", agent_name=agent.name)
+            clusters[agent.name] = conn
+            if agent.capacity == _DEFAULT_CAPACITY:
+                threads = conn.capacity()  # blocks up to the connect timeout, once, at start
+                if threads > 0:
+                    self.agents[agent.name] = msgspec.structs.replace(agent, capacity=threads)
+                else:
+                    log.warning(
+                        "agent %s: the Dask scheduler at %s did not answer at start; "
+                        "capacity stays %d (set `capacity` to the cluster's threads)",
+                        agent.name,
+                        agent.address,
+                        agent.capacity,
+                    )
+        return clusters
+
+    def _take_cluster_resources(self, key: AttemptKey) -> dict[str, float]:
+        """The Dask resources noted for an attempt (called once, by its dask agent)."""
+        return self._cluster_resources.pop(key, {})
 
     def _estimates(self) -> DurationEstimates:
         """Durations of every successful attempt in the log (predictive allocation)."""
@@ -228,6 +281,8 @@ class Runtime:
         agent = self.agents.get(started.agent)
         argv = resolve_run_argv(state, started.step_id)
         timeout = started.timeout_at - started.at if started.timeout_at else None
+        if agent is not None and agent.backend is AgentBackend.DASK and agent.resources:
+            self._note_cluster_resources(agent, step.resources, state.run_id, started)
         return AttemptRequest(
             run_id=state.run_id,
             step_id=started.step_id,
@@ -245,6 +300,21 @@ class Runtime:
             isolation=agent.isolation.value if agent else "thread",
             output_dir=str(self.attempt_dir(state.run_id, started.step_id, started.attempt)),
         )
+
+    def _note_cluster_resources(
+        self, agent: AgentConfig, wanted: Any, run_id: str, started: ev.AttemptStarted
+    ) -> None:
+        if wanted is None:
+            return
+        by_name = {
+            name.lower(): float(value)
+            for name, value in msgspec.structs.asdict(wanted).items()
+            if value
+        }
+        named = {n: by_name[n.lower()] for n in agent.resources if n.lower() in by_name}
+        needed = dask_resources(named, agent.resources)
+        if needed:
+            self._cluster_resources[(run_id, started.step_id, started.attempt)] = needed
 
     def published(self, run_id: str, state: RunState, batch: list[Any]) -> None:
         if self._listener is not None:
