@@ -180,10 +180,10 @@ class AgentActor(pykka.ThreadingActor):
             if attempt.cancel.is_set():
                 outcome = failed_outcome(ErrorKind.AGENT, "cancelled before it started")
                 outcome = msgspec.structs.replace(outcome, error_kind=None, cancelled=True)
+            elif attempt.inline:  # never for a dask agent's attempts
+                outcome = run_call_here(request, attempt.cancel)
             elif self._cluster is not None:
                 outcome = self._run_on_cluster(self._cluster, attempt)
-            elif attempt.inline:
-                outcome = run_call_here(request, attempt.cancel)
             else:
                 outcome = run_attempt(request, attempt.cancel)
         except Exception as exc:  # a bug in execution must not leave the step hanging

@@ -185,7 +185,7 @@ def test_a_step_needing_a_gpu_gets_the_dask_resource_the_agent_declares(
     local_cluster: LocalCluster, tmp_path: Path
 ) -> None:
     gpu_agent = dask_agent(local_cluster.scheduler_address, capacity=2, resources={"GPU": 1})
-    fits = workflow(call("fits", "gpu", resources={"gpu": 1, "cpu": 1}))
+    fits = workflow(call("fits", "gpu", resources={"gpu": 1}))
     too_big = workflow(call("too-big", "gpu", resources={"gpu": 2}, retry={"max_attempts": 1}))
     with Engine(data_dir=tmp_path / "wfa", config=config(gpu_agent)) as eng:
         assert eng.submit(fits).wait(timeout=30).status == "succeeded"
@@ -256,6 +256,33 @@ def test_the_scheduler_killed_mid_attempt_moves_the_step_to_its_local_fallback(
         assert [e.agent for e in events_of(eng, AttemptStarted)] == ["cluster", "local-1"]
         assert [e.kind for e in events_of(eng, AttemptFailed)] == ["agent"]
     assert result.steps["s"].outputs == {"pid": os.getpid(), "attempt": 2, "agent": "local-1"}
+
+
+def test_an_engine_starts_with_its_cluster_down_and_falls_back_to_a_local_agent(
+    tmp_path: Path,
+) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    agents = (dask_agent(address, "heavy", capacity=2), AgentConfig(name="local-1"))
+    spec = workflow(
+        call(
+            "s",
+            "gpu",
+            agent="heavy",
+            fallback=["local-1"],
+            retry={"max_attempts": 2, "initial_delay": 0},
+        )
+    )
+    started = time.monotonic()
+    with Engine(data_dir=tmp_path / "wfa", config=config(*agents)) as eng:
+        result = eng.submit(spec).wait(timeout=30)
+        [failed] = events_of(eng, AttemptFailed)
+    assert time.monotonic() - started < 15
+    assert result.status == "succeeded", result
+    assert failed.kind == "agent" and address in failed.message
 
 
 # -- an engine SIGKILLed while its steps run on the cluster, then resumed ------------------
