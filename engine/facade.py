@@ -195,7 +195,11 @@ class Engine:
         from actors.runtime import Runtime  # the facade is the one place engine meets actors
 
         try:
-            self._observer = Observer(self.config)
+            self._observer = Observer(
+                self.config,
+                events_dir=self.data_dir / EVENTS,
+                start_position=self.store.last_position() + 1,
+            )
         except OSError as exc:
             self._lock.release()
             self.store.close()
@@ -229,7 +233,7 @@ class Engine:
         if self._alerts is not None:
             self._alerts.stop()
         if self._observer is not None:
-            self._observer.close()  # waits at most ~2 s for the trace exporter
+            self._observer.close()  # waits at most ~2 s for the trace exporter process
         self._follower.join(timeout=5)
         self._lock.release()
         self.store.close()

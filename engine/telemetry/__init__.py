@@ -2,8 +2,9 @@
 
 Spans are a pure fold of a run's events (`spans_for_run`, `SpanBuilder`), so a
 trace sent while the run is driven and one rebuilt from the log later are the
-same trace. `Observer` is the runtime's listener that exports them live and
-feeds the metrics.
+same trace. `Observer` is the runtime's listener that feeds the metrics and
+starts the trace exporter process (exporter.py), which follows the log and
+exports the spans live off the engine's CPU.
 """
 
 from __future__ import annotations

@@ -1,6 +1,9 @@
 """Sending spans out: OTLP/HTTP or the console, off the hot path, and Jaeger's JSON form.
 
-`SpanExport.submit` only appends to a bounded queue; one daemon thread sends
+Live export runs in the trace exporter process (engine/telemetry/exporter.py),
+never in the engine's. `SpanExport.submit` appends to a bounded queue (with
+`block`, it waits for room: the exporter process reads a durable log, so it
+can wait rather than drop); one daemon thread sends
 batches: for `otlp` encoded straight to OTLP protobuf (engine/telemetry/otlp.py,
 for speed), for `console` and `wfa traces --export` as opentelemetry-sdk
 `ReadableSpan`s (keeping the original start and end times, which the SDK's
@@ -121,9 +124,11 @@ _ONCE = _OnceFilter()
 class SpanExport:
     """A queue and one exporting thread in front of `send(batch) -> ok`.
 
-    `submit` is called on actor threads and never blocks on I/O. Spans are
-    sent in batches of up to BATCH_SIZE, at least every BATCH_DELAY_SECONDS.
-    `describe` says why the last send failed; `stop` releases the sender.
+    `submit` never blocks on I/O; with `block` it waits while QUEUE_LIMIT
+    spans are queued (until the sender made room or `close`), else it drops.
+    Spans are sent in batches of up to BATCH_SIZE, at least every
+    BATCH_DELAY_SECONDS. `describe` says why the last send failed; `stop`
+    releases the sender.
     """
 
     def __init__(
@@ -131,13 +136,18 @@ class SpanExport:
         send: Callable[[Sequence[SpanData]], bool],
         describe: Callable[[], str] = lambda: "",
         stop: Callable[[], None] = lambda: None,
+        *,
+        block: bool = False,
     ) -> None:
         self._send, self._describe, self._stop = send, describe, stop
+        self.block = block
         self.exported = 0
         self.dropped = 0
         self.failed = 0
         self._queue: deque[SpanData | Callable[[], list[SpanData]]] = deque()
-        self._wake = threading.Condition()
+        lock = threading.RLock()
+        self._wake = threading.Condition(lock)  # the sender waits for spans
+        self._room = threading.Condition(lock)  # a blocking submit waits for room
         self._closing = False
         self._failing = False
         self._idle = threading.Event()
@@ -150,6 +160,10 @@ class SpanExport:
         with self._wake:
             if self._closing:
                 return
+            if self.block:
+                while len(self._queue) >= QUEUE_LIMIT and not self._closing:
+                    self._wake.notify()
+                    self._room.wait(BATCH_DELAY_SECONDS)
             for span in spans:
                 if len(self._queue) >= QUEUE_LIMIT:
                     self.dropped += 1
@@ -183,6 +197,7 @@ class SpanExport:
         with self._wake:
             self._closing = True
             self._wake.notify()
+            self._room.notify_all()
         self._thread.join(timeout)
         try:
             self._stop()
@@ -201,6 +216,7 @@ class SpanExport:
                 elif len(self._queue) < BATCH_SIZE and not self._closing:
                     self._wake.wait(BATCH_DELAY_SECONDS)
                 items = [self._queue.popleft() for _ in range(min(BATCH_SIZE, len(self._queue)))]
+                self._room.notify_all()
             batch: list[SpanData] = []
             for item in items:
                 if isinstance(item, SpanData):
@@ -235,13 +251,15 @@ class SpanExport:
             )
 
 
-def live_export(kind: str, endpoint: str, service_name: str) -> SpanExport | None:
-    """The live exporter for `telemetry.traces`; None for `none` (nothing on the hot path)."""
+def live_export(
+    kind: str, endpoint: str, service_name: str, *, block: bool = False
+) -> SpanExport | None:
+    """The live exporter for `telemetry.traces`; None for `none`. `block`: see SpanExport."""
     if kind == "otlp":
         from engine.telemetry.otlp import OtlpHttpSender
 
         sender = OtlpHttpSender(traces_url(endpoint), service_name, EXPORT_TIMEOUT_SECONDS)
-        return SpanExport(sender, lambda: sender.last_error, sender.close)
+        return SpanExport(sender, lambda: sender.last_error, sender.close, block=block)
     exporter = make_exporter(kind, endpoint)
     if exporter is None:
         return None
@@ -252,7 +270,7 @@ def live_export(kind: str, endpoint: str, service_name: str) -> SpanExport | Non
         result = sdk.export([to_readable(s, resource) for s in batch])
         return result is SpanExportResult.SUCCESS
 
-    return SpanExport(send, stop=sdk.shutdown)
+    return SpanExport(send, stop=sdk.shutdown, block=block)
 
 
 def export_now(spans: Sequence[SpanData], exporter: SpanExporter, service_name: str) -> bool:

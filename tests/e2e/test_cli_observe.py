@@ -3,11 +3,15 @@ Prometheus endpoint scraped over HTTP, and `stats`, `traces`, `watch` through th
 executable.
 
 Live export drives real runs with `actors.runtime.Runtime` built here with the
-Observer as its listener, exactly as the facade is to wire it.
+Observer as its listener, as the facade wires it: the Observer's trace
+exporter process follows the event log and sends the spans to a real receiver.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
 import socket
 import time
 import urllib.request
@@ -18,6 +22,7 @@ from typing import Any
 import pytest
 
 from actors.runtime import Runtime
+from engine import Engine
 from engine.config import AgentConfig, EngineConfig, TelemetryConfig, TraceExport
 from engine.datadir import EVENTS, check_data_dir
 from engine.events import Event, RunSubmitted, run_stream
@@ -160,9 +165,20 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def drive(tmp_path: Path, config: EngineConfig, observer: Observer, runs: int = 1) -> list[str]:
-    """Submit `runs` FLAKY runs, drive them with a Runtime whose listener is the observer."""
+def data_dir(tmp_path: Path) -> Path:
+    """A data directory with an (empty) event store, which the exporter process opens."""
     data = check_data_dir(tmp_path / "data", create=True)
+    EventStore.open(data / EVENTS, Event).close()
+    return data
+
+
+def traced(data: Path, **telemetry: Any) -> Observer:
+    """An Observer exporting live traces of the log in `data`, from its start."""
+    return Observer(live_config(**telemetry), events_dir=data / EVENTS, start_position=1)
+
+
+def drive(data: Path, config: EngineConfig, observer: Observer, runs: int = 1) -> list[str]:
+    """Submit `runs` FLAKY runs, drive them with a Runtime whose listener is the observer."""
     with EventStore.open(data / EVENTS, Event) as store:
         runtime = Runtime(store, config, data, listener=observer.on_batch)
         ids = [f"live-{n}" for n in range(runs)]
@@ -192,17 +208,23 @@ def live_config(**telemetry: Any) -> EngineConfig:
     )
 
 
-def test_live_spans_from_the_runtime_listener_match_the_log(tmp_path: Path) -> None:
+def test_live_spans_from_the_exporter_process_match_the_log(tmp_path: Path) -> None:
+    data = data_dir(tmp_path)
     with OtlpReceiver() as receiver:
-        observer = Observer(live_config(traces=TraceExport.OTLP, otlp_endpoint=receiver.url))
-        (run_id,) = drive(tmp_path, live_config(), observer)
+        observer = traced(data, traces=TraceExport.OTLP, otlp_endpoint=receiver.url)
+        assert observer.traces is not None and observer.traces.pid != os.getpid()
+        (run_id,) = drive(data, live_config(), observer)
         observer.close()
         spans = check_tree(receiver.spans)
+    assert observer.traces.stats == {"exported": 6, "failed": 0, "dropped": 0}
     assert set(spans) == {"run flaky", "step prepare", "attempt prepare#1", "step boom",
                           "attempt boom#1", "attempt boom#2"}  # fmt: skip
     assert spans["attempt boom#2"].status_code == 2
+    assert spans["attempt boom#2"].attributes["wfa.error.kind"] == "user"
+    assert spans["run flaky"].attributes["wfa.run_id"] == run_id
+    assert spans["run flaky"].trace_id == trace_id_of(run_id)
     assert spans["step boom"].events == ["retry scheduled"]
-    with EventStore.open(tmp_path / "data" / EVENTS, Event, create=False) as store:
+    with EventStore.open(data / EVENTS, Event, create=False) as store:
         from engine.telemetry import spans_for_run
 
         rebuilt = {s.name: s for s in spans_for_run(r.event for r in store.read_stream(
@@ -210,19 +232,56 @@ def test_live_spans_from_the_runtime_listener_match_the_log(tmp_path: Path) -> N
     for name, span in spans.items():
         assert (span.span_id, span.parent_id) == (rebuilt[name].span_id, rebuilt[name].parent_id)
         assert abs(span.start_ns / 1e9 - rebuilt[name].start) < 1e-6
+        assert abs(span.end_ns / 1e9 - rebuilt[name].end) < 1e-6
 
 
-def test_nothing_listening_neither_stalls_runs_nor_shutdown(tmp_path: Path) -> None:
+def test_nothing_listening_neither_stalls_runs_nor_shutdown(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="wfa.telemetry")
+    data = data_dir(tmp_path)
     endpoint = f"http://127.0.0.1:{closed_port()}"
-    observer = Observer(live_config(traces=TraceExport.OTLP, otlp_endpoint=endpoint))
+    observer = traced(data, traces=TraceExport.OTLP, otlp_endpoint=endpoint)
     start = time.monotonic()
-    drive(tmp_path, live_config(), observer, runs=5)
+    drive(data, live_config(), observer, runs=5)
     took = time.monotonic() - start
     start = time.monotonic()
     observer.close()
     assert time.monotonic() - start < 2.5
     assert took < 15
-    assert observer.export is not None and observer.export.exported == 0
+    assert observer.traces is not None and observer.traces.stats is not None
+    assert observer.traces.stats["exported"] == 0 and observer.traces.stats["failed"] == 30
+    failures = [r for r in caplog.records if "export failed" in r.getMessage()]
+    assert len(failures) == 1, [r.getMessage() for r in caplog.records]
+
+
+def test_a_killed_exporter_process_does_not_stop_runs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="wfa.telemetry")
+    config = live_config(traces=TraceExport.OTLP, otlp_endpoint=f"http://127.0.0.1:{closed_port()}")
+    engine = Engine(tmp_path / "data", config=config)
+    try:
+        assert engine.drives and engine._observer is not None
+        traces = engine._observer.traces
+        assert traces is not None and traces.pid is not None
+        os.killpg(traces.pid, signal.SIGKILL)
+
+        def deaths() -> list[str]:
+            messages = [r.getMessage() for r in caplog.records]
+            return [m for m in messages if "exporter process" in m and "exited" in m]
+
+        deadline = time.monotonic() + 10
+        while not deaths():
+            assert time.monotonic() < deadline, "the exporter's death was not logged"
+            time.sleep(0.02)
+        runs = [engine.submit(FLAKY) for _ in range(3)]
+        assert [run.wait(timeout=30).status for run in runs] == ["failed"] * 3
+    finally:
+        start = time.monotonic()
+        engine.close()
+        assert time.monotonic() - start < 5
+    assert len(deaths()) == 1
 
 
 @pytest.fixture
@@ -237,7 +296,7 @@ def test_prometheus_endpoint_serves_the_run_metrics(
 ) -> None:
     assert prometheus_observer.prometheus is not None
     prometheus_observer.set_resource_usage("cpu", 42.0)
-    drive(tmp_path, live_config(), prometheus_observer, runs=2)
+    drive(data_dir(tmp_path), live_config(), prometheus_observer, runs=2)
     url = f"http://127.0.0.1:{prometheus_observer.prometheus.port}/metrics"
     with urllib.request.urlopen(url, timeout=5) as response:
         text = response.read().decode()
