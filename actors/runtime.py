@@ -27,6 +27,7 @@ the attempt starts.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Hashable, Iterable
 from pathlib import Path
@@ -41,7 +42,7 @@ from actors.agents import AgentActor
 from actors.cache import CACHE_STREAM, SharedCache
 from actors.cluster import ClusterConnection, dask_resources, require_dask
 from actors.execution import AttemptRequest
-from actors.execution.process_group import end_leftover_group
+from actors.execution.process_group import attempt_processes, end_leftover_group, end_processes
 from actors.messages import AdmitRun, DeliverCommand, StopRuns
 from actors.pool import AgentPool
 from actors.scheduler import SchedulerActor
@@ -131,6 +132,8 @@ class Runtime:
     ) -> None:
         self.store = store
         self.config = config
+        self._scan_lock = threading.Lock()
+        self._scanned: dict[tuple[str, str, str], list[Any]] | None = None
         self.data_dir = data_dir
         self._listener = listener
         self.agents = {a.name: a for a in configured_agents(config)}
@@ -272,6 +275,17 @@ class Runtime:
         for sid, step in state.steps.items():
             if step.status is StepStatus.RUNNING and step.attempts:
                 end_leftover_group(str(self.attempt_dir(state.run_id, sid, step.attempts)))
+                # An engine killed between spawning a step and recording it left no
+                # record: such processes are found by the attempt in their environment.
+                key = (state.run_id, sid, str(step.attempts))
+                end_processes(self._processes_before_start().get(key, []))
+
+    def _processes_before_start(self) -> dict[tuple[str, str, str], list[Any]]:
+        """The attempts' processes found when this engine began recovering (scanned once)."""
+        with self._scan_lock:
+            if self._scanned is None:
+                self._scanned = attempt_processes()
+            return self._scanned
 
     def attempt_request(
         self, state: RunState, started: ev.AttemptStarted, steps: dict[str, Any]

@@ -48,7 +48,9 @@ __all__ = [
     "WAIT_SLICE",
     "Ending",
     "ProcessEnd",
+    "attempt_processes",
     "end_leftover_group",
+    "end_processes",
     "spawn_group_leader",
     "supervise",
     "supervise_attempt",
@@ -136,6 +138,46 @@ def end_leftover_group(output_dir: str, grace: float = 2.0) -> list[int]:
     with _ExitWatcher(pgid) as leader:
         _terminate_group(pgid, leader, grace)
     return pids
+
+
+AttemptKey = tuple[str, str, str]  # WFA_RUN_ID, WFA_STEP_ID, WFA_ATTEMPT
+
+
+def attempt_processes() -> dict[AttemptKey, list[psutil.Process]]:
+    """Live processes of this user started for an attempt, by their WFA_* environment.
+
+    A step's processes all carry the attempt in their environment, including
+    one an engine spawned but died before recording (see `end_leftover_group`).
+    One scan of the process table; recovery does it once per engine start.
+    """
+    found: dict[AttemptKey, list[psutil.Process]] = {}
+    uid = os.getuid()
+    for proc in psutil.process_iter(["uids"]):
+        try:
+            if proc.info["uids"].real != uid or proc.pid == os.getpid():
+                continue
+            env = proc.environ()
+        except (psutil.Error, OSError):
+            continue
+        run, step, attempt = env.get("WFA_RUN_ID"), env.get("WFA_STEP_ID"), env.get("WFA_ATTEMPT")
+        if run and step and attempt:
+            found.setdefault((run, step, attempt), []).append(proc)
+    return found
+
+
+def end_processes(processes: list[psutil.Process], grace: float = 2.0) -> list[int]:
+    """SIGTERM the processes (and their groups), SIGKILL what outlives `grace`; the PIDs ended."""
+    alive = [p for p in processes if _alive(p)]
+    for p in alive:
+        with contextlib.suppress(psutil.Error, OSError):
+            os.killpg(os.getpgid(p.pid), signal.SIGTERM)
+        with contextlib.suppress(psutil.Error):
+            p.terminate()
+    _, survivors = psutil.wait_procs(alive, timeout=grace)
+    for p in survivors:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    return sorted(p.pid for p in alive)
 
 
 def _started_since(p: psutil.Process, leader_started: float) -> bool:

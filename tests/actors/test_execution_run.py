@@ -324,3 +324,20 @@ def test_a_recorded_group_whose_pid_was_reused_is_left_alone(tmp_path: Path) -> 
     finally:
         other.kill()
         other.wait()
+
+
+def test_an_unrecorded_step_process_is_found_by_its_attempt_environment() -> None:
+    """An engine killed between spawning a step and recording it: the environment finds it."""
+    from actors.execution.process_group import attempt_processes, end_processes
+
+    env = {**os.environ, "WFA_RUN_ID": "r-env", "WFA_STEP_ID": "s", "WFA_ATTEMPT": "1"}
+    orphan = subprocess.Popen(["sleep", "30"], env=env, start_new_session=True)
+    try:
+        found = attempt_processes().get(("r-env", "s", "1"), [])
+        assert [p.pid for p in found] == [orphan.pid]
+        assert end_processes(found, grace=1.0) == [orphan.pid]
+        assert orphan.wait(timeout=10) != 0
+    finally:
+        if orphan.poll() is None:
+            orphan.kill()
+            orphan.wait()
