@@ -208,14 +208,20 @@ class Engine:
                 f"cannot serve metrics on 127.0.0.1:{port}: {exc}; "
                 "set telemetry.prometheus_port to a free port, or to null"
             ) from None
-        self._runtime = Runtime(
-            self.store,
-            self.config,
-            self.data_dir,
-            self._observer.on_batch,
-            usage_report=self._observer.set_resource_usage,
-            health_policy=self._health_policy,
-        )
+        try:
+            self._runtime = Runtime(
+                self.store,
+                self.config,
+                self.data_dir,
+                self._observer.on_batch,
+                usage_report=self._observer.set_resource_usage,
+                health_policy=self._health_policy,
+            )
+        except BaseException:  # e.g. a dask agent without dask installed: leave nothing open
+            self._observer.close()
+            self._lock.release()
+            self.store.close()
+            raise
         self._alerts = AlertMonitor(self.store, self.config.monitoring)
         self._alerts.start()
 

@@ -144,7 +144,7 @@ class SpanExport:
         self.exported = 0
         self.dropped = 0
         self.failed = 0
-        self._queue: deque[SpanData | Callable[[], list[SpanData]]] = deque()
+        self._queue: deque[SpanData] = deque()
         lock = threading.RLock()
         self._wake = threading.Condition(lock)  # the sender waits for spans
         self._room = threading.Condition(lock)  # a blocking submit waits for room
@@ -169,19 +169,6 @@ class SpanExport:
                     self.dropped += 1
                 else:
                     self._queue.append(span)
-            self._idle.clear()
-            if len(self._queue) >= BATCH_SIZE:
-                self._wake.notify()
-
-    def submit_work(self, work: Callable[[], list[SpanData]]) -> None:
-        """Queue work that yields spans, done on the export thread (off the caller's path)."""
-        with self._wake:
-            if self._closing:
-                return
-            if len(self._queue) >= QUEUE_LIMIT:
-                self.dropped += 1
-                return
-            self._queue.append(work)
             self._idle.clear()
             if len(self._queue) >= BATCH_SIZE:
                 self._wake.notify()
@@ -215,17 +202,8 @@ class SpanExport:
                     self._wake.wait(BATCH_DELAY_SECONDS)
                 elif len(self._queue) < BATCH_SIZE and not self._closing:
                     self._wake.wait(BATCH_DELAY_SECONDS)
-                items = [self._queue.popleft() for _ in range(min(BATCH_SIZE, len(self._queue)))]
+                batch = [self._queue.popleft() for _ in range(min(BATCH_SIZE, len(self._queue)))]
                 self._room.notify_all()
-            batch: list[SpanData] = []
-            for item in items:
-                if isinstance(item, SpanData):
-                    batch.append(item)
-                else:
-                    try:
-                        batch += item()
-                    except Exception:  # a bug in span folding must not end exporting
-                        log.exception("traces: building spans failed")
             if batch:
                 self._export(batch)
 
