@@ -18,7 +18,6 @@ import itertools
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -28,6 +27,7 @@ import pykka
 from actors.agent_load import AttemptKey
 from actors.cluster import ClusterConnection, run_attempt_on_cluster  # imports no Dask
 from actors.execution import AttemptOutcome, AttemptRequest, run_attempt
+from actors.execution.attempt import failed_outcome
 from actors.execution.call_thread import run_call_here
 from actors.pool import AgentPool
 from engine.errors import ErrorKind
@@ -36,14 +36,6 @@ ClusterResources = Callable[[AttemptKey], Mapping[str, float]]
 """Gives (and forgets) the Dask resources the runtime noted for an attempt."""
 
 log = logging.getLogger(__name__)
-
-
-def failed_outcome(kind: ErrorKind, message: str) -> AttemptOutcome:
-    """An outcome for an attempt that could not run at all."""
-    now = time.time()
-    return AttemptOutcome(
-        succeeded=False, error_kind=kind, message=message, started_at=now, ended_at=now
-    )
 
 
 class StartAttempt(msgspec.Struct, frozen=True):

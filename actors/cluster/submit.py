@@ -53,7 +53,7 @@ from actors.cluster.connection import (
 )
 from actors.cluster.worker import execute_on_worker
 from actors.execution import WAIT_SLICE, AttemptOutcome, AttemptRequest
-from actors.execution.attempt import cancelled_outcome
+from actors.execution.attempt import cancelled_outcome, failed_outcome
 from actors.execution.classify import describe_exception
 from engine.errors import ErrorKind
 
@@ -89,9 +89,9 @@ def run_attempt_on_cluster(
         client = conn.client()
         unfit = conn.unfit_resources(resources) if resources else None
     except ClusterUnavailableError as exc:
-        return _failed(ErrorKind.AGENT, str(exc), started)
+        return failed_outcome(ErrorKind.AGENT, str(exc), started)
     if unfit is not None:
-        return _failed(ErrorKind.RESOURCE, unfit, started)
+        return failed_outcome(ErrorKind.RESOURCE, unfit, started)
     key = attempt_key(request)
     watch = conn.watch(key)
     try:
@@ -139,7 +139,7 @@ def _submit_and_wait(
             resources=dict(resources) or None,
         )
     except Exception as exc:
-        return _failed(
+        return failed_outcome(
             ErrorKind.AGENT,
             f"cannot submit the attempt to the Dask scheduler at {conn.address}: "
             f"{describe_exception(exc)}",
@@ -171,16 +171,16 @@ def _why_stop(
     if cancel.is_set():
         return cancelled_outcome(started)
     if watch.lost:
-        return _failed(ErrorKind.AGENT, watch.reason, started)
+        return failed_outcome(ErrorKind.AGENT, watch.reason, started)
     if client.status != "running":
-        return _failed(
+        return failed_outcome(
             ErrorKind.AGENT,
             f"lost the connection to the Dask scheduler at {conn.address} "
             "while the attempt was running",
             started,
         )
     if deadline is not None and time.monotonic() >= deadline:
-        return _failed(
+        return failed_outcome(
             ErrorKind.TIMEOUT,
             f"timed out after {request.timeout:g} s: the Dask cluster at {conn.address} "
             f"gave no answer within {ANSWER_GRACE:g} s after the attempt's deadline "
@@ -205,23 +205,23 @@ def _collect(
             f"the Dask scheduler at {conn.address} dropped the attempt ({why}); "
             "the scheduler or the engine's connection to it went away"
         )
-        return _failed(ErrorKind.AGENT, reason, started)
+        return failed_outcome(ErrorKind.AGENT, reason, started)
     except KilledWorker as exc:
-        return _failed(
+        return failed_outcome(
             ErrorKind.AGENT,
             watch.reason
             or f"the Dask workers of {conn.address} died while running the attempt: {exc}",
             started,
         )
     except (OSError, TimeoutError) as exc:  # includes CommClosedError
-        return _failed(
+        return failed_outcome(
             ErrorKind.AGENT,
             f"lost contact with the Dask cluster at {conn.address} while fetching the "
             f"attempt's outcome: {describe_exception(exc)}",
             started,
         )
     except Exception as exc:  # the task failed before our worker-side code could answer
-        return _failed(
+        return failed_outcome(
             ErrorKind.AGENT,
             f"a worker of the Dask cluster at {conn.address} could not run the attempt: "
             f"{describe_exception(exc)} (is workflow-automator, and the step's package, "
@@ -231,7 +231,7 @@ def _collect(
     try:
         outcome: AttemptOutcome = msgspec.msgpack.decode(data, type=AttemptOutcome)
     except (msgspec.DecodeError, TypeError) as exc:
-        return _failed(
+        return failed_outcome(
             ErrorKind.AGENT,
             f"a worker of the Dask cluster at {conn.address} answered something that is not "
             f"an attempt outcome ({exc}); do the engine and the workers run the same "
@@ -239,13 +239,3 @@ def _collect(
             started,
         )
     return outcome
-
-
-def _failed(kind: ErrorKind, message: str, started: float) -> AttemptOutcome:
-    return AttemptOutcome(
-        succeeded=False,
-        error_kind=kind,
-        message=message,
-        started_at=started,
-        ended_at=time.time(),
-    )

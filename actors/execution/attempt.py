@@ -20,6 +20,7 @@ __all__ = [
     "AttemptRequest",
     "OutputsError",
     "cancelled_outcome",
+    "failed_outcome",
 ]
 
 KILL_GRACE_SECONDS = 2.0
@@ -80,13 +81,28 @@ class OutputsError(Exception):
     """What a step produced cannot be its outputs (kind `output`); the message says why."""
 
 
-def cancelled_outcome(started: float, **details: Any) -> AttemptOutcome:
+def failed_outcome(
+    kind: ErrorKind, message: str, started: float | None = None, **details: Any
+) -> AttemptOutcome:
+    """The outcome of an attempt that failed with `kind` (started now if not given)."""
+    now = time.time()
+    return AttemptOutcome(
+        succeeded=False,
+        error_kind=kind,
+        message=message,
+        started_at=now if started is None else started,
+        ended_at=now,
+        **details,
+    )
+
+
+def cancelled_outcome(started_at: float, **details: Any) -> AttemptOutcome:
     """The outcome of an attempt whose cancel event was set (not a failure to retry)."""
     return AttemptOutcome(
         succeeded=False,
         cancelled=True,
         message="cancelled",
-        started_at=started,
+        started_at=started_at,
         ended_at=time.time(),
         **details,
     )

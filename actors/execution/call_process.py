@@ -26,7 +26,12 @@ import time
 
 import msgspec
 
-from actors.execution.attempt import AttemptOutcome, AttemptRequest, cancelled_outcome
+from actors.execution.attempt import (
+    AttemptOutcome,
+    AttemptRequest,
+    cancelled_outcome,
+    failed_outcome,
+)
 from actors.execution.call_thread import outcome_from_result
 from actors.execution.command import exit_description
 from actors.execution.environment import attempt_environment
@@ -76,13 +81,8 @@ def run_call_in_process(request: AttemptRequest, cancel: threading.Event) -> Att
                 record_in=out_dir,
             )
         except OSError as exc:
-            return AttemptOutcome(
-                succeeded=False,
-                error_kind=ErrorKind.AGENT,
-                message=f"cannot start a Python process for the step ({sys.executable}): {exc}",
-                started_at=started,
-                ended_at=time.time(),
-            )
+            message = f"cannot start a Python process for the step ({sys.executable}): {exc}"
+            return failed_outcome(ErrorKind.AGENT, message, started)
     common, stopped = supervise_attempt(
         proc,
         request,
@@ -94,7 +94,6 @@ def run_call_in_process(request: AttemptRequest, cancel: threading.Event) -> Att
     )
     if stopped is not None:
         return stopped
-    common["started_at"] = started
     returncode, stderr_tail = common["exit_code"], common["stderr_tail"]
     result = _read_result(result_path) if returncode == 0 else None
     if result is None:

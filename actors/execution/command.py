@@ -37,6 +37,7 @@ from actors.execution.attempt import (
     AttemptRequest,
     OutputsError,
     cancelled_outcome,
+    failed_outcome,
 )
 from actors.execution.environment import attempt_environment
 from actors.execution.files import (
@@ -85,13 +86,7 @@ def run_command_attempt(request: AttemptRequest, cancel: threading.Event) -> Att
             )
         except OSError as exc:
             kind, message = _spawn_failure(argv[0], exc)
-            return AttemptOutcome(
-                succeeded=False,
-                error_kind=kind,
-                message=message,
-                started_at=started,
-                ended_at=time.time(),
-            )
+            return failed_outcome(kind, message, started)
     common, stopped = supervise_attempt(
         proc,
         request,
@@ -103,7 +98,6 @@ def run_command_attempt(request: AttemptRequest, cancel: threading.Event) -> Att
     )
     if stopped is not None:
         return stopped
-    common["started_at"] = started
     returncode, stderr_tail = common["exit_code"], common["stderr_tail"]
     if returncode != 0:
         message = exit_description(returncode)

@@ -368,16 +368,16 @@ def supervise_attempt(
         "stderr_tail": read_tail(stderr_path, request.tail_bytes),
         "exit_code": end.returncode,
         "pid": proc.pid,
+        "started_at": started,
     }
     if end.ending is Ending.TIMED_OUT:
         return details, AttemptOutcome(
             succeeded=False,
             error_kind=ErrorKind.TIMEOUT,
             message=f"timed out after {request.timeout:g} s; {what_was_killed} was killed",
-            started_at=started,
             ended_at=time.time(),
             **details,
         )
     if end.ending is Ending.CANCELLED:
-        return details, cancelled_outcome(started, **details)
+        return details, cancelled_outcome(**details)
     return details, None
