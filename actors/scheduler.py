@@ -74,9 +74,6 @@ class SchedulerActor(pykka.ThreadingActor):
                     ref.stop(block=True)
                 self._active.clear()
 
-    def active_runs(self) -> list[str]:
-        return sorted(self._active)
-
     def _admit(self) -> None:
         while not self._stopping and self._queue and len(self._active) < self.max_concurrent:
             _, _, run_id = heapq.heappop(self._queue)

@@ -174,7 +174,6 @@ class RunState(msgspec.Struct, kw_only=True, dict=True):
     parent_run_id: str | None = None
     steps: dict[str, StepState] = {}  # spec order, then foreach instances
     open_steps: int = 0  # top-level steps not yet terminal
-    events_folded: int = 0
 
     def waiting_for(self) -> list[Waiting]:
         """What a non-terminal run waits for; empty once terminal."""
@@ -295,7 +294,6 @@ def _submitted(ev: RunSubmitted) -> RunState:
         parent_run_id=ev.parent_run_id,
         steps=steps,
         open_steps=sum(1 for st in steps.values() if st.status not in TERMINAL_STEP),
-        events_folded=1,
     )
 
 
@@ -494,7 +492,6 @@ def evolve(state: RunState | None, event: Event) -> RunState:
     handler = _HANDLERS.get(type(event))
     if handler is not None:
         handler(state, event)
-        state.events_folded += 1
     elif type(event) is RunSubmitted:
         raise InvalidTransition(f"run {state.run_id} was already submitted")
     return state
@@ -507,12 +504,6 @@ def fold(events: Iterable[Event], state: RunState | None = None) -> RunState:
     if state is None:
         raise InvalidTransition("no events: a run's history begins with RunSubmitted")
     return state
-
-
-def copy_state(state: RunState) -> RunState:
-    """An independent copy, safe to hand to another thread."""
-    steps = {k: msgspec.structs.replace(v) for k, v in state.steps.items()}
-    return msgspec.structs.replace(state, steps=steps)
 
 
 # ---- what the runtime reads -------------------------------------------------------------
