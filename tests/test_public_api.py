@@ -1,4 +1,4 @@
-"""Each package's public surface is exactly its `__all__`, and importing it never depends on order."""
+"""Each package's public surface is its `__all__`; importing it never depends on order."""
 
 from __future__ import annotations
 

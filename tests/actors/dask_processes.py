@@ -12,8 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
-
 REPO = str(Path(__file__).resolve().parents[2])
 
 
@@ -112,11 +110,3 @@ class DaskProcesses:
             f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
             for p in sorted(self.directory.glob("*.log"))
         )
-
-
-def gone(pid: int) -> bool:
-    """The process no longer exists, or is a zombie."""
-    try:
-        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return True

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from engine.health import HealthPolicy
 from engine.loading import workflow_from_data
 from engine.spec import WorkflowSpec
 from eventstore import Recorded
+from tests.support import until
 
 STEPS = "tests.actors.agent_steps"
 ENDS = (StepSucceeded, AttemptFailed, StepCancelled, StepFailed)
@@ -85,13 +86,6 @@ def events_of(eng: Engine, kind: type | tuple[type, ...], stream: str | None = N
         for r in eng.export()
         if isinstance(r.event, kind) and (stream is None or r.stream == stream)
     ]
-
-
-def until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "the condition never held"
-        time.sleep(0.02)
 
 
 def test_a_step_only_ever_runs_on_agents_with_its_capability(tmp_path: Path) -> None:

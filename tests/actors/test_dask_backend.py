@@ -34,7 +34,8 @@ from actors.cluster import (
 )
 from actors.execution import AttemptOutcome, AttemptRequest
 from engine.errors import ErrorKind
-from tests.actors.dask_processes import DaskProcesses, gone
+from tests.actors.dask_processes import DaskProcesses
+from tests.support import gone, wait_for_file
 
 STEPS = "tests.actors.cluster_steps"
 PY = sys.executable
@@ -53,15 +54,6 @@ def request(tmp_path: Path, **fields: Any) -> AttemptRequest:
     return AttemptRequest(**values)
 
 
-def wait_for_file(path: Path, timeout: float = 20.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists():
-            return path.read_text()
-        time.sleep(0.02)
-    raise AssertionError(f"{path} never appeared")
-
-
 def wait_until_gone(pid: int, timeout: float = 5.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -72,21 +64,8 @@ def wait_until_gone(pid: int, timeout: float = 5.0) -> bool:
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    with LocalCluster(  # type: ignore[no-untyped-call]
-        processes=True,
-        n_workers=2,
-        threads_per_worker=1,
-        host="127.0.0.1",
-        dashboard_address=None,
-        resources={"GPU": 1},
-    ) as local:
-        yield local
-
-
-@pytest.fixture(scope="module")
-def conn(cluster: LocalCluster) -> Iterator[ClusterConnection]:
-    connection = ClusterConnection(cluster.scheduler_address, agent_name="cluster")
+def conn(local_cluster: LocalCluster) -> Iterator[ClusterConnection]:
+    connection = ClusterConnection(local_cluster.scheduler_address, agent_name="cluster")
     yield connection
     connection.close()
 

@@ -40,6 +40,7 @@ from engine.events import AgentRegistered, AttemptFailed, AttemptStarted, StepSu
 from engine.loading import workflow_from_data
 from engine.spec import WorkflowSpec
 from tests.actors.dask_processes import DaskProcesses
+from tests.support import succeeded_steps, wait_for_file
 
 STEPS = "tests.actors.dask_engine_steps"
 PY = sys.executable
@@ -76,29 +77,6 @@ def call(step_id: str, function: str, **fields: Any) -> dict[str, Any]:
 
 def events_of(eng: Engine, kind: type | tuple[type, ...]) -> list[Any]:
     return [r.event for r in eng.export() if isinstance(r.event, kind)]
-
-
-def wait_for_file(path: Path, timeout: float = 20.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(FileNotFoundError):
-            if text := path.read_text():
-                return text
-        time.sleep(0.02)
-    raise AssertionError(f"{path} never appeared")
-
-
-@pytest.fixture(scope="module")
-def local_cluster() -> Iterator[LocalCluster]:
-    with LocalCluster(  # type: ignore[no-untyped-call]
-        processes=True,
-        n_workers=2,
-        threads_per_worker=1,
-        host="127.0.0.1",
-        dashboard_address=None,
-        resources={"GPU": 1},
-    ) as local:
-        yield local
 
 
 @pytest.fixture()
@@ -313,16 +291,6 @@ def start_engine(data: Path, config_file: Path, *extra: str) -> subprocess.Popen
         start_new_session=True,  # its own process group, killed whole
         cwd=REPO,
     )
-
-
-def succeeded_steps(data: Path, config_file: Path) -> set[tuple[str, str]]:
-    with Engine(data_dir=data, config=config_file, drive=False) as eng:
-        return {
-            (run.run_id, sid)
-            for run in eng.runs()
-            for sid, step in run.steps.items()
-            if step.status == "succeeded"
-        }
 
 
 def test_a_sigkilled_engine_resumes_cluster_runs_without_rerunning_logged_successes(

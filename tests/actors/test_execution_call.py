@@ -9,12 +9,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from actors.execution import AttemptOutcome, AttemptRequest, run_attempt
 from engine.errors import ErrorKind
 from tests.actors import execution_steps
+from tests.support import gone
 
 STEPS = "tests.actors.execution_steps"
 
@@ -39,13 +39,6 @@ def call(
         **kw,
     )
     return run_attempt(request, cancel or threading.Event())
-
-
-def gone(pid: int) -> bool:
-    try:
-        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return True
 
 
 ISOLATIONS = pytest.mark.parametrize("isolation", ["thread", "process"])

@@ -17,6 +17,7 @@ import pytest
 
 from actors.execution import AttemptOutcome, AttemptRequest, run_attempt
 from engine.errors import ErrorKind
+from tests.support import gone, wait_for_file
 
 PY = sys.executable
 WRITE_OUTPUTS = "import json, os, sys; json.dump({}, open(os.environ['WFA_OUTPUTS'], 'w'))"
@@ -39,23 +40,6 @@ def run(
 
 def py(code: str, *args: str) -> list[str]:
     return [PY, "-c", code, *args]
-
-
-def gone(pid: int) -> bool:
-    """The process no longer exists, or is a zombie (nobody reaps orphans in some containers)."""
-    try:
-        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return True
-
-
-def wait_for_file(path: Path, timeout: float = 20.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists():
-            return path.read_text()
-        time.sleep(0.02)
-    raise AssertionError(f"{path} never appeared")
 
 
 # A leader `sh` that starts a child `sh`, which starts a grandchild `sleep 60` and writes

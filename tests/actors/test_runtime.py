@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from engine import Engine
@@ -17,6 +15,7 @@ from engine.config import EngineConfig, ExecutionConfig, ResourcesConfig
 from engine.loading import workflow_from_data
 from engine.spec import WorkflowSpec
 from tests.actors.runtime_flows import flow
+from tests.support import gone, until
 
 PY = sys.executable
 
@@ -106,7 +105,7 @@ def test_an_attempt_timeout_kills_the_step_and_its_children(engine: Engine, tmp_
     assert result.steps["slow"].error is not None
     assert result.steps["slow"].error.kind == "timeout"
     for pid in map(int, pids.read_text().split()):  # killed right after the timeout is logged
-        _until(lambda pid=pid: not _alive(pid))
+        until(lambda pid=pid: gone(pid))
 
 
 def test_a_step_waits_for_approval_and_runs_once_approved(engine: Engine) -> None:
@@ -127,12 +126,12 @@ def test_cancel_kills_running_steps_and_ends_the_run_cancelled(
     started = tmp_path / "started"
     code = f"import os, time; open({str(started)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
     run = engine.submit(workflow({"id": "long", "run": py(code)}))
-    _until(started.exists)
+    until(started.exists)
     engine.cancel(run.id)
     result = run.wait(timeout=30)
     assert result.status == "cancelled"
     assert result.steps["long"].status == "cancelled"
-    _until(lambda: not _alive(int(started.read_text())))
+    until(lambda: gone(int(started.read_text())))
 
 
 def test_the_run_timeout_ends_the_run_timed_out(engine: Engine) -> None:
@@ -153,7 +152,7 @@ def test_closing_mid_run_leaves_it_resumable_and_finished_steps_never_run_again(
     data = tmp_path / "wfa"
     with Engine(data_dir=data, config=config()) as eng:
         run = eng.submit(spec)
-        _until(lambda: marks.exists() and len(marks.read_text().split()) >= 3)
+        until(lambda: marks.exists() and len(marks.read_text().split()) >= 3)
         done_before = {
             sid for sid, s in eng.state(run.id).steps.items() if s.status.value == "succeeded"
         }
@@ -190,8 +189,8 @@ def test_no_thread_is_left_behind_after_200_runs(tmp_path: Path) -> None:
         baseline = threading.active_count()
         runs = [eng.submit(spec) for _ in range(200)]
         assert all(r.wait(timeout=60).status == "succeeded" for r in runs)
-        _until(lambda: threading.active_count() <= baseline)
-    _until(lambda: threading.active_count() <= before_engine)
+        until(lambda: threading.active_count() <= baseline)
+    until(lambda: threading.active_count() <= before_engine)
 
 
 def test_every_attempt_of_a_step_carries_the_same_idempotency_key(
@@ -208,21 +207,6 @@ def test_every_attempt_of_a_step_carries_the_same_idempotency_key(
     run = engine.submit(spec)
     assert run.wait(timeout=30).status == "succeeded"
     assert log.read_text().split() == [f"{run.id}:s"] * 3
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def _until(condition: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout} s: {condition}")
-        time.sleep(0.02)
 
 
 def test_outputs_json_is_plain_data(engine: Engine) -> None:
@@ -274,4 +258,4 @@ def test_a_hung_thread_call_does_not_hold_its_agent_after_timing_out(tmp_path: P
         assert result.steps["s"].attempts == 2
         # the retry ran on the only agent while the first call was still blocked
         assert log.read_text().splitlines()[:2] == ["start 1", "start 2"]
-        _until(lambda: "first returned" in log.read_text())
+        until(lambda: "first returned" in log.read_text())

@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from engine import Engine
+from tests.support import succeeded_steps
 
 pytestmark = pytest.mark.crash
 
@@ -57,16 +58,6 @@ def start_engine(data: Path, config: Path, epoch: int, *extra: str) -> subproces
         start_new_session=True,  # its own process group, killed whole
         cwd=Path(__file__).parents[2],
     )
-
-
-def succeeded_steps(data: Path, config: Path) -> set[tuple[str, str]]:
-    with Engine(data_dir=data, config=config, drive=False) as eng:
-        return {
-            (run.run_id, sid)
-            for run in eng.runs()
-            for sid, step in run.steps.items()
-            if step.status == "succeeded"
-        }
 
 
 def test_sigkilled_engine_resumes_every_run_without_rerunning_logged_successes(
