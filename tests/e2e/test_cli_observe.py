@@ -247,7 +247,10 @@ def test_nothing_listening_neither_stalls_runs_nor_shutdown(
     took = time.monotonic() - start
     start = time.monotonic()
     observer.close()
-    assert time.monotonic() - start < 2.5
+    # close waits at most 2 s by design; waiting out the failed exports (about 1 s
+    # each, 30 of them) would take far longer than this bound, which leaves room
+    # for a loaded machine.
+    assert time.monotonic() - start < 5
     assert took < 15
     assert observer.traces is not None and observer.traces.stats is not None
     assert observer.traces.stats["exported"] == 0 and observer.traces.stats["failed"] == 30
