@@ -110,6 +110,8 @@ class Writer:
         self._idle = False
         """True while the writer sleeps on ``_queue_cv``; only then do appenders notify."""
         self._stopped = False
+        self._commit_lock = threading.Lock()
+        """Held by whoever commits: the writer thread, or a caller in ``submit``."""
         self._rows: dict[bytes, fmt.StreamRow | None] = {}
         """Committed ``streams`` rows, valid while the log's last position is ``_rows_as_of``."""
         self._rows_as_of = -1
@@ -132,7 +134,12 @@ class Writer:
             self._flusher.start()
 
     def submit(self, request: AppendRequest) -> None:
-        """Queue an append (runs in the caller's thread; does not wait).
+        """Commit a lone append at once, or queue it (runs in the caller's thread).
+
+        When no append is queued and no commit is under way, the caller commits
+        its request itself: a lone appender (one workflow run) then pays for no
+        thread hand-off. Otherwise the request is queued for the writer thread,
+        which commits it with whatever else has queued meanwhile.
 
         Lock-free while the writer is busy: ``deque.append`` is atomic, and the
         writer only sleeps on ``_queue_cv`` after setting ``_idle`` and finding the
@@ -141,6 +148,15 @@ class Writer:
         """
         if self._closed:
             raise StoreClosedError(f"event store {str(self._shared.path)!r} is closed")
+        if not self._queue and self._commit_lock.acquire(blocking=False):
+            try:  # nobody else is appending: commit here, two thread hand-offs fewer
+                if self._closed:
+                    raise StoreClosedError(f"event store {str(self._shared.path)!r} is closed")
+                self._commit([request])
+                self._wake_committed()
+            finally:
+                self._commit_lock.release()
+            return
         self._queue.append(request)
         if self._idle:
             with self._queue_cv:
@@ -154,6 +170,8 @@ class Writer:
             self._closed = True
             self._queue_cv.notify()
         self._thread.join()
+        with self._commit_lock:  # a caller's own commit, if one is under way, ends first
+            pass
         self._stop_flusher.set()
         if self._flusher is not None:
             self._flusher.join()
@@ -169,7 +187,8 @@ class Writer:
         queue = self._queue
         while True:
             if not queue:
-                self._wake_committed()
+                with self._commit_lock:
+                    self._wake_committed()
                 with self._queue_cv:
                     self._idle = True
                     while not queue and not self._closed:
@@ -177,18 +196,20 @@ class Writer:
                     self._idle = False
                 if not queue:
                     break  # closed, and everything queued before was committed
-            batch = [queue.popleft()]
-            size = batch[0].size
-            while (
-                queue
-                and len(batch) < MAX_BATCH_REQUESTS
-                and size + queue[0].size <= MAX_BATCH_BYTES
-            ):
-                request = queue.popleft()
-                size += request.size
-                batch.append(request)
-            self._commit(batch)
-        self._wake_committed()
+            with self._commit_lock:
+                batch = [queue.popleft()]
+                size = batch[0].size
+                while (
+                    queue
+                    and len(batch) < MAX_BATCH_REQUESTS
+                    and size + queue[0].size <= MAX_BATCH_BYTES
+                ):
+                    request = queue.popleft()
+                    size += request.size
+                    batch.append(request)
+                self._commit(batch)
+        with self._commit_lock:
+            self._wake_committed()
         self._stopped = True
         self._fail_queued()
 
