@@ -49,6 +49,10 @@ from eventstore import EventStore, Recorded
 log = logging.getLogger("wfa")
 log.addHandler(logging.NullHandler())
 
+FOLLOW_GATHER = 0.005
+"""Seconds the engine's follower lets commits gather before it reads them: it
+admits runs, delivers commands and wakes `wait()`ers at most this much later,
+and no longer competes for the GIL with every commit of a busy run."""
 RUN_END_TYPES = ("RunSucceeded", "RunFailed", "RunCancelled", "RunTimedOut")
 
 
@@ -463,7 +467,7 @@ class Engine:
 
     def _follow(self, start: int) -> None:
         """Follower thread: admit submitted runs, deliver commands, wake waiters."""
-        for record in self.store.follow(start, stop=self._stop):
+        for record in self.store.follow(start, stop=self._stop, gather=FOLLOW_GATHER):
             event = record.event
             runtime = self._runtime
             if runtime is not None:

@@ -11,6 +11,7 @@ import os
 import pathlib
 import struct
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from itertools import chain, islice
 from operator import attrgetter
@@ -194,19 +195,22 @@ class EventStore(Generic[E]):
         *,
         stop: threading.Event | None = None,
         poll_interval: float = 0.01,
+        gather: float = 0.0,
     ) -> Iterator[Recorded[E]]:
         """Yield every event from ``from_position`` on, waiting for new ones forever.
 
-        Appends through this process wake the follower at once; appends by other
-        processes are noticed by a cheap check every ``poll_interval`` seconds.
-        Ends when ``stop`` is set or the store is closed. Runs (and blocks) in
-        the consuming thread.
+        Appends through this process wake the follower at once, or ``gather``
+        seconds later so that the commits of that time are read as one batch (a
+        follower woken by every commit of a busy engine competes with it for the
+        GIL); appends by other processes are noticed by a cheap check every
+        ``poll_interval`` seconds. Ends when ``stop`` is set or the store is
+        closed. Runs (and blocks) in the consuming thread.
         """
         self._check_open()
-        return self._iter_follow(max(1, from_position), stop, poll_interval)
+        return self._iter_follow(max(1, from_position), stop, poll_interval, gather)
 
     def _iter_follow(
-        self, position: int, stop: threading.Event | None, poll_interval: float
+        self, position: int, stop: threading.Event | None, poll_interval: float, gather: float
     ) -> Iterator[Recorded[E]]:
         writer = self._shared.writer
         while not self._closed and not (stop is not None and stop.is_set()):
@@ -226,6 +230,12 @@ class EventStore(Generic[E]):
             with writer.commit_cv:
                 if writer.commit_seq == seen and not self._closed:
                     writer.commit_cv.wait(poll_interval)
+                woken = writer.commit_seq != seen
+            if woken and gather > 0:
+                if stop is None:
+                    time.sleep(gather)
+                elif stop.wait(gather):
+                    return
 
     def _read_batch(self, start: int, limit: int) -> list[Recorded[E]]:
         """Read and decode up to ``limit`` records from ``start`` in one read txn."""
