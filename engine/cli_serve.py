@@ -34,8 +34,9 @@ from engine.events import (
     RunStarted,
     RunSubmitted,
     StepWaitingForApproval,
+    is_run_end,
 )
-from engine.facade import RUN_END_TYPES, Engine
+from engine.facade import Engine
 from engine.loading import load_workflow
 from engine.spec import WorkflowSpec
 from engine.validation import check_workflow
@@ -92,7 +93,7 @@ def announce_runs(engine: Engine, start: int, stop: threading.Event) -> None:
         elif isinstance(event, CommandIssued):
             step = f" {event.step_id}" if event.step_id else ""
             log_line(f"run {event.run_id}: {event.command}{step} (operator)")
-        elif type(event).__name__ in RUN_END_TYPES:
+        elif is_run_end(event):
             status = (
                 type(event).__name__.removeprefix("Run").lower().replace("timedout", "timed_out")
             )

@@ -377,6 +377,14 @@ _JSON_DECODER: Final[msgspec.json.Decoder[Event]] = msgspec.json.Decoder(Event)
 _MSGPACK_ENCODER: Final = msgspec.msgpack.Encoder()
 
 
+RUN_END_EVENTS = (RunSucceeded, RunFailed, RunCancelled, RunTimedOut)
+
+
+def is_run_end(event: Event) -> bool:
+    """Is this the last event a run stream gets (its run ended)?"""
+    return isinstance(event, RUN_END_EVENTS)
+
+
 def event_type_name(event: Event) -> str:
     """The stable type name (the union tag), e.g. ``"StepSucceeded"``."""
     return type(event).__name__

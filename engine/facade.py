@@ -35,6 +35,7 @@ from engine.events import (
     Event,
     RunSettings,
     RunSubmitted,
+    is_run_end,
     run_stream,
 )
 from engine.health import HealthPolicy
@@ -53,7 +54,6 @@ FOLLOW_GATHER = 0.005
 """Seconds the engine's follower lets commits gather before it reads them: it
 admits runs, delivers commands and wakes `wait()`ers at most this much later,
 and no longer competes for the GIL with every commit of a busy run."""
-RUN_END_TYPES = ("RunSucceeded", "RunFailed", "RunCancelled", "RunTimedOut")
 
 
 class UnknownRunError(WorkflowAutomatorError):
@@ -324,19 +324,19 @@ class Engine:
         unseen: dict[str, list[Recorded[Any]]] = {}
         for rec in self.store.read_stream(COMMANDS_STREAM):
             unseen.setdefault(rec.event.run_id, []).append(rec)
+        infos = self.store.streams(RUN_STREAM_PREFIX)
+        lasts = self.store.read_positions([info.last_position for info in infos])
+        infos = [i for i, r in zip(infos, lasts, strict=True) if not is_run_end(r.event)]
+        firsts = self.store.read_positions([info.first_position for info in infos])
         found = []
-        for info in self.store.streams(RUN_STREAM_PREFIX):
-            last = next(iter(self.store.read_stream(info.name, info.version)))
-            if type(last.event).__name__ in RUN_END_TYPES:
-                continue
-            first = next(iter(self.store.read_stream(info.name, 1))).event
+        for info, first in zip(infos, firsts, strict=True):
             run_id = info.name[len(RUN_STREAM_PREFIX) :]
             commands = tuple(
                 command_trigger(rec.event)
                 for rec in unseen.get(run_id, [])
                 if rec.position > info.last_position
             )
-            self._runtime.admit(run_id, first.spec.priority, commands)
+            self._runtime.admit(run_id, first.event.spec.priority, commands)
             found.append(run_id)
         return found
 

@@ -135,8 +135,13 @@ def test_a_missing_position_raises_instead_of_skipping(store_path: pathlib.Path)
     with env.begin(write=True) as txn:
         txn.delete(fmt.pack_u64(3), db=env.open_db(fmt.DB_EVENTS, txn=txn))
     env.close()
-    with EventStore.open(store_path, Event) as store, pytest.raises(CorruptEventError):
-        list(store.read_all())
+    with EventStore.open(store_path, Event) as store:
+        with pytest.raises(CorruptEventError):
+            list(store.read_all())
+        with pytest.raises(CorruptEventError) as caught:
+            store.read_positions([1, 3, 5])
+        assert caught.value.position == 3
+        assert [r.position for r in store.read_positions([5, 1])] == [5, 1]
 
 
 def test_map_grows_past_its_initial_size(store_path: pathlib.Path) -> None:

@@ -71,6 +71,13 @@ class StoreMachine(RuleBasedStateMachine):
         last = len(self.log) if end is None else min(end, len(self.log))
         assert got == [(p, *self.log[p - 1]) for p in range(start, last + 1)]
 
+    @precondition(lambda self: bool(self.log))
+    @rule(data=st.data())
+    def read_positions(self, data: st.DataObject) -> None:
+        wanted = data.draw(st.lists(st.integers(1, len(self.log)), max_size=6))
+        got = [(r.position, r.stream, r.event) for r in self.store.read_positions(wanted)]
+        assert got == [(p, *self.log[p - 1]) for p in wanted]
+
     @precondition(lambda self: len(self.log) < 200)
     @rule(durability=st.sampled_from(["sync", "relaxed"]))
     def reopen(self, durability: str) -> None:
