@@ -1,22 +1,28 @@
-"""AgentActor: runs attempts on its own worker threads and reports their outcomes.
+"""Agents and their step actors: each agent runs attempts on `capacity` StepActors.
 
-At most `capacity` attempts run at once: the pool (actors/pool.py) never
-grants more. When an attempt ends, its worker thread tells the result to the
-workflow actor that asked, which gives the slot back to the pool once the
-attempt's end is durable (so the log never shows more than `capacity`
-attempts on an agent).
+A StepActor is the actor of one active step at a time: the workflow actor
+hands it a durable `AttemptStarted`'s attempt (`StepActors.start`, no hop
+through the agent), it runs the attempt to its end on its own thread and tells
+the outcome to the workflow actor, which turns it into events. Step actors are
+started with their agent and reused step after step (a thread per step would
+cost more than a no-op step). At most `capacity` attempts run at once: the
+pool (actors/pool.py) never grants more, and the workflow actor gives the slot
+back once the attempt's end is durable (so the log never shows more than
+`capacity` attempts on an agent).
 
-An agent with `backend: dask` is the same actor given a `ClusterConnection`:
-its worker threads run every attempt, whatever its isolation, with
-`run_attempt_on_cluster` (bounded waits, so no inline abandonment is needed),
-and a cancel sets the attempt's cancel event as for local attempts.
+The AgentActor owns its step actors: it cancels attempts (`CancelAttempt`) and
+replaces a step actor stuck in a thread-isolated call that was cancelled or
+timed out (`abandon`), and stops them all with itself.
+
+An agent with `backend: dask` has the same step actors, given a
+`ClusterConnection`: they run every attempt, whatever its isolation, with
+`run_attempt_on_cluster` (bounded waits, so no abandonment is needed), and a
+cancel sets the attempt's cancel event as for local attempts.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
-import queue
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -69,7 +75,7 @@ class _Attempt:
         "request",
         "resources",
         "started",
-        "worker",
+        "step_actor",
     )
 
     def __init__(self, request: AttemptRequest, reply_to: Any) -> None:
@@ -78,7 +84,7 @@ class _Attempt:
         self.cancel = threading.Event()
         self.inline = request.call is not None and request.isolation == "thread"
         self.started = self.finished = self.abandoned = False
-        self.worker: threading.Thread | None = None
+        self.step_actor: pykka.ActorRef[Any]  # set by StepActors.start
         self.resources: Mapping[str, float]  # Dask resources; set by a dask agent only
 
     @property
@@ -86,13 +92,13 @@ class _Attempt:
         return (self.request.run_id, self.request.step_id, self.request.attempt)
 
 
-class AgentActor(pykka.ThreadingActor):
-    """Runs attempts on `capacity` worker threads; its own thread never blocks on one.
+class StepActors:
+    """One agent's step actors and the attempts in their hands; any thread, under a lock.
 
-    Thread-isolated `call` steps run on the worker itself (no thread per call).
-    Such a function cannot be interrupted, so when its attempt is cancelled or
-    times out the agent abandons that worker: the slot is given back and a new
-    worker takes its place, while the old thread ends once the function returns
+    Thread-isolated `call` steps run on the step actor's own thread. Such a
+    function cannot be interrupted, so when its attempt is cancelled or times
+    out the step actor is abandoned: the slot is given back and a new step
+    actor takes its place, while the old one stops once the function returns
     (it sees `ctx.cancelled`). The engine's timeout timer is what cancels it.
     """
 
@@ -104,44 +110,37 @@ class AgentActor(pykka.ThreadingActor):
         cluster: ClusterConnection | None = None,
         cluster_resources: ClusterResources | None = None,
     ) -> None:
-        """`cluster`: run attempts on that Dask cluster (`backend: dask`), asking
-        `cluster_resources` for each attempt's Dask resources."""
-        super().__init__()
         self.name = name
         self.pool = pool
-        self._cluster = cluster
+        self.cluster = cluster
         self._cluster_resources = cluster_resources
         self._lock = threading.Lock()
         self._running: dict[AttemptKey, _Attempt] = {}
-        self._work: queue.SimpleQueue[_Attempt | None] = queue.SimpleQueue()
-        self._workers: list[threading.Thread] = []
-        self._numbers = itertools.count()
-        for _ in range(capacity):
-            self._add_worker()
+        self._idle: list[pykka.ActorRef[Any]] = [StepActor.start(self) for _ in range(capacity)]
+        self._busy: set[pykka.ActorRef[Any]] = set()
 
-    def _add_worker(self) -> None:
-        worker = threading.Thread(
-            target=self._work_loop, name=f"wfa-{self.name}-{next(self._numbers)}", daemon=True
-        )
-        self._workers.append(worker)
-        worker.start()
+    def start(self, request: AttemptRequest, reply_to: Any) -> None:
+        """Hand a durable attempt to an idle step actor (runs on the workflow actor's thread).
 
-    def on_receive(self, message: Any) -> None:
-        match message:
-            case StartAttempt(request=request, reply_to=reply_to):
-                attempt = _Attempt(request, reply_to)
-                if self._cluster is not None:
-                    attempt.inline = False  # a cluster attempt's wait is bounded
-                    attempt.resources = (
-                        self._cluster_resources(attempt.key) if self._cluster_resources else {}
-                    )
-                with self._lock:
-                    self._running[attempt.key] = attempt
-                self._work.put(attempt)
-            case CancelAttempt(run_id=run_id, step_id=step_id, attempt=number):
-                self._cancel((run_id, step_id, number))
+        The attempt is registered before its step actor sees it, so a cancel that
+        overtakes it still finds it."""
+        attempt = _Attempt(request, reply_to)
+        if self.cluster is not None:
+            attempt.inline = False  # a cluster attempt's wait is bounded
+            attempt.resources = (
+                self._cluster_resources(attempt.key) if self._cluster_resources else {}
+            )
+        with self._lock:
+            self._running[attempt.key] = attempt
+            # The pool grants no more than `capacity` slots, so one is idle; a
+            # new one is only a safety net.
+            step_actor = self._idle.pop() if self._idle else StepActor.start(self)
+            self._busy.add(step_actor)
+            attempt.step_actor = step_actor
+        step_actor.tell(StartAttempt(request, reply_to))
 
-    def _cancel(self, key: AttemptKey) -> None:
+    def cancel(self, key: AttemptKey) -> None:
+        """Tell a running attempt to stop; abandon its step actor if it cannot be stopped."""
         with self._lock:
             attempt = self._running.get(key)
             if attempt is None:
@@ -151,31 +150,30 @@ class AgentActor(pykka.ThreadingActor):
             if stuck:
                 attempt.abandoned = True
                 del self._running[key]
-                self._workers = [w for w in self._workers if w is not attempt.worker]
+                self._busy.discard(attempt.step_actor)
+                self._idle.append(StepActor.start(self))
         if stuck:
+            attempt.step_actor.stop(block=False)  # it stops once the function returns
             self.pool.release(key)
-            self._add_worker()
 
-    def _work_loop(self) -> None:
-        """A worker thread: runs attempts until told to stop or abandoned."""
-        while (attempt := self._work.get()) is not None:
-            if not self._run(attempt):
-                return  # abandoned: another worker has taken this one's place
-
-    def _run(self, attempt: _Attempt) -> bool:
-        """Run one attempt to its end (blocks); False if the agent abandoned it meanwhile."""
-        request = attempt.request
+    def run(self, key: AttemptKey, step_actor: pykka.ActorRef[Any]) -> None:
+        """Run one attempt to its end and report it (blocks; on the step actor's thread)."""
         with self._lock:
+            attempt = self._running.get(key)
+            if attempt is None:  # cannot happen: start registers before it tells
+                return
             attempt.started = True
-            attempt.worker = threading.current_thread()
+        request = attempt.request
         try:
             if attempt.cancel.is_set():
                 outcome = failed_outcome(ErrorKind.AGENT, "cancelled before it started")
                 outcome = msgspec.structs.replace(outcome, error_kind=None, cancelled=True)
             elif attempt.inline:  # never for a dask agent's attempts
                 outcome = run_call_here(request, attempt.cancel)
-            elif self._cluster is not None:
-                outcome = self._run_on_cluster(self._cluster, attempt)
+            elif self.cluster is not None:
+                outcome = run_attempt_on_cluster(
+                    self.cluster, request, attempt.cancel, attempt.resources
+                )
             else:
                 outcome = run_attempt(request, attempt.cancel)
         except Exception as exc:  # a bug in execution must not leave the step hanging
@@ -184,8 +182,10 @@ class AgentActor(pykka.ThreadingActor):
         with self._lock:
             attempt.finished = True
             if attempt.abandoned:
-                return False
+                return
             self._running.pop(attempt.key, None)
+            self._busy.discard(step_actor)
+            self._idle.append(step_actor)  # before the reply: the freed slot may be reused at once
         finished = AttemptFinished(
             request.run_id, request.step_id, request.attempt, self.name, outcome
         )
@@ -196,17 +196,43 @@ class AgentActor(pykka.ThreadingActor):
             attempt.reply_to.tell(finished)
         except pykka.ActorDeadError:
             self.pool.release(attempt.key)
-        return True
 
-    def _run_on_cluster(self, cluster: ClusterConnection, attempt: _Attempt) -> AttemptOutcome:
-        return run_attempt_on_cluster(cluster, attempt.request, attempt.cancel, attempt.resources)
-
-    def on_stop(self) -> None:
+    def stop(self) -> None:
+        """Cancel what runs and stop every step actor, waiting for each (not the abandoned)."""
         with self._lock:
             for attempt in self._running.values():
                 attempt.cancel.set()
-            workers = list(self._workers)
-        for _ in workers:
-            self._work.put(None)
-        for worker in workers:
-            worker.join()
+            step_actors = self._idle + list(self._busy)
+            self._idle, self._busy = [], set()
+        for step_actor in step_actors:
+            step_actor.stop()
+
+
+class StepActor(pykka.ThreadingActor):
+    """Runs the attempts its agent hands it, one at a time, on its own thread."""
+
+    use_daemon_thread = True  # an abandoned one may be stuck in a call at exit
+
+    def __init__(self, crew: StepActors) -> None:
+        super().__init__()
+        self.crew = crew
+
+    def on_receive(self, message: Any) -> None:
+        if isinstance(message, StartAttempt):
+            r = message.request
+            self.crew.run((r.run_id, r.step_id, r.attempt), self.actor_ref)
+
+
+class AgentActor(pykka.ThreadingActor):
+    """One per agent: cancels its attempts, and stops its step actors with itself."""
+
+    def __init__(self, step_actors: StepActors) -> None:
+        super().__init__()
+        self.step_actors = step_actors
+
+    def on_receive(self, message: Any) -> None:
+        if isinstance(message, CancelAttempt):
+            self.step_actors.cancel((message.run_id, message.step_id, message.attempt))
+
+    def on_stop(self) -> None:
+        self.step_actors.stop()

@@ -150,7 +150,7 @@ class AgentPool:
         """Free an attempt's slot and tell every grant that follows; `outcome` None: the
         slot was never used (a stale grant), or the agent abandoned the attempt.
 
-        Runs on a workflow actor's thread, an agent's worker thread (for an
+        Runs on a workflow actor's thread, a step actor's thread (for an
         attempt whose run has no actor any more) or the timer thread.
         """
         out = self._free(key, outcome)

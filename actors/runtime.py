@@ -38,7 +38,7 @@ import pykka
 
 from actors.admission import RESOURCES_STREAM, ResourceGate
 from actors.agent_load import AttemptKey
-from actors.agents import AgentActor
+from actors.agents import AgentActor, StepActors
 from actors.cache import CACHE_STREAM, SharedCache
 from actors.cluster import ClusterConnection, dask_resources, require_dask
 from actors.execution import AttemptRequest
@@ -170,8 +170,8 @@ class Runtime:
         self.cache = SharedCache(
             CacheIndex.from_events(r.event for r in store.read_stream(CACHE_STREAM))
         )
-        self._agent_refs = {
-            a.name: AgentActor.start(
+        self.step_actors = {
+            a.name: StepActors(
                 a.name,
                 a.capacity,
                 self.pool,
@@ -180,6 +180,7 @@ class Runtime:
             )
             for a in self.agents.values()
         }
+        self._agent_refs = {name: AgentActor.start(s) for name, s in self.step_actors.items()}
         self.scheduler: pykka.ActorRef[Any] = SchedulerActor.start(
             self, config.execution.max_concurrent_workflows
         )

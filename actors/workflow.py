@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import pykka
 
 from actors.agent_load import AttemptKey
-from actors.agents import AttemptFinished, CancelAttempt, StartAttempt
+from actors.agents import AttemptFinished, CancelAttempt
 from actors.cache import step_cache_key
 from actors.execution import AttemptOutcome
 from actors.execution.attempt import failed_outcome
@@ -342,7 +342,7 @@ class WorkflowActor(pykka.ThreadingActor):
             )
             return
         self.runtime.pool.sent(key)
-        self.runtime.agent_ref(started.agent).tell(StartAttempt(request, self.actor_ref))
+        self.runtime.step_actors[started.agent].start(request, self.actor_ref)
 
     def _store_in_cache(self, succeeded: ev.StepSucceeded) -> None:
         cache = spec_of(self.state, succeeded.step_id).cache

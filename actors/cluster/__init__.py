@@ -11,7 +11,7 @@ The runtime, for each agent with `backend: dask`:
 - at start: `require_dask(agent.name)` (a clear error when the optional extra
   is missing), then `ClusterConnection(agent.address, agent_name=agent.name)`
   (connects lazily; nothing blocks here);
-- on an agent worker thread, per attempt: `run_attempt_on_cluster(conn,
+- on a step actor's thread, per attempt: `run_attempt_on_cluster(conn,
   request, cancel, dask_resources(step_resources, agent.resources))`;
 - for capacity: `conn.capacity()` (worker threads; 0 while unreachable);
 - at stop: `conn.close()`.

@@ -58,7 +58,7 @@ class ClusterUnavailableError(Exception):
 class AttemptWatch:
     """What the scheduler told about one submitted attempt while it was in flight.
 
-    Set on the client's event-loop thread, read by the agent's worker thread.
+    Set on the client's event-loop thread, read by the step actor's thread.
     """
 
     __slots__ = ("_lost", "reason")

@@ -1,7 +1,7 @@
 """Run one attempt on a Dask cluster: `run_attempt_on_cluster(conn, request, cancel)`.
 
 The contract is `actors.execution.run_attempt`'s: it blocks the calling
-thread (an agent's worker thread, never an actor's own thread) until the
+thread (a step actor's, which runs nothing else meanwhile) until the
 attempt ended, is thread-safe, never raises for anything the step or the
 cluster does, and returns an `AttemptOutcome` with the same kinds. The
 attempt itself runs on a worker (worker.py) through `run_attempt`, so outputs,

@@ -1,7 +1,7 @@
 """Execute one attempt of one step: `run_attempt(request, cancel) -> AttemptOutcome`.
 
-`run_attempt` blocks; the AgentActor calls it in a worker thread of its
-executor, never in an actor's own thread. It is thread-safe: attempts share
+`run_attempt` blocks; a StepActor calls it on its own thread, which runs
+one attempt at a time. It is thread-safe: attempts share
 nothing but the engine's environment (read, never changed), so any number
 may run at once. It never raises for anything the step does; a malformed
 request (neither or both of `argv` and `call`) raises ValueError.

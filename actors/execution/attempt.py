@@ -1,7 +1,7 @@
 """The request to run one attempt and the outcome it produced.
 
-Both are frozen msgspec Structs: they cross from the AgentActor to a worker
-thread (and, msgpack-encoded, to a child process) and back, and nothing mutable
+Both are frozen msgspec Structs: they cross from the workflow actor to a step
+actor (and, msgpack-encoded, to a child process) and back, and nothing mutable
 may be shared between actors.
 """
 

@@ -8,7 +8,7 @@ that whatever the engine can import the child can too. The request goes to
 the child as a msgpack file (not through a pipe the child might never read,
 which could block this thread) and the result comes back the same way.
 
-`run_call_in_process` blocks the calling worker thread until the child and
+`run_call_in_process` blocks the calling step actor's thread until the child and
 its process group are gone. On timeout or cancel the group gets SIGTERM (the
 child sets `ctx.cancelled`), then SIGKILL after the grace period. A child that
 ends without writing a result (killed by a signal, `os._exit`, an interpreter

@@ -1,6 +1,6 @@
 """Run one attempt of a `call` step in a thread of the engine's process.
 
-The function runs in a new daemon thread; the worker thread that called
+The function runs in a new daemon thread; the step actor's thread that called
 `run_call_in_thread` blocks waiting for it, the timeout or the cancel event.
 A Python thread cannot be killed: on timeout or cancel the worker sets
 `ctx.cancelled` and returns at once (a `timeout` or `cancelled` outcome), while
