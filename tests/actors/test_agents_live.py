@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -124,6 +125,32 @@ def test_no_agent_ever_runs_more_attempts_than_its_capacity(tmp_path: Path) -> N
             elif isinstance(event, ENDS) and (rec.stream, event.step_id) in where:
                 running[where.pop((rec.stream, event.step_id))] -= 1
     assert busiest == {"p": 2, "q": 2}  # full, and never more
+
+
+def test_a_timed_out_call_that_ignores_cancel_gives_its_slot_to_the_next_step(
+    tmp_path: Path,
+) -> None:
+    """The agent abandons the step actor stuck in the call: a fresh one runs the next
+    attempt at once, and the stuck one ends when the call returns, leaving no thread."""
+    release = tmp_path / "release"
+    stuck = workflow(
+        call(
+            "stuck",
+            "deaf",
+            timeout=0.3,
+            retry={"max_attempts": 1},
+            **{"with": {"path": str(release)}},
+        )
+    )
+    quick = workflow(call("quick", "pause"))
+    with Engine(data_dir=tmp_path / "wfa", config=config(agent("only"))) as eng:
+        baseline = threading.active_count()
+        first = eng.submit(stuck)
+        assert first.wait(timeout=30).steps["stuck"].error.kind == "timeout"  # type: ignore[union-attr]
+        assert eng.submit(quick).wait(timeout=30).status == "succeeded"  # while still stuck
+        assert threading.active_count() > baseline  # the abandoned actor and its call
+        release.touch()
+        until(lambda: threading.active_count() <= baseline)
 
 
 def test_an_agent_whose_attempts_crash_is_opened_then_tried_again_after_its_cool_down(
