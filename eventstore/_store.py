@@ -194,12 +194,13 @@ class EventStore(Generic[E]):
     ) -> Iterator[Recorded[E]]:
         """Yield every event from ``from_position`` on, waiting for new ones forever.
 
-        Appends through this process wake the follower at once, or ``gather``
-        seconds later so that the commits of that time are read as one batch (a
-        follower woken by every commit of a busy engine competes with it for the
-        GIL); appends by other processes are noticed by a cheap check every
-        ``poll_interval`` seconds. Ends when ``stop`` is set or the store is
-        closed. Runs (and blocks) in the consuming thread.
+        Appends through this process wake an idle follower at once; appends by
+        other processes are noticed by a cheap check every ``poll_interval``
+        seconds. ``gather``: after reading new events, wait that long before the
+        next read, so that a busy log is read in batches instead of waking the
+        follower on every commit (where it competes for the GIL with the
+        appenders). Ends when ``stop`` is set or the store is closed. Runs (and
+        blocks) in the consuming thread.
         """
         self._check_open()
         return self._iter_follow(max(1, from_position), stop, poll_interval, gather)
@@ -221,16 +222,15 @@ class EventStore(Generic[E]):
                 yield recorded
             if batch:
                 position = batch[-1].position + 1
+                if gather > 0 and len(batch) < READ_BATCH:  # caught up: let commits gather
+                    if stop is None:
+                        time.sleep(gather)
+                    elif stop.wait(gather):
+                        return
                 continue
             with writer.commit_cv:
                 if writer.commit_seq == seen and not self._closed:
                     writer.commit_cv.wait(poll_interval)
-                woken = writer.commit_seq != seen
-            if woken and gather > 0:
-                if stop is None:
-                    time.sleep(gather)
-                elif stop.wait(gather):
-                    return
 
     def _read_batch(self, start: int, limit: int) -> list[Recorded[E]]:
         """Read and decode up to ``limit`` records from ``start`` in one read txn."""

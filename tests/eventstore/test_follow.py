@@ -69,3 +69,36 @@ def test_an_idle_follower_does_not_burn_a_core(store: EventStore[Event]) -> None
     stop.set()
     thread.join(timeout=2)
     assert used < 0.25
+
+
+def test_a_gathering_follower_wakes_at_once_then_reads_in_batches(
+    store: EventStore[Event],
+) -> None:
+    """With `gather`, an idle follower still sees a commit at once; after a read it
+    waits `gather` before the next, so what is appended meanwhile comes as one batch;
+    nothing is lost, and a stop ends it even while it gathers."""
+    stop = threading.Event()
+    seen: list[tuple[float, int]] = []
+
+    def consume() -> None:
+        for rec in store.follow(1, stop=stop, gather=1.0):
+            seen.append((time.monotonic(), rec.position))
+
+    thread = threading.Thread(target=consume)
+    thread.start()
+    time.sleep(0.05)  # idle now
+    sent = time.monotonic()
+    store.append("s", [Counted(0)])
+    while not seen:
+        time.sleep(0.001)
+    assert seen[0][0] - sent < 0.5  # at once, not after the gather
+    for i in range(1, 4):
+        store.append("s", [Counted(i)])
+    while len(seen) < 4:
+        time.sleep(0.001)
+    assert seen[1][0] - seen[0][0] >= 1.0  # read only after gathering
+    assert [p for _, p in seen] == [1, 2, 3, 4]
+    stopped = time.monotonic()
+    stop.set()  # it is gathering again now
+    thread.join(timeout=5)
+    assert not thread.is_alive() and time.monotonic() - stopped < 0.9
