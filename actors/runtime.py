@@ -1,11 +1,11 @@
 """Runtime: the live engine inside one process, wired together.
 
 It owns the agent pool (allocation, agent health, resource caps), the agent
-actors, the timer service, the shared step cache and the scheduler, and gives
-workflow actors what they need to act (agent refs, attempt requests). It is
-not an actor: its methods are called from the facade's thread and from actor,
-worker and timer threads, and only read immutable wiring (the pool and the
-cache lock themselves).
+actors and their step actors, the timer service, the shared step cache and the
+scheduler, and gives workflow actors what they need to act (step actors,
+agent refs, attempt requests). It is not an actor: its methods are called from
+the facade's thread and from actor and timer threads, and only read immutable
+wiring (the pool, the step actors and the cache lock themselves).
 
 On start it reconciles the "agents" stream with the configuration (an
 `AgentRegistered` or `AgentCapacityChanged` for each agent that is new or

@@ -126,12 +126,12 @@ def outcome_from_result(
 def run_call_here(request: AttemptRequest, cancel: threading.Event) -> AttemptOutcome:
     """Call `request.call` on the calling thread, with `cancel` as `ctx.cancelled`.
 
-    For agents: handing the call to a thread of its own costs two thread
+    For step actors: handing the call to a thread of its own costs two thread
     hand-offs per step, which dominated the engine's per-step latency. The
     price is that this blocks until the function returns, however long; an
-    agent therefore abandons a worker whose attempt timed out or was cancelled
-    (it sets `cancel`, gives the slot back and starts another worker) instead
-    of waiting for it.
+    agent therefore abandons a step actor whose attempt timed out or was
+    cancelled (it sets `cancel`, gives the slot back and starts another step
+    actor) instead of waiting for it.
     """
     started = time.time()
     log_path = os.path.join(request.output_dir, ATTEMPT_LOG)
