@@ -10,9 +10,9 @@ pool (actors/pool.py) never grants more, and the workflow actor gives the slot
 back once the attempt's end is durable (so the log never shows more than
 `capacity` attempts on an agent).
 
-The AgentActor owns its step actors: it cancels attempts (`CancelAttempt`) and
-replaces a step actor stuck in a thread-isolated call that was cancelled or
-timed out (`abandon`), and stops them all with itself.
+The AgentActor owns its step actors: it cancels attempts (`CancelAttempt`),
+replacing a step actor stuck in a thread-isolated call that was cancelled or
+timed out, and stops them all with itself.
 
 An agent with `backend: dask` has the same step actors, given a
 `ClusterConnection`: they run every attempt, whatever its isolation, with
@@ -112,7 +112,7 @@ class StepActors:
     ) -> None:
         self.name = name
         self.pool = pool
-        self.cluster = cluster
+        self._cluster = cluster
         self._cluster_resources = cluster_resources
         self._lock = threading.Lock()
         self._running: dict[AttemptKey, _Attempt] = {}
@@ -125,7 +125,7 @@ class StepActors:
         The attempt is registered before its step actor sees it, so a cancel that
         overtakes it still finds it."""
         attempt = _Attempt(request, reply_to)
-        if self.cluster is not None:
+        if self._cluster is not None:
             attempt.inline = False  # a cluster attempt's wait is bounded
             attempt.resources = (
                 self._cluster_resources(attempt.key) if self._cluster_resources else {}
@@ -170,9 +170,9 @@ class StepActors:
                 outcome = msgspec.structs.replace(outcome, error_kind=None, cancelled=True)
             elif attempt.inline:  # never for a dask agent's attempts
                 outcome = run_call_here(request, attempt.cancel)
-            elif self.cluster is not None:
+            elif self._cluster is not None:
                 outcome = run_attempt_on_cluster(
-                    self.cluster, request, attempt.cancel, attempt.resources
+                    self._cluster, request, attempt.cancel, attempt.resources
                 )
             else:
                 outcome = run_attempt(request, attempt.cancel)
@@ -213,14 +213,14 @@ class StepActor(pykka.ThreadingActor):
 
     use_daemon_thread = True  # an abandoned one may be stuck in a call at exit
 
-    def __init__(self, crew: StepActors) -> None:
+    def __init__(self, owner: StepActors) -> None:
         super().__init__()
-        self.crew = crew
+        self.owner = owner
 
     def on_receive(self, message: Any) -> None:
         if isinstance(message, StartAttempt):
             r = message.request
-            self.crew.run((r.run_id, r.step_id, r.attempt), self.actor_ref)
+            self.owner.run((r.run_id, r.step_id, r.attempt), self.actor_ref)
 
 
 class AgentActor(pykka.ThreadingActor):
