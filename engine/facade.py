@@ -51,9 +51,10 @@ log = logging.getLogger("wfa")
 log.addHandler(logging.NullHandler())
 
 FOLLOW_GATHER = 0.005
-"""Seconds the engine's follower lets commits gather before it reads them: it
-admits runs, delivers commands and wakes `wait()`ers at most this much later,
-and no longer competes for the GIL with every commit of a busy run."""
+"""Seconds the engine's follower waits after reading new events before it reads
+again: a busy log is read in batches instead of on every commit (where the
+follower, and the `wait()`ers it wakes, competed with the runs for the GIL).
+Runs are admitted, commands delivered and waiters woken at most this much later."""
 
 
 class UnknownRunError(WorkflowAutomatorError):
