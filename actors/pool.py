@@ -26,9 +26,9 @@ Who calls what, on which thread:
 A slot is reserved per attempt, keyed (run id, step id, attempt), so a late
 release of an old attempt never frees its retry's slot, and releasing twice
 is harmless. A step whose every capable agent has an open breaker is granted
-with `unavailable` set: its actor records an attempt that fails with kind
-`agent` without sending anything, so the retry policy (and its backoff)
-decides what happens next.
+with `unavailable` set: its actor hands that to `decide` as an `AgentAssigned`
+whose attempt fails at once with kind `agent` (nothing is sent to an agent),
+so the retry policy (and its backoff) decides what happens next.
 """
 
 from __future__ import annotations

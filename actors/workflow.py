@@ -274,24 +274,20 @@ class WorkflowActor(pykka.ThreadingActor):
     def _assigned(
         self, granted: AgentGranted, now: float, batch: list[Any], reserved: list[AttemptKey]
     ) -> None:
-        step_id, agent = granted.step_id, granted.agent
-        key = (self.run_id, step_id, granted.attempt)
-        started = rules.decide(self.state, rules.AgentAssigned(step_id=step_id, agent=agent), now)
-        if not started:
-            if granted.unavailable is None:
-                self.runtime.pool.release(key)
-            return
-        batch += self._apply(started)
-        if granted.unavailable is None:
-            reserved.append(key)
-            return
-        failed = rules.AttemptFailedWith(
-            step_id=step_id,
-            attempt=granted.attempt,
+        assigned = rules.AgentAssigned(
+            step_id=granted.step_id,
+            agent=granted.agent,
+            unavailable=granted.unavailable,
             kind=granted.kind,
-            message=granted.unavailable,
         )
-        batch += self._apply(rules.decide(self.state, failed, now))
+        started = rules.decide(self.state, assigned, now)
+        batch += self._apply(started)
+        if granted.unavailable is None:  # a slot was reserved for it
+            key = (self.run_id, granted.step_id, granted.attempt)
+            if started:
+                reserved.append(key)
+            else:
+                self.runtime.pool.release(key)
 
     def _cache_lookup(self, step_id: str, now: float) -> rules.CacheHitFound | None:
         key = step_cache_key(self.state, step_id, self._view)

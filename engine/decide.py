@@ -84,10 +84,17 @@ class Start(_Trigger, frozen=True, tag=True, kw_only=True):
 
 
 class AgentAssigned(_Trigger, frozen=True, tag=True, kw_only=True):
-    """The allocator picked `agent` for a ready step (waiting for an agent or resources)."""
+    """The allocator picked `agent` for a ready step (waiting for an agent or resources).
+
+    `unavailable`: it could place the step nowhere (every capable agent's circuit
+    is open, no agent has the capability, or the step can never fit): the attempt
+    fails at once with `kind` and that message, so the retry policy (and its
+    backoff and fallbacks) decides what comes next, as for any failed attempt."""
 
     step_id: str
     agent: str
+    unavailable: str | None = None
+    kind: ErrorKind = ErrorKind.AGENT
 
 
 class ResourcesRefused(_Trigger, frozen=True, tag=True, kw_only=True):
@@ -184,7 +191,7 @@ def decide(state: RunState, trigger: Trigger, now: float) -> list[Event]:
         return []
     plan = Planner(state, now)
     match trigger:
-        case AgentAssigned(step_id=sid, agent=agent):
+        case AgentAssigned(step_id=sid, agent=agent, unavailable=unavailable, kind=kind):
             st = state.steps.get(sid)
             if st is not None and is_ready(st):
                 step = spec_of(state, sid)
@@ -198,6 +205,8 @@ def decide(state: RunState, trigger: Trigger, now: float) -> list[Event]:
                         timeout_at=attempt_timeout_at(step, state.settings, now),
                     )
                 )
+                if unavailable is not None:
+                    plan.attempt_failed(sid, st.attempts + 1, kind, unavailable)
         case ResourcesRefused(step_id=sid, reason=reason):
             st = state.steps.get(sid)
             changed = st is not None and (

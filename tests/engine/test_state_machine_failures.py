@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.decide import AttemptSucceeded, TimerFired
+from engine.decide import AgentAssigned, AttemptSucceeded, TimerFired
 from engine.errors import ErrorKind
 from engine.events import (
     AttemptFailed,
@@ -150,6 +150,38 @@ def test_agent_failure_moves_the_step_to_its_fallback_agents_in_order() -> None:
     sim.fire(TimerKind.RETRY, "a")
     out = sim.fail("a", ErrorKind.NETWORK)
     assert not [e for e in out if isinstance(e, StepMovedToFallback)]  # exhausted: stay
+
+
+def test_an_assignment_to_no_available_agent_is_a_failed_attempt_the_retry_policy_handles() -> None:
+    """The allocator found every capable agent unavailable: the attempt is started
+    and failed at once with kind `agent`, so the step moves to its fallback and
+    waits for the retry; with no attempts left, the step fails."""
+    sim = Sim(workflow(step("a", retry=RetrySpec(max_attempts=2), fallback=("fb-1",))))
+    sim.start()
+    why = "every agent with capability default is unavailable (circuit breaker open)"
+    out = sim.do(AgentAssigned(step_id="a", agent="agent-1", unavailable=why))
+    assert sim.types(out) == [
+        "AttemptStarted",
+        "AttemptFailed",
+        "StepMovedToFallback",
+        "RetryScheduled",
+    ]
+    failed = out[1]
+    assert isinstance(failed, AttemptFailed) and failed.kind is ErrorKind.AGENT
+    assert failed.attempt == 1 and failed.message == why
+    sim.fire(TimerKind.RETRY, "a")
+    out = sim.do(
+        AgentAssigned(step_id="a", agent="fb-1", unavailable="too big", kind=ErrorKind.RESOURCE)
+    )
+    assert sim.types(out)[:3] == ["AttemptStarted", "AttemptFailed", "StepFailed"]
+    assert sim.state.steps["a"].status is StepStatus.FAILED
+    assert sim.state.steps["a"].attempts == 2
+
+
+def test_an_unavailable_assignment_of_a_step_that_is_no_longer_ready_changes_nothing() -> None:
+    sim = Sim(workflow(step("a"), step("b", after=("a",))))
+    sim.start()
+    assert sim.do(AgentAssigned(step_id="b", agent="agent-1", unavailable="none")) == []
 
 
 def test_a_user_failure_does_not_move_to_a_fallback_agent() -> None:

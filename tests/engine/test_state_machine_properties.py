@@ -68,6 +68,7 @@ def _options(sim: Sim, retried: set[str]) -> list[Trigger]:
     for sid, s in state.steps.items():
         if s.waiting in (WaitReason.AGENT, WaitReason.RESOURCES):
             found.append(AgentAssigned(step_id=sid, agent=s.preferred_agent or "agent-1"))
+            found.append(AgentAssigned(step_id=sid, agent="agent-2", unavailable="breaker open"))
             found.append(ResourcesRefused(step_id=sid, reason=f"cpu {len(found) % 2}"))
         elif s.status is StepStatus.RUNNING and s.waiting is None:
             for outputs in OUTPUTS + OUTPUTS[:2]:  # success is more likely than not
