@@ -31,7 +31,10 @@ class TimerService:
     def __init__(self, clock: Any = time.time) -> None:
         self._clock = clock
         self._heap: list[tuple[float, int, Hashable]] = []
+        """Every timer scheduled, cancelled ones too (they are skipped when due)."""
         self._live: dict[Hashable, tuple[int, Recipient, Any]] = {}
+        self._groups: dict[Hashable, set[Hashable]] = {}
+        """Live tuple keys by their first element (a run id), for `cancel_group`."""
         self._seq = itertools.count()
         self._wake = threading.Condition()
         self._stopped = False
@@ -42,19 +45,31 @@ class TimerService:
         with self._wake:
             seq = next(self._seq)
             self._live[key] = (seq, recipient, message)
+            if isinstance(key, tuple):
+                self._groups.setdefault(key[0], set()).add(key)
+            earliest = not self._heap or at < self._heap[0][0]
             heapq.heappush(self._heap, (at, seq, key))
-            self._wake.notify()
+            if earliest:  # the thread sleeps until the earliest timer: only then wake it
+                self._wake.notify()
 
     def cancel(self, key: Hashable) -> None:
         with self._wake:
-            self._live.pop(key, None)
+            self._forget(key)
 
-    def cancel_prefix(self, prefix: tuple[Any, ...]) -> None:
-        """Cancel every timer whose tuple key starts with `prefix` (e.g. one run's)."""
-        n = len(prefix)
+    def cancel_group(self, group: Hashable) -> None:
+        """Cancel every timer whose tuple key starts with `group` (e.g. one run's id)."""
         with self._wake:
-            for key in [k for k in self._live if isinstance(k, tuple) and k[:n] == prefix]:
-                del self._live[key]
+            for key in self._groups.pop(group, ()):
+                self._live.pop(key, None)
+
+    def _forget(self, key: Hashable) -> None:
+        """Drop a live timer (under the lock)."""
+        if self._live.pop(key, None) is not None and isinstance(key, tuple):
+            group = self._groups.get(key[0])
+            if group is not None:
+                group.discard(key)
+                if not group:
+                    del self._groups[key[0]]
 
     def pending(self) -> int:
         with self._wake:
@@ -64,6 +79,7 @@ class TimerService:
         with self._wake:
             self._stopped = True
             self._live.clear()
+            self._groups.clear()
             self._wake.notify()
         self._thread.join(timeout=5)
 
@@ -78,7 +94,7 @@ class TimerService:
                     _, seq, key = heapq.heappop(self._heap)
                     live = self._live.get(key)
                     if live is not None and live[0] == seq:
-                        del self._live[key]
+                        self._forget(key)
                         due.append((live[1], live[2]))
                 if not due:
                     delay = self._heap[0][0] - now if self._heap else None

@@ -358,7 +358,7 @@ class WorkflowActor(pykka.ThreadingActor):
             self.runtime.agent_ref(step.agent).tell(cancel)
 
     def _finish(self) -> None:
-        self.runtime.timers.cancel_prefix((self.run_id,))
+        self.runtime.timers.cancel_group(self.run_id)
         self.runtime.scheduler.tell(RunEnded(self.run_id))
         self.stop()
 

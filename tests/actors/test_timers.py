@@ -34,7 +34,7 @@ def test_a_cancelled_timer_never_fires() -> None:
     timers, inbox = TimerService(), Inbox()
     timers.schedule(("run-1", "a"), time.time() + 0.05, inbox, "cancelled")
     timers.schedule(("run-2", "a"), time.time() + 0.1, inbox, "kept")
-    timers.cancel_prefix(("run-1",))
+    timers.cancel_group("run-1")
     assert inbox.received.get(timeout=2)[1] == "kept"
     timers.stop()
     assert inbox.received.empty()
@@ -57,3 +57,32 @@ def test_a_timer_in_the_past_fires_at_once_and_stop_ends_the_thread() -> None:
     before = threading.active_count()
     timers.stop()
     assert threading.active_count() == before - 1
+
+
+def test_a_timer_later_than_the_earliest_fires_after_it() -> None:
+    """Only an earlier timer wakes the thread; a later one is found when it wakes."""
+    timers, inbox = TimerService(), Inbox()
+    now = time.time()
+    timers.schedule("early", now + 0.05, inbox, "early")
+    timers.schedule("late", now + 0.1, inbox, "late")
+    timers.schedule("later", now + 0.15, inbox, "later")
+    got = [inbox.received.get(timeout=2) for _ in range(3)]
+    timers.stop()
+    assert [m for _, m in got] == ["early", "late", "later"]
+    assert got[2][0] >= now + 0.15
+
+
+def test_cancelling_a_group_spares_other_groups_and_forgets_fired_timers() -> None:
+    timers, inbox = TimerService(), Inbox()
+    timers.schedule(("run-1", "a"), time.time() - 1, inbox, "fired")
+    assert inbox.received.get(timeout=2)[1] == "fired"
+    timers.schedule(("run-1", "b"), time.time() + 0.05, inbox, "cancelled")
+    timers.schedule(("run-1", "c"), time.time() + 0.05, inbox, "cancelled too")
+    timers.cancel(("run-1", "c"))
+    timers.schedule(("run-2", "a"), time.time() + 0.1, inbox, "kept")
+    timers.cancel_group("run-1")
+    assert timers.pending() == 1
+    assert inbox.received.get(timeout=2)[1] == "kept"
+    assert timers.pending() == 0
+    timers.stop()
+    assert inbox.received.empty()
