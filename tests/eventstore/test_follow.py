@@ -81,7 +81,7 @@ def test_a_gathering_follower_wakes_at_once_then_reads_in_batches(
     seen: list[tuple[float, int]] = []
 
     def consume() -> None:
-        for rec in store.follow(1, stop=stop, gather=1.0):
+        for rec in store.follow(1, stop=stop, gather=2.0):
             seen.append((time.monotonic(), rec.position))
 
     thread = threading.Thread(target=consume)
@@ -91,14 +91,14 @@ def test_a_gathering_follower_wakes_at_once_then_reads_in_batches(
     store.append("s", [Counted(0)])
     while not seen:
         time.sleep(0.001)
-    assert seen[0][0] - sent < 0.5  # at once, not after the gather
+    assert seen[0][0] - sent < 1.0  # at once, not after the gather
     for i in range(1, 4):
         store.append("s", [Counted(i)])
     while len(seen) < 4:
         time.sleep(0.001)
-    assert seen[1][0] - seen[0][0] >= 1.0  # read only after gathering
+    assert seen[1][0] - seen[0][0] >= 2.0  # read only after gathering
     assert [p for _, p in seen] == [1, 2, 3, 4]
     stopped = time.monotonic()
     stop.set()  # it is gathering again now
     thread.join(timeout=5)
-    assert not thread.is_alive() and time.monotonic() - stopped < 0.9
+    assert not thread.is_alive() and time.monotonic() - stopped < 1.5
