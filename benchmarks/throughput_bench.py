@@ -171,6 +171,7 @@ def slow_disk_env(delay_ms: float) -> dict[str, str]:
 
 
 def measure(name: str, extra_env: dict[str, str]) -> dict[str, float]:
+    os.sync()  # the previous workload's deleted files must not be written back during this one
     out = subprocess.run(
         [sys.executable, __file__, "--child", name],
         capture_output=True,
