@@ -23,8 +23,8 @@ from types import FrameType
 import msgspec
 
 from actors.execution.attempt import AttemptRequest
-from actors.execution.files import ATTEMPT_LOG, open_private
-from actors.execution.invoke import attempt_logger, invoke_call, make_context
+from actors.execution.files import open_private
+from actors.execution.invoke import call_logged
 
 __all__ = ["main"]
 
@@ -39,13 +39,7 @@ def main(argv: list[str]) -> int:
         request = msgspec.msgpack.decode(f.read(), type=AttemptRequest)
     cancelled = threading.Event()
     _set_on_sigterm(cancelled)
-    log_path = os.path.join(request.output_dir, ATTEMPT_LOG)
-    logger = attempt_logger(request.step_id, log_path)
-    ctx = make_context(request, cancelled, logger, private_copies=False)
-    try:
-        result = invoke_call(request, ctx, log_path)
-    finally:
-        logger.close()
+    result = call_logged(request, cancelled, private_copies=False)
     partial = result_path + ".partial"
     with open_private(partial) as out:
         out.write(msgspec.msgpack.encode(result))

@@ -17,15 +17,13 @@ system operations.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
 import msgspec
 
 from actors.execution.attempt import AttemptOutcome, AttemptRequest, cancelled_outcome
-from actors.execution.files import ATTEMPT_LOG
-from actors.execution.invoke import CallResult, attempt_logger, invoke_call, make_context
+from actors.execution.invoke import CallResult, call_logged
 from actors.execution.process_group import WAIT_SLICE
 from engine.errors import ErrorKind
 
@@ -37,17 +35,14 @@ def run_call_in_thread(request: AttemptRequest, cancel: threading.Event) -> Atte
     started = time.time()
     if cancel.is_set():
         return cancelled_outcome(started)
-    # The output directory is made only if the call logs or fails (see files.py).
-    log_path = os.path.join(request.output_dir, ATTEMPT_LOG)
-    logger = attempt_logger(request.step_id, log_path)
-    ctx = make_context(request, threading.Event(), logger, private_copies=True)
+    fn_cancelled = threading.Event()  # the function's ctx.cancelled
     results: list[CallResult] = []
     done = threading.Event()
 
     def call_step() -> None:  # runs in the daemon thread
         try:
-            results.append(invoke_call(request, ctx, log_path))
-        except BaseException as exc:  # invoke_call does not raise; this is a bug
+            results.append(call_logged(request, fn_cancelled, private_copies=True))
+        except BaseException as exc:  # call_logged does not raise; this is a bug
             results.append(
                 CallResult(
                     succeeded=False,
@@ -56,7 +51,6 @@ def run_call_in_thread(request: AttemptRequest, cancel: threading.Event) -> Atte
                 )
             )
         finally:
-            logger.close()
             done.set()
 
     thread = threading.Thread(
@@ -65,7 +59,6 @@ def run_call_in_thread(request: AttemptRequest, cancel: threading.Event) -> Atte
     try:
         thread.start()
     except RuntimeError as exc:
-        logger.close()
         return AttemptOutcome(
             succeeded=False,
             error_kind=ErrorKind.RESOURCE,
@@ -81,10 +74,10 @@ def run_call_in_thread(request: AttemptRequest, cancel: threading.Event) -> Atte
         if wait > 0 and done.wait(wait):
             break
         if cancel.is_set():
-            ctx.cancelled.set()
+            fn_cancelled.set()
             return cancelled_outcome(started)
         if deadline is not None and time.monotonic() >= deadline and not done.is_set():
-            ctx.cancelled.set()
+            fn_cancelled.set()
             return AttemptOutcome(
                 succeeded=False,
                 error_kind=ErrorKind.TIMEOUT,
@@ -134,11 +127,5 @@ def run_call_here(request: AttemptRequest, cancel: threading.Event) -> AttemptOu
     actor) instead of waiting for it.
     """
     started = time.time()
-    log_path = os.path.join(request.output_dir, ATTEMPT_LOG)
-    logger = attempt_logger(request.step_id, log_path)
-    ctx = make_context(request, cancel, logger, private_copies=True)
-    try:
-        result = invoke_call(request, ctx, log_path)
-    finally:
-        logger.close()
+    result = call_logged(request, cancel, private_copies=True)
     return outcome_from_result(result, started=started)

@@ -26,7 +26,7 @@ import msgspec
 
 from actors.execution.attempt import AttemptRequest, OutputsError
 from actors.execution.classify import classify_exception, describe_exception
-from actors.execution.files import append_private, open_append_private
+from actors.execution.files import ATTEMPT_LOG, append_private, open_append_private
 from engine.context import StepContext
 from engine.errors import ErrorKind
 
@@ -34,6 +34,7 @@ __all__ = [
     "AttemptLogger",
     "CallResult",
     "attempt_logger",
+    "call_logged",
     "encode_outputs",
     "invoke_call",
     "load_function",
@@ -134,6 +135,22 @@ def encode_outputs(value: Any, limit: int) -> bytes:
             "write large results to a file and return its path"
         )
     return data
+
+
+def call_logged(
+    request: AttemptRequest, cancelled: threading.Event, *, private_copies: bool
+) -> CallResult:
+    """Call `request.call` on this thread with its context and `attempt.log`; never raises.
+
+    `cancelled` becomes `ctx.cancelled`; `private_copies` as for `make_context`. The
+    output directory is made only if the call logs or fails (see files.py)."""
+    log_path = os.path.join(request.output_dir, ATTEMPT_LOG)
+    logger = attempt_logger(request.step_id, log_path)
+    try:
+        ctx = make_context(request, cancelled, logger, private_copies=private_copies)
+        return invoke_call(request, ctx, log_path)
+    finally:
+        logger.close()
 
 
 def make_context(
