@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.actors.dask_processes import DaskProcesses
 
 
 @pytest.fixture(scope="module")
@@ -23,3 +26,15 @@ def local_cluster() -> Iterator[Any]:
         resources={"GPU": 1},
     ) as local:
         yield local
+
+
+@pytest.fixture()
+def processes(tmp_path: Path) -> Iterator[DaskProcesses]:
+    """A Dask scheduler and workers as real processes of this test, all stopped after it."""
+    directory = tmp_path / "cluster"
+    directory.mkdir()
+    procs = DaskProcesses(directory)
+    try:
+        yield procs
+    finally:
+        procs.stop_all()

@@ -279,17 +279,6 @@ def test_without_dask_the_backend_says_what_to_install() -> None:
 # -- real processes: losing a worker or the scheduler ---------------------------------
 
 
-@pytest.fixture()
-def processes(tmp_path: Path) -> Iterator[DaskProcesses]:
-    directory = tmp_path / "cluster"
-    directory.mkdir()
-    procs = DaskProcesses(directory)
-    try:
-        yield procs
-    finally:
-        procs.stop_all()
-
-
 def _wait_for_capacity(conn: ClusterConnection, threads: int, procs: DaskProcesses) -> None:
     deadline = time.monotonic() + 30
     while conn.capacity() < threads:

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,17 +76,6 @@ def call(step_id: str, function: str, **fields: Any) -> dict[str, Any]:
 
 def events_of(eng: Engine, kind: type | tuple[type, ...]) -> list[Any]:
     return [r.event for r in eng.export() if isinstance(r.event, kind)]
-
-
-@pytest.fixture()
-def processes(tmp_path: Path) -> Iterator[DaskProcesses]:
-    directory = tmp_path / "cluster"
-    directory.mkdir()
-    procs = DaskProcesses(directory)
-    try:
-        yield procs
-    finally:
-        procs.stop_all()
 
 
 def start_cluster(procs: DaskProcesses, workers: int) -> str:
