@@ -117,7 +117,6 @@ class StepActors:
         self._lock = threading.Lock()
         self._running: dict[AttemptKey, _Attempt] = {}
         self._idle: list[pykka.ActorRef[Any]] = [StepActor.start(self) for _ in range(capacity)]
-        self._busy: set[pykka.ActorRef[Any]] = set()
 
     def start(self, request: AttemptRequest, reply_to: Any) -> None:
         """Hand a durable attempt to an idle step actor (runs on the workflow actor's thread).
@@ -135,7 +134,6 @@ class StepActors:
             # The pool grants no more than `capacity` slots, so one is idle; a
             # new one is only a safety net.
             step_actor = self._idle.pop() if self._idle else StepActor.start(self)
-            self._busy.add(step_actor)
             attempt.step_actor = step_actor
         step_actor.tell(StartAttempt(request, reply_to))
 
@@ -150,7 +148,6 @@ class StepActors:
             if stuck:
                 attempt.abandoned = True
                 del self._running[key]
-                self._busy.discard(attempt.step_actor)
                 self._idle.append(StepActor.start(self))
         if stuck:
             attempt.step_actor.stop(block=False)  # it stops once the function returns
@@ -184,7 +181,6 @@ class StepActors:
             if attempt.abandoned:
                 return
             self._running.pop(attempt.key, None)
-            self._busy.discard(step_actor)
             self._idle.append(step_actor)  # before the reply: the freed slot may be reused at once
         finished = AttemptFinished(
             request.run_id, request.step_id, request.attempt, self.name, outcome
@@ -202,8 +198,8 @@ class StepActors:
         with self._lock:
             for attempt in self._running.values():
                 attempt.cancel.set()
-            step_actors = self._idle + list(self._busy)
-            self._idle, self._busy = [], set()
+            step_actors = self._idle + [a.step_actor for a in self._running.values()]
+            self._idle = []
         for step_actor in step_actors:
             step_actor.stop()
 
