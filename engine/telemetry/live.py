@@ -36,12 +36,18 @@ class LiveView:
         self.alerts: dict[str, ev.AlertRaised] = {}
         self.position = store.last_position()
         infos = sorted(store.streams(RUN_STREAM_PREFIX), key=lambda i: i.updated_at)
-        for info in infos:
-            last = next(iter(store.read_stream(info.name, info.version))).event
-            if type(last).__name__ in _END_NAMES:
-                if len(infos) - infos.index(info) <= RECENT_LIMIT:
-                    first = next(iter(store.read_stream(info.name, 1))).event
-                    self._ended(info.name, first.spec.name, last)
+        lasts = [r.event for r in store.read_positions([i.last_position for i in infos])]
+        newest = len(infos) - RECENT_LIMIT  # finished runs among the last few updated
+        recent = [
+            (info, last)
+            for k, (info, last) in enumerate(zip(infos, lasts, strict=True))
+            if k >= newest and ev.is_run_end(last)
+        ]
+        firsts = store.read_positions([info.first_position for info, _ in recent])
+        for (info, last), first in zip(recent, firsts, strict=True):
+            self._ended(info.name, first.event.spec.name, last)
+        for info, last in zip(infos, lasts, strict=True):
+            if ev.is_run_end(last):
                 continue
             state: RunState | None = None
             for rec in store.read_stream(info.name):
