@@ -13,11 +13,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 import yaml
 
@@ -39,7 +37,13 @@ from engine.events import AgentRegistered, AttemptFailed, AttemptStarted, StepSu
 from engine.loading import workflow_from_data
 from engine.spec import WorkflowSpec
 from tests.actors.dask_processes import DaskProcesses
-from tests.support import succeeded_steps, wait_for_file
+from tests.support import (
+    assert_no_logged_success_ran_again,
+    crash_step_starts,
+    kill_started_steps,
+    succeeded_steps,
+    wait_for_file,
+)
 
 STEPS = "tests.actors.dask_engine_steps"
 PY = sys.executable
@@ -310,7 +314,7 @@ def test_a_sigkilled_engine_resumes_cluster_runs_without_rerunning_logged_succes
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(engine.pid, signal.SIGKILL)
-        _kill_leftover_steps(side_effects)
+        kill_started_steps(side_effects, "dask_crash_step.py")
 
     with Engine(data_dir=data, config=config_file, drive=False) as eng:
         runs = {r.run_id: r for r in eng.runs()}
@@ -318,34 +322,7 @@ def test_a_sigkilled_engine_resumes_cluster_runs_without_rerunning_logged_succes
     assert all(runs[r].status == "succeeded" for r in run_ids), {r: runs[r].status for r in run_ids}
     assert agents == {"cluster"}
 
-    starts: dict[tuple[str, str], list[tuple[int, str]]] = defaultdict(list)
-    for line in side_effects.read_text().splitlines():
-        if line.startswith("START"):
-            _, epoch_text, run, step, key, _attempt, _pid = line.split()
-            starts[(run, step)].append((int(epoch_text), key))
+    starts = crash_step_starts(side_effects)
     assert {(r, s) for r in run_ids for s in "abcd"} <= set(starts)
-    for kill, done in enumerate(done_at_kill):
-        for run_step in done:
-            later = [e for e, _ in starts[run_step] if e > kill]
-            assert not later, f"{run_step} succeeded before kill {kill} but started again"
-    for (run, step), seen in starts.items():
-        assert {key for _, key in seen} == {f"{run}:{step}"}
-    in_flight = [
-        run_step
-        for kill, done in enumerate(done_at_kill)
-        for run_step, seen in starts.items()
-        if kill in {e for e, _ in seen} and run_step not in done
-    ]
+    in_flight = assert_no_logged_success_ran_again(starts, done_at_kill)
     assert in_flight, "no kill landed while a step ran on the cluster"
-
-
-def _kill_leftover_steps(side_effects: Path) -> None:
-    """Kill step processes of ours still running (the workers are stopped by the fixture)."""
-    if not side_effects.exists():
-        return
-    for line in side_effects.read_text().splitlines():
-        if line.startswith("START"):
-            with contextlib.suppress(psutil.Error):
-                proc = psutil.Process(int(line.split()[-1]))
-                if "dask_crash_step.py" in " ".join(proc.cmdline()):
-                    proc.kill()

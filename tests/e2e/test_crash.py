@@ -16,15 +16,18 @@ import signal
 import subprocess
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
-import psutil
 import pytest
 import yaml
 
 from engine import Engine
-from tests.support import succeeded_steps
+from tests.support import (
+    assert_no_logged_success_ran_again,
+    crash_step_starts,
+    kill_started_steps,
+    succeeded_steps,
+)
 
 pytestmark = pytest.mark.crash
 
@@ -82,9 +85,9 @@ def test_sigkilled_engine_resumes_every_run_without_rerunning_logged_successes(
             done_at_kill.append(succeeded_steps(data, config))
         final = start_engine(data, config, KILLS, "--until-done")
         assert final.wait(timeout=120) == 0
-        leftovers = _kill_leftover_steps(side_effects)
+        leftovers = kill_started_steps(side_effects, "crash_step.py")
     finally:
-        _kill_leftover_steps(side_effects)
+        kill_started_steps(side_effects, "crash_step.py")
     assert leftovers == [], "recovery left steps of killed engines running beside their re-runs"
 
     with Engine(data_dir=data, config=config, drive=False) as eng:
@@ -92,27 +95,11 @@ def test_sigkilled_engine_resumes_every_run_without_rerunning_logged_successes(
         histories = {run_id: [rec.event for rec in eng.history(run_id)] for run_id in run_ids}
     assert all(runs[r].status == "succeeded" for r in run_ids), {r: runs[r].status for r in run_ids}
 
-    starts: dict[tuple[str, str], list[tuple[int, str]]] = defaultdict(list)
-    for line in side_effects.read_text().splitlines():
-        if line.startswith("START"):
-            _, epoch, run, step, key, _attempt, _pid = line.split()
-            starts[(run, step)].append((int(epoch), key))
-
-    for kill, done in enumerate(done_at_kill):
-        for run_step in done:
-            later = [e for e, _ in starts[run_step] if e > kill]
-            assert not later, f"{run_step} succeeded before kill {kill} but started again"
-    for (run, step), seen in starts.items():
-        assert {key for _, key in seen} == {f"{run}:{step}"}
-
-    rerun_in_flight = 0
-    for kill, done in enumerate(done_at_kill):
-        for run_step, seen in starts.items():
-            epochs = {e for e, _ in seen}
-            if kill in epochs and run_step not in done:
-                assert any(e > kill for e in epochs), f"{run_step} in flight at kill {kill}"
-                rerun_in_flight += 1
-    assert rerun_in_flight > 0, "no kill landed while a step was in flight"
+    starts = crash_step_starts(side_effects)
+    in_flight = assert_no_logged_success_ran_again(starts, done_at_kill)
+    for kill, run_step in in_flight:
+        assert any(e > kill for e, _ in starts[run_step]), f"{run_step} in flight at kill {kill}"
+    assert in_flight, "no kill landed while a step was in flight"
 
     for events in histories.values():
         _assert_timers_held(events)
@@ -134,23 +121,3 @@ def _assert_timers_held(events: list[object]) -> None:
         elif name == "AttemptFailed" and e.kind == "timeout":  # type: ignore[attr-defined]
             due = timeout_at[(e.step_id, e.attempt)]  # type: ignore[attr-defined]
             assert e.at >= due, "an attempt timed out early"  # type: ignore[attr-defined]
-
-
-def _kill_leftover_steps(side_effects: Path) -> list[int]:
-    """Kill step processes of ours still running (a bug if any); the PIDs killed."""
-    killed: list[int] = []
-    if not side_effects.exists():
-        return killed
-    for line in side_effects.read_text().splitlines():
-        if line.startswith("START"):
-            pid = int(line.split()[-1])
-            try:
-                proc = psutil.Process(pid)
-                if proc.status() != psutil.STATUS_ZOMBIE and "crash_step.py" in " ".join(
-                    proc.cmdline()
-                ):
-                    proc.kill()
-                    killed.append(pid)
-            except psutil.Error:
-                pass
-    return killed
