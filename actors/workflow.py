@@ -41,7 +41,7 @@ from engine import decide as rules
 from engine import events as ev
 from engine.allocation import Demand
 from engine.caching import cache_entry
-from engine.errors import ErrorKind, WorkflowAutomatorError
+from engine.errors import ErrorKind, ExpressionError, WorkflowAutomatorError
 from engine.events import run_stream, step_id_of
 from engine.policies.timeouts import Timer, active_timers, run_timer, step_timer
 from engine.state import (
@@ -330,7 +330,8 @@ class WorkflowActor(pykka.ThreadingActor):
             request = self.runtime.attempt_request(self.state, started, dict(self._view))
         except WorkflowAutomatorError as exc:  # e.g. a ${{ }} over outputs that are missing
             self.runtime.pool.release(key)
-            outcome = failed_outcome(ErrorKind.USER, str(exc))
+            kind = ErrorKind.DEFINITION if isinstance(exc, ExpressionError) else ErrorKind.USER
+            outcome = failed_outcome(kind, str(exc))
             self.actor_ref.tell(
                 AttemptFinished(
                     self.run_id, started.step_id, started.attempt, started.agent, outcome

@@ -23,6 +23,7 @@ class ErrorKind(StrEnum):
     RESOURCE = "resource"  # no capacity that could ever fit
     DEPENDENCY = "dependency"
     OUTPUT = "output"  # outputs that cannot be serialised or are too large
+    DEFINITION = "definition"  # the workflow itself is wrong; retried only if `on:` names it
 
 
 class Problem(msgspec.Struct, frozen=True):

@@ -23,9 +23,10 @@ Error kinds, by what happened:
 
 | what happened                                                  | kind       |
 |----------------------------------------------------------------|------------|
-| `run`: program not found, not executable, no `#!` line         | `user`     |
+| `run`: program not found, not executable, no `#!` line         | `definition` |
 | `run`: non-zero exit, or killed by a signal not ours           | `user`     |
-| `call`: "module:function" cannot be imported or called         | `user`     |
+| `call`: "module:function" cannot be imported or called         | `definition` |
+| `call`: the module raised while being imported                 | as raised  |
 | `call`: the function raised (details in classify.py)           | `user`     |
 | ... ConnectionError, TimeoutError, DNS, TLS, HTTP wire errors, |            |
 |     also found in the exception's cause chain                  | `network`  |

@@ -7,7 +7,7 @@ their tails into the outcome. `run_command_attempt` blocks the calling worker
 thread until the program and everything it started are gone.
 
 Outcome, in order of precedence:
-- the program cannot be started: `user` naming argv[0] (not found, not
+- the program cannot be started: `definition` naming argv[0] (not found, not
   executable, no `#!` line), or `resource` when the system is out of
   processes or memory (EAGAIN, ENOMEM);
 - the timeout passed: `timeout`; the cancel event was set: `cancelled`;
@@ -165,20 +165,24 @@ def exit_description(returncode: int) -> str:
 
 
 def _spawn_failure(program: str, exc: OSError) -> tuple[ErrorKind, str]:
+    """Out of processes or memory is `resource`; a program that is not there or cannot be
+    executed is `definition` (the workflow names it: a retry would fail the same way)."""
     if exc.errno in (errno.EAGAIN, errno.ENOMEM):
         return ErrorKind.RESOURCE, f"cannot start {program!r}: {exc.strerror} (system limits)"
     if isinstance(exc, FileNotFoundError):
         if os.sep not in program:
-            return ErrorKind.USER, f"cannot run {program!r}: no such program on PATH"
+            return ErrorKind.DEFINITION, f"cannot run {program!r}: no such program on PATH"
         if os.path.exists(program):
-            return ErrorKind.USER, (
+            return ErrorKind.DEFINITION, (
                 f"cannot run {program!r}: the interpreter named on its #! line does not exist"
             )
-        return ErrorKind.USER, f"cannot run {program!r}: no such file"
+        return ErrorKind.DEFINITION, f"cannot run {program!r}: no such file"
     if isinstance(exc, PermissionError):
-        return ErrorKind.USER, f"cannot run {program!r}: permission denied (is it executable?)"
+        return ErrorKind.DEFINITION, (
+            f"cannot run {program!r}: permission denied (is it executable?)"
+        )
     if exc.errno == errno.ENOEXEC:
-        return ErrorKind.USER, (
+        return ErrorKind.DEFINITION, (
             f"cannot run {program!r}: not an executable format (a script needs a #! line)"
         )
     return ErrorKind.USER, f"cannot run {program!r}: {exc.strerror or exc}"

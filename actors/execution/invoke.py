@@ -54,7 +54,16 @@ class CallResult(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class CallLoadError(Exception):
-    """The `module:function` of a call step cannot be imported; the message says why."""
+    """The `module:function` of a call step cannot be imported; the message says why.
+
+    `kind` is `definition` when the workflow names something that is not there
+    (no such module or attribute, not callable): no retry can fix that. A module
+    whose own code raised while importing is classified by what it raised.
+    """
+
+    def __init__(self, message: str, kind: ErrorKind = ErrorKind.DEFINITION) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def invoke_call(request: AttemptRequest, ctx: StepContext, log_path: str) -> CallResult:
@@ -68,7 +77,7 @@ def invoke_call(request: AttemptRequest, ctx: StepContext, log_path: str) -> Cal
         fn = load_function(request.call)
     except CallLoadError as exc:
         _write_traceback(log_path, exc)
-        return CallResult(succeeded=False, error_kind=ErrorKind.USER, message=str(exc))
+        return CallResult(succeeded=False, error_kind=exc.kind, message=str(exc))
     try:
         value = fn(ctx)
         if inspect.iscoroutine(value):
@@ -93,8 +102,9 @@ def load_function(call: str) -> Callable[[StepContext], Any]:
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:
+        kind = ErrorKind.DEFINITION if isinstance(exc, ImportError) else classify_exception(exc)
         raise CallLoadError(
-            f"cannot import module {module_name!r} for {call!r}: {describe_exception(exc)}"
+            f"cannot import module {module_name!r} for {call!r}: {describe_exception(exc)}", kind
         ) from exc
     target: Any = module
     for part in attr_path.split("."):

@@ -200,11 +200,11 @@ def test_connection_refused_message_names_the_exception(tmp_path: Path) -> None:
         ("just_a_module", "expected the form module:function"),
     ],
 )
-def test_a_call_that_cannot_be_imported_is_a_user_failure(
+def test_a_call_that_cannot_be_imported_is_a_definition_failure(
     tmp_path: Path, isolation: str, function: str, expected: str
 ) -> None:
     outcome = call(tmp_path, function, isolation=isolation, raw=True)
-    assert outcome.error_kind == ErrorKind.USER
+    assert outcome.error_kind == ErrorKind.DEFINITION
     assert expected in outcome.message
 
 

@@ -117,24 +117,24 @@ def test_death_by_signal_is_a_user_failure_naming_the_signal(tmp_path: Path) -> 
     assert outcome.message.startswith("killed by signal SIGABRT")
 
 
-def test_missing_executable_is_a_user_failure_naming_it(tmp_path: Path) -> None:
+def test_missing_executable_is_a_definition_failure_naming_it(tmp_path: Path) -> None:
     outcome = run(tmp_path, ["wfa-no-such-program-xyz", "--flag"])
-    assert outcome.error_kind == ErrorKind.USER
+    assert outcome.error_kind == ErrorKind.DEFINITION
     assert "'wfa-no-such-program-xyz'" in outcome.message and "PATH" in outcome.message
     outcome = run(tmp_path, [str(tmp_path / "nope.sh")])
-    assert outcome.error_kind == ErrorKind.USER
+    assert outcome.error_kind == ErrorKind.DEFINITION
     assert "nope.sh" in outcome.message and "no such file" in outcome.message
 
 
-def test_file_that_is_not_executable_is_a_user_failure(tmp_path: Path) -> None:
+def test_file_that_is_not_executable_is_a_definition_failure(tmp_path: Path) -> None:
     script = tmp_path / "script.sh"
     script.write_text("echo hi\n")
     outcome = run(tmp_path, [str(script)])
-    assert outcome.error_kind == ErrorKind.USER
+    assert outcome.error_kind == ErrorKind.DEFINITION
     assert "script.sh" in outcome.message and "permission denied" in outcome.message
     script.chmod(script.stat().st_mode | stat.S_IXUSR)  # executable but no #! line
     outcome = run(tmp_path, [str(script)])
-    assert outcome.error_kind == ErrorKind.USER
+    assert outcome.error_kind == ErrorKind.DEFINITION
     assert "#!" in outcome.message
 
 
