@@ -296,6 +296,7 @@ class Runtime:
         agent = self.agents.get(started.agent)
         argv = resolve_run_argv(state, started.step_id)
         timeout = started.timeout_at - started.at if started.timeout_at else None
+        step_env = self.config.execution.step_env
         if agent is not None and agent.backend is AgentBackend.DASK and agent.resources:
             self._note_cluster_resources(agent, step.resources, state.run_id, started)
         return AttemptRequest(
@@ -314,6 +315,7 @@ class Runtime:
             timeout=timeout,
             isolation=agent.isolation.value if agent else "thread",
             output_dir=str(self.attempt_dir(state.run_id, started.step_id, started.attempt)),
+            env_pass=None if step_env.inherit else step_env.pass_,
         )
 
     def _note_cluster_resources(

@@ -22,6 +22,16 @@ class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     pass
 
 
+class StepEnvConfig(_Section, frozen=True, kw_only=True):
+    """What a step's process inherits from the engine's environment.
+
+    `inherit: false`: only `WFA_*`, the step's `env:` and the names in `pass`.
+    """
+
+    inherit: bool = True
+    pass_: tuple[str, ...] = msgspec.field(default=("PATH", "HOME", "LANG"), name="pass")
+
+
 class ExecutionConfig(_Section, frozen=True, kw_only=True):
     max_concurrent_workflows: Positive = 10
     max_steps_per_workflow: Positive = 50
@@ -29,6 +39,7 @@ class ExecutionConfig(_Section, frozen=True, kw_only=True):
     default_retry_count: Annotated[int, Meta(ge=0, le=99)] = 3  # retries after the first attempt
     enable_parallel_execution: bool = True
     enable_conditional_execution: bool = True
+    step_env: StepEnvConfig = msgspec.field(default_factory=StepEnvConfig)
 
 
 class AllocationStrategy(StrEnum):

@@ -401,6 +401,18 @@ def check_resources_fit(
                 )
 
 
+def check_env(spec: WorkflowSpec, config: EngineConfig, graph: _Graph) -> Iterator[Problem]:
+    """A step's `env:` may not set `WFA_*`: those name the attempt, and the engine sets them."""
+    for position, step in enumerate(spec.steps):
+        for name in step.env:
+            if name.startswith("WFA_"):
+                yield Problem(
+                    _key(f"$.steps[{position}].env", name),
+                    f"`{name}` is set by the engine for every attempt",
+                    "remove it, or use a name that does not start with WFA_",
+                )
+
+
 _RULES: tuple[Rule, ...] = (
     check_step_count,
     check_duplicate_ids,
@@ -410,6 +422,7 @@ _RULES: tuple[Rule, ...] = (
     check_agents,
     check_expressions,
     check_schedule,
+    check_env,
 )
 
 

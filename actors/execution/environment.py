@@ -1,7 +1,9 @@
 """The environment of a process an attempt starts (SPEC §1).
 
-The engine's own environment, then the attempt's identity as `WFA_*`
-variables, then the step's `env:`, which wins on conflicts.
+The engine's own environment (all of it, or with `execution.step_env.inherit:
+false` only the names in `pass`), then the step's `env:`, then the attempt's
+identity as `WFA_*` variables, which nothing overrides (validation refuses an
+`env:` that sets one).
 """
 
 from __future__ import annotations
@@ -14,8 +16,12 @@ __all__ = ["attempt_environment"]
 
 
 def attempt_environment(request: AttemptRequest, *, outputs_path: str | None) -> dict[str, str]:
-    """`os.environ` + `WFA_RUN_ID` ... `WFA_IDEMPOTENCY_KEY` (+ `WFA_OUTPUTS`) + `request.env`."""
-    env = dict(os.environ)
+    """The engine's environment (or its `request.env_pass` names) + `request.env` + `WFA_*`."""
+    if request.env_pass is None:
+        env = dict(os.environ)
+    else:
+        env = {name: os.environ[name] for name in request.env_pass if name in os.environ}
+    env.update(request.env)
     env.update(
         WFA_RUN_ID=request.run_id,
         WFA_STEP_ID=request.step_id,
@@ -27,5 +33,4 @@ def attempt_environment(request: AttemptRequest, *, outputs_path: str | None) ->
         env["WFA_OUTPUTS"] = outputs_path
     else:
         env.pop("WFA_OUTPUTS", None)  # never inherit a parent step's outputs file
-    env.update(request.env)
     return env

@@ -80,6 +80,10 @@ def prints(ctx: StepContext) -> dict[str, int]:
     return {"pid": os.getpid()}
 
 
+def environment(ctx: StepContext) -> dict[str, str]:
+    return dict(os.environ)
+
+
 def raises(ctx: StepContext) -> None:
     name = ctx.params["exception"]
     if name == "value":
