@@ -1,10 +1,13 @@
 """Run one attempt of a `call` step in a child Python process that can be killed.
 
-The child is `sys.executable -m actors.execution.call_runner` as the leader of
-its own process group, with the environment of a `run` step (without
-`WFA_OUTPUTS`) and a `PYTHONPATH` holding the step's `env:` PYTHONPATH, then
-every entry of this process's `sys.path` (the current directory for ""), so
-that whatever the engine can import the child can too. The request goes to
+The child is `sys.executable -P -m actors.execution.call_runner` as the leader
+of its own process group, with the environment of a `run` step (without
+`WFA_OUTPUTS`) and a `PYTHONPATH` of the directory holding our packages, then
+the step's `env:` PYTHONPATH, then every entry of this process's `sys.path`, so
+that whatever the engine can import the child can too. `-P` and dropping ""
+keep the working directory off the front of the child's path: a user's own
+`engine/` or `actors/` folder never shadows ours (the step's code is found in
+the working directory all the same, appended last, see invoke.py). The request goes to
 the child as a msgpack file (not through a pipe the child might never read,
 which could block this thread) and the result comes back the same way.
 
@@ -23,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import msgspec
 
@@ -51,6 +55,7 @@ __all__ = ["REQUEST_FILE", "child_pythonpath", "run_call_in_process"]
 
 REQUEST_FILE = "request.msgpack"
 RUNNER_MODULE = "actors.execution.call_runner"
+PACKAGES_ROOT = str(Path(__file__).resolve().parents[2])  # the directory holding `actors`
 
 
 def run_call_in_process(request: AttemptRequest, cancel: threading.Event) -> AttemptOutcome:
@@ -69,7 +74,7 @@ def run_call_in_process(request: AttemptRequest, cancel: threading.Event) -> Att
         os.unlink(result_path)  # a result left by an earlier run of this attempt is not ours
     env = attempt_environment(request, outputs_path=None)
     env["PYTHONPATH"] = child_pythonpath(request.env.get("PYTHONPATH", ""))
-    argv = [sys.executable, "-m", RUNNER_MODULE, request_path, result_path]
+    argv = [sys.executable, "-P", "-m", RUNNER_MODULE, request_path, result_path]
     with open_private(stdout_path) as out, open_private(stderr_path) as err:
         try:
             proc = spawn_group_leader(
@@ -117,13 +122,12 @@ def run_call_in_process(request: AttemptRequest, cancel: threading.Event) -> Att
 
 
 def child_pythonpath(step_pythonpath: str = "") -> str:
-    """`step_pythonpath`, then this process's `sys.path` (absolute, deduplicated)."""
-    entries: list[str] = []
+    """Our packages' directory, `step_pythonpath`, this process's `sys.path`; absolute,
+    deduplicated, without "" (the working directory)."""
+    entries: list[str] = [PACKAGES_ROOT]
     for entry in [*step_pythonpath.split(os.pathsep), *sys.path]:
-        if not entry and entry not in sys.path:
-            continue  # an empty piece of the step's PYTHONPATH
-        path = os.path.abspath(entry or os.curdir)
-        if path not in entries:
+        path = os.path.abspath(entry) if entry else ""
+        if path and path not in entries:
             entries.append(path)
     return os.pathsep.join(entries)
 

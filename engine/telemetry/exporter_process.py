@@ -1,7 +1,7 @@
 """The engine's side of the trace exporter process (engine/telemetry/exporter.py).
 
 Started by the Observer of a driving engine when `telemetry.traces` is `otlp`
-or `console`: one child, `python -m engine.telemetry.exporter`, in its own
+or `console`: one child, `python -P -m engine.telemetry.exporter`, in its own
 process group (a Ctrl-C at the terminal reaches the engine, which then stops
 it in order), with stdin a pipe whose EOF means "stop". Nothing crosses the
 pipe: the child reads the event log itself, so the engine's only cost is the
@@ -49,6 +49,7 @@ class ExporterProcess:
         self._closing = False
         argv = [
             sys.executable,
+            "-P",  # with _ROOT first on PYTHONPATH: the working directory never shadows us
             "-m",
             "engine.telemetry.exporter",
             str(events_dir),
