@@ -316,6 +316,7 @@ class Runtime:
             isolation=agent.isolation.value if agent else "thread",
             output_dir=str(self.attempt_dir(state.run_id, started.step_id, started.attempt)),
             env_pass=None if step_env.inherit else step_env.pass_,
+            code_dir=state.settings.workflow_dir,
         )
 
     def _note_cluster_resources(

@@ -116,7 +116,7 @@ def run(
             [f"declared inputs: {declared}"],
         )
     with state.engine(drive=not detach) as engine:
-        handle = engine.submit(spec, given, priority=priority)
+        handle = engine.submit(spec, given, priority=priority, workflow_dir=file.parent)
         if detach:
             if as_json:
                 print_json({"run_id": handle.id})

@@ -163,10 +163,11 @@ def _serve(engine: Engine, schedules: Schedules, stop: threading.Event) -> None:
     for run in engine.runs():
         if run.status not in TERMINAL:
             log_line(f"run {run.run_id} ({run.workflow}) resumed: {run.status}")
+    workflow_dirs = {spec.name: Path(file).parent for file, spec in schedules.specs}
     while not stop.is_set():
         now = time.time()
         for spec in schedules.due(now):
-            handle = engine.submit(spec)
+            handle = engine.submit(spec, workflow_dir=workflow_dirs.get(spec.name))
             log_line(f"schedule: submitted run {handle.id} of {spec.name}")
         stop.wait(schedules.wait_seconds(time.time(), 0.5))
     announcer.join(timeout=2)

@@ -46,6 +46,7 @@ class RunSettings(msgspec.Struct, frozen=True, kw_only=True):
     default_timeout: float = 300.0
     default_retry_count: int = 3
     enable_parallel_execution: bool = True
+    workflow_dir: str | None = None  # the workflow file's directory: `call:` code is found there
 
 
 class _Event(msgspec.Struct, frozen=True, tag=True, kw_only=True):

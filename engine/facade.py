@@ -263,10 +263,19 @@ class Engine:
         inputs: Mapping[str, Any] | None = None,
         *,
         priority: int | None = None,
+        workflow_dir: str | os.PathLike[str] | None = None,
     ) -> RunHandle:
-        """Validate and queue a run; nothing is written for an invalid workflow."""
+        """Validate and queue a run; nothing is written for an invalid workflow.
+
+        `call:` code is imported from `workflow_dir` (default: the directory of
+        the workflow file, when `workflow` is a path) and the working directory.
+        """
         spec = self._spec(workflow)
-        return self._submit(spec, self._inputs(spec, inputs or {}), priority=priority)
+        if workflow_dir is None and isinstance(workflow, str | os.PathLike):
+            workflow_dir = os.path.dirname(os.fspath(workflow))
+        code_dir = None if workflow_dir is None else os.path.abspath(workflow_dir)
+        inputs = self._inputs(spec, inputs or {})
+        return self._submit(spec, inputs, priority=priority, workflow_dir=code_dir)
 
     def register(self, workflow: Workflow) -> None:
         """Make a Python workflow's functions known (for runs resumed by this engine)."""
@@ -290,7 +299,13 @@ class Engine:
             for sid, st in old.steps.items()
             if st.parent is None and st.status.value == "succeeded" and sid not in rerun
         }
-        return self._submit(old.spec, old.inputs, reused=reused, parent=run_id)
+        return self._submit(
+            old.spec,
+            old.inputs,
+            reused=reused,
+            parent=run_id,
+            workflow_dir=old.settings.workflow_dir,
+        )
 
     # -- steering ------------------------------------------------------------
 
@@ -434,6 +449,7 @@ class Engine:
         priority: int | None = None,
         reused: dict[str, Any] | None = None,
         parent: str | None = None,
+        workflow_dir: str | None = None,
     ) -> RunHandle:
         if priority is not None:
             spec = msgspec.structs.replace(spec, priority=priority)
@@ -448,6 +464,7 @@ class Engine:
                 default_timeout=execution.default_timeout,
                 default_retry_count=execution.default_retry_count,
                 enable_parallel_execution=execution.enable_parallel_execution,
+                workflow_dir=workflow_dir,
             ),
             reused=reused or {},
             parent_run_id=parent,

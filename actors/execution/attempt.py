@@ -52,6 +52,7 @@ class AttemptRequest(msgspec.Struct, frozen=True, kw_only=True):
     max_output_bytes: int = 1 << 20  # larger outputs fail with kind `output`
     tail_bytes: int = 4096  # how much of stdout/stderr to keep in the outcome
     kill_grace: float = KILL_GRACE_SECONDS  # SIGTERM -> SIGKILL delay for process groups
+    code_dir: str | None = None  # the workflow file's directory, on the import path of `call`
     env_pass: tuple[str, ...] | None = None  # None: inherit the whole environment; else only these
 
 

@@ -17,6 +17,7 @@ import importlib
 import inspect
 import logging
 import os
+import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterator, Mapping
@@ -36,6 +37,7 @@ __all__ = [
     "attempt_logger",
     "call_logged",
     "encode_outputs",
+    "extend_import_path",
     "invoke_call",
     "load_function",
     "make_context",
@@ -74,7 +76,7 @@ def invoke_call(request: AttemptRequest, ctx: StepContext, log_path: str) -> Cal
     """
     assert request.call is not None
     try:
-        fn = load_function(request.call)
+        fn = load_function(request.call, request.code_dir)
     except CallLoadError as exc:
         _write_traceback(log_path, exc)
         return CallResult(succeeded=False, error_kind=exc.kind, message=str(exc))
@@ -94,11 +96,17 @@ def invoke_call(request: AttemptRequest, ctx: StepContext, log_path: str) -> Cal
     return CallResult(succeeded=True, outputs_json=data)
 
 
-def load_function(call: str) -> Callable[[StepContext], Any]:
-    """Import "module:function" (the function may be dotted: "module:Class.method")."""
+def load_function(call: str, code_dir: str | None = None) -> Callable[[StepContext], Any]:
+    """Import "module:function" (the function may be dotted: "module:Class.method").
+
+    Modules are found on `sys.path`, then in `code_dir` (the workflow file's
+    directory) and the working directory, appended after everything else so
+    that user code never shadows our own packages or anything installed.
+    """
     module_name, sep, attr_path = call.partition(":")
     if not sep or not module_name or not attr_path:
         raise CallLoadError(f"cannot import {call!r}: expected the form module:function")
+    extend_import_path(code_dir, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:
@@ -121,6 +129,31 @@ def load_function(call: str) -> Callable[[StepContext], Any]:
         )
     fn: Callable[[StepContext], Any] = target
     return fn
+
+
+_PATH_LOCK = threading.Lock()
+_SPELLED_OTHERWISE: set[str] = set()  # on sys.path under another spelling ("" for the cwd)
+
+
+def extend_import_path(*directories: str | None) -> None:
+    """Append each directory to `sys.path` unless it is there already (process-wide).
+
+    Modules are cached by name for the whole process: two workflows whose
+    directories each hold a `steps.py` share the first one imported (run them
+    on an agent with `isolation: process` to keep them apart).
+    """
+    wanted = [d for d in directories if d and d not in sys.path and d not in _SPELLED_OTHERWISE]
+    if not wanted:
+        return
+    with _PATH_LOCK:
+        present = {os.path.abspath(p or os.curdir) for p in sys.path}
+        for directory in wanted:
+            path = os.path.abspath(directory)
+            if path in present:
+                _SPELLED_OTHERWISE.add(directory)
+            else:
+                sys.path.append(path)
+                present.add(path)
 
 
 def _mapping_as_dict(value: Any) -> Any:
