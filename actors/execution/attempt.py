@@ -71,7 +71,7 @@ class AttemptOutcome(msgspec.Struct, frozen=True, kw_only=True):
     error_kind: ErrorKind | None = None
     message: str = ""
     # The last tail_bytes bytes of stdout/stderr, decoded as UTF-8 (invalid bytes replaced);
-    # processes only: a thread-isolated call writes to the engine's own stdout.
+    # for a call, what it printed and logged.
     stdout_tail: str = ""
     stderr_tail: str = ""
     exit_code: int | None = None  # Popen convention: -N for "killed by signal N"

@@ -39,7 +39,7 @@ def main(argv: list[str]) -> int:
         request = msgspec.msgpack.decode(f.read(), type=AttemptRequest)
     cancelled = threading.Event()
     _set_on_sigterm(cancelled)
-    result = call_logged(request, cancelled, private_copies=False)
+    result = call_logged(request, cancelled, private_copies=False, capture_prints=False)
     partial = result_path + ".partial"
     with open_private(partial) as out:
         out.write(msgspec.msgpack.encode(result))

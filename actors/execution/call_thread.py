@@ -8,21 +8,23 @@ the function keeps running in its daemon thread until it notices the event
 and returns; whatever it returns then is dropped. Steps that may not cooperate
 belong on an agent with `isolation: process`.
 
-The function's stdout and stderr are the engine's (tails stay empty); its
-`ctx.logger` records and the traceback of a failure go to `attempt.log` in the
-output directory, which is created (0700) only when there is something to
-write: most calls succeed silently, and a no-op call should cost no file
-system operations.
+What the function prints on its own thread, its `ctx.logger` records and the
+traceback of a failure go to `stdout.log`/`stderr.log` in the output
+directory, as a `run` step's output does (see capture.py); the directory is
+created (0700) only when there is something to write: most calls succeed
+silently, and a no-op call should cost no file system operations.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
 import msgspec
 
 from actors.execution.attempt import AttemptOutcome, AttemptRequest, cancelled_outcome
+from actors.execution.files import STDERR_FILE, STDOUT_FILE, read_tail
 from actors.execution.invoke import CallResult, call_logged
 from actors.execution.process_group import WAIT_SLICE
 from engine.errors import ErrorKind
@@ -41,7 +43,9 @@ def run_call_in_thread(request: AttemptRequest, cancel: threading.Event) -> Atte
 
     def call_step() -> None:  # runs in the daemon thread
         try:
-            results.append(call_logged(request, fn_cancelled, private_copies=True))
+            results.append(
+                call_logged(request, fn_cancelled, private_copies=True, capture_prints=True)
+            )
         except BaseException as exc:  # call_logged does not raise; this is a bug
             results.append(
                 CallResult(
@@ -88,7 +92,17 @@ def run_call_in_thread(request: AttemptRequest, cancel: threading.Event) -> Atte
                 started_at=started,
                 ended_at=time.time(),
             )
-    return outcome_from_result(results[0], started=started)
+    out, err = _tails(request)
+    return outcome_from_result(results[0], started=started, stdout_tail=out, stderr_tail=err)
+
+
+def _tails(request: AttemptRequest) -> tuple[str, str]:
+    """The ends of what the call printed and logged (files that are absent read as "")."""
+    out_dir, limit = request.output_dir, request.tail_bytes
+    return (
+        read_tail(os.path.join(out_dir, STDOUT_FILE), limit),
+        read_tail(os.path.join(out_dir, STDERR_FILE), limit),
+    )
 
 
 def outcome_from_result(
@@ -127,5 +141,6 @@ def run_call_here(request: AttemptRequest, cancel: threading.Event) -> AttemptOu
     actor) instead of waiting for it.
     """
     started = time.time()
-    result = call_logged(request, cancel, private_copies=True)
-    return outcome_from_result(result, started=started)
+    result = call_logged(request, cancel, private_copies=True, capture_prints=True)
+    out, err = _tails(request)
+    return outcome_from_result(result, started=started, stdout_tail=out, stderr_tail=err)

@@ -1,9 +1,9 @@
 """The files of one attempt in its output directory, readable by their owner only.
 
-Layout of `output_dir`: `stdout.log` and `stderr.log` (full output of a process),
-`outputs.json` (the `$WFA_OUTPUTS` of a `run` step), `attempt.log` (the step
-logger's records and the traceback of a failed `call`), `result.msgpack` (the
-child's answer in process isolation).
+Layout of `output_dir`: `stdout.log` and `stderr.log` (everything the step
+printed; for a `call`, also its logger's records and a failure's traceback
+on stderr), `outputs.json` (the `$WFA_OUTPUTS` of a `run` step),
+`result.msgpack` (the child's answer in process isolation).
 """
 
 from __future__ import annotations
@@ -13,12 +13,10 @@ import os
 from typing import BinaryIO
 
 __all__ = [
-    "ATTEMPT_LOG",
     "OUTPUTS_FILE",
     "RESULT_FILE",
     "STDERR_FILE",
     "STDOUT_FILE",
-    "append_private",
     "last_line",
     "open_append_private",
     "open_private",
@@ -29,7 +27,6 @@ __all__ = [
 STDOUT_FILE = "stdout.log"
 STDERR_FILE = "stderr.log"
 OUTPUTS_FILE = "outputs.json"
-ATTEMPT_LOG = "attempt.log"
 RESULT_FILE = "result.msgpack"
 
 _LAST_LINE_CHARS = 500
@@ -57,10 +54,15 @@ def prepare_output_dir(path: str) -> str:
 
 
 def open_private(path: str) -> BinaryIO:
-    """Open `path` for writing as a new empty 0600 file (an old one is replaced)."""
+    """Open `path` for appending as a new empty 0600 file (an old one is replaced).
+
+    Appending, so that a child process writing through an inherited descriptor
+    and the step's logger writing through its own never overwrite each other.
+    """
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o600)
     return os.fdopen(fd, "wb")
 
 
@@ -76,12 +78,6 @@ def open_append_private(path: str) -> int:
     except FileNotFoundError:
         prepare_output_dir(os.path.dirname(path))
         return os.open(path, flags, 0o600)
-
-
-def append_private(path: str, text: str) -> None:
-    """Append `text` to `path` as `open_append_private` opens it."""
-    with os.fdopen(open_append_private(path), "a", encoding="utf-8", errors="replace") as f:
-        f.write(text)
 
 
 def read_tail(path: str, limit: int) -> str:

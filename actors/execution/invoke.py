@@ -26,8 +26,8 @@ from typing import Any
 import msgspec
 
 from actors.execution.attempt import AttemptRequest, OutputsError
+from actors.execution.capture import AttemptOutput, captured
 from actors.execution.classify import classify_exception, describe_exception
-from actors.execution.files import ATTEMPT_LOG, append_private, open_append_private
 from engine.context import StepContext
 from engine.errors import ErrorKind
 
@@ -68,24 +68,24 @@ class CallLoadError(Exception):
         self.kind = kind
 
 
-def invoke_call(request: AttemptRequest, ctx: StepContext, log_path: str) -> CallResult:
+def invoke_call(request: AttemptRequest, ctx: StepContext, output: AttemptOutput) -> CallResult:
     """Import `request.call`, call it with `ctx` and encode its return value.
 
     Blocks the calling thread for as long as the function runs. Tracebacks of
-    failures go to `log_path`.
+    failures go to the attempt's stderr.
     """
     assert request.call is not None
     try:
         fn = load_function(request.call, request.code_dir)
     except CallLoadError as exc:
-        _write_traceback(log_path, exc)
+        _write_traceback(output, exc)
         return CallResult(succeeded=False, error_kind=exc.kind, message=str(exc))
     try:
         value = fn(ctx)
         if inspect.iscoroutine(value):
             value = asyncio.run(value)
     except BaseException as exc:  # the step's failure, whatever it is, is data
-        _write_traceback(log_path, exc)
+        _write_traceback(output, exc)
         return CallResult(
             succeeded=False, error_kind=classify_exception(exc), message=describe_exception(exc)
         )
@@ -181,19 +181,29 @@ def encode_outputs(value: Any, limit: int) -> bytes:
 
 
 def call_logged(
-    request: AttemptRequest, cancelled: threading.Event, *, private_copies: bool
+    request: AttemptRequest,
+    cancelled: threading.Event,
+    *,
+    private_copies: bool,
+    capture_prints: bool,
 ) -> CallResult:
-    """Call `request.call` on this thread with its context and `attempt.log`; never raises.
+    """Call `request.call` on this thread with its context and its attempt's output; never raises.
 
-    `cancelled` becomes `ctx.cancelled`; `private_copies` as for `make_context`. The
-    output directory is made only if the call logs or fails (see files.py)."""
-    log_path = os.path.join(request.output_dir, ATTEMPT_LOG)
-    logger = attempt_logger(request.step_id, log_path)
+    `cancelled` becomes `ctx.cancelled`; `private_copies` as for `make_context`.
+    `ctx.logger` and a failure's traceback go to the attempt's stderr.log; with
+    `capture_prints` (a thread of the engine) so do this thread's prints (see
+    capture.py). The output directory is made only if something is written."""
+    output = AttemptOutput(request.output_dir)
+    logger = attempt_logger(request.step_id, output)
     try:
         ctx = make_context(request, cancelled, logger, private_copies=private_copies)
-        return invoke_call(request, ctx, log_path)
+        if not capture_prints:
+            return invoke_call(request, ctx, output)
+        with captured(output):
+            return invoke_call(request, ctx, output)
     finally:
         logger.close()
+        output.close()
 
 
 def make_context(
@@ -220,8 +230,8 @@ def make_context(
     )
 
 
-def attempt_logger(step_id: str, log_path: str) -> AttemptLogger:
-    """A logger named `wfa.step.<step_id>` for one attempt, writing to `log_path`.
+def attempt_logger(step_id: str, output: AttemptOutput) -> AttemptLogger:
+    """A logger named `wfa.step.<step_id>` for one attempt, writing to its stderr.
 
     The logger is not registered with `logging` (concurrent attempts of one
     step each get their own, with their own file); its parent is the
@@ -232,78 +242,63 @@ def attempt_logger(step_id: str, log_path: str) -> AttemptLogger:
     """
     name = f"wfa.step.{step_id}"
     shared = logging.getLogger(name)
-    return AttemptLogger(name, min(shared.getEffectiveLevel(), logging.INFO), shared, log_path)
+    return AttemptLogger(name, min(shared.getEffectiveLevel(), logging.INFO), shared, output)
 
 
 _LOG_FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 class AttemptLogger(logging.Logger):
-    """An attempt's `ctx.logger`: its file handler is made on the first record.
+    """An attempt's `ctx.logger`: its handler is made on the first record.
 
     Most steps never log, and building a handler and formatter for every
     attempt was a tenth of the engine's per-step work.
     """
 
-    def __init__(self, name: str, level: int, parent: logging.Logger, log_path: str) -> None:
+    def __init__(
+        self, name: str, level: int, parent: logging.Logger, output: AttemptOutput
+    ) -> None:
         super().__init__(name, level)
         self.parent = parent
-        self._log_path = log_path
-        self._file: _AttemptLogHandler | None = None
-        self._file_lock = threading.Lock()
+        self._output = output
+        self._handler: _AttemptLogHandler | None = None
+        self._handler_lock = threading.Lock()
         self._closed = False
 
     def handle(self, record: logging.LogRecord) -> None:
-        if self._file is None:
-            with self._file_lock:
-                if self._file is None and not self._closed:
-                    self._file = _AttemptLogHandler(self._log_path)
-                    self._file.setFormatter(_LOG_FORMAT)
-                    self.addHandler(self._file)
+        if self._handler is None:
+            with self._handler_lock:
+                if self._handler is None and not self._closed:
+                    self._handler = _AttemptLogHandler(self._output)
+                    self._handler.setFormatter(_LOG_FORMAT)
+                    self.addHandler(self._handler)
         super().handle(record)
 
     def close(self) -> None:
-        """Stop writing to the attempt's file (records after this go to the parent only)."""
-        with self._file_lock:
+        """Stop writing to the attempt's output (records after this go to the parent only)."""
+        with self._handler_lock:
             self._closed = True
-            if self._file is not None:
-                self._file.close()
+            if self._handler is not None:
+                self.removeHandler(self._handler)
 
 
 class _AttemptLogHandler(logging.Handler):
-    """Appends records to an owner-only file, opened at the first record, silent once closed."""
+    """Writes records to the attempt's stderr (silent once the output is closed)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, output: AttemptOutput) -> None:
         super().__init__()
-        self._path = path
-        self._fd: int | None = None
-        self._closed = False
-        self._file_lock = threading.Lock()
+        self._output = output
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = (self.format(record) + "\n").encode("utf-8", errors="replace")
-            with self._file_lock:
-                if self._closed:
-                    return
-                if self._fd is None:
-                    self._fd = open_append_private(self._path)
-                os.write(self._fd, line)
+            self._output.write("stderr", self.format(record) + "\n")
         except Exception:
             self.handleError(record)
 
-    def close(self) -> None:
-        with self._file_lock:
-            self._closed = True
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
-        super().close()
 
-
-def _write_traceback(log_path: str, exc: BaseException) -> None:
+def _write_traceback(output: AttemptOutput, exc: BaseException) -> None:
     with contextlib.suppress(OSError):  # the outcome still carries the message
-        append_private(log_path, "".join(traceback.format_exception(exc)))
+        output.write("stderr", "".join(traceback.format_exception(exc)))
 
 
 class _CopiedOnRead(Mapping[str, Any]):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import sys
 import threading
 import time
 import urllib.error
@@ -78,6 +79,21 @@ async def async_step(ctx: StepContext) -> dict[str, str]:
 def prints(ctx: StepContext) -> dict[str, int]:
     print("to stdout from the child")
     return {"pid": os.getpid()}
+
+
+def prints_and_logs(ctx: StepContext) -> None:
+    print("out 1")
+    print("err 1", file=sys.stderr)
+    ctx.logger.info("logged")
+    print("err 2", file=sys.stderr, flush=True)
+    print("out 2", flush=True)
+
+
+def prints_for_a_while(ctx: StepContext) -> None:
+    """Print while the test prints from another thread too."""
+    for _ in range(20):
+        print("from the step")
+        time.sleep(0.01)
 
 
 def environment(ctx: StepContext) -> dict[str, str]:

@@ -141,11 +141,40 @@ def test_a_thread_step_changing_its_inputs_changes_nothing_outside(tmp_path: Pat
 
 
 @ISOLATIONS
-def test_logger_records_go_to_the_attempt_log(tmp_path: Path, isolation: str) -> None:
+def test_logger_records_go_to_the_attempts_stderr(tmp_path: Path, isolation: str) -> None:
     assert call(tmp_path, "logs", isolation=isolation).succeeded
-    log = tmp_path / "attempt" / "attempt.log"
+    log = tmp_path / "attempt" / "stderr.log"
     assert "INFO wfa.step.api: hello from api" in log.read_text()
     assert stat.S_IMODE(log.stat().st_mode) == 0o600
+
+
+@ISOLATIONS
+def test_prints_and_log_records_are_captured_in_order_into_the_attempts_files(
+    tmp_path: Path, isolation: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    outcome = call(tmp_path, "prints_and_logs", isolation=isolation)
+    assert outcome.succeeded, outcome.message
+    attempt = tmp_path / "attempt"
+    assert (attempt / "stdout.log").read_text() == "out 1\nout 2\n"
+    err = (attempt / "stderr.log").read_text().splitlines()
+    assert err[0] == "err 1" and err[1].endswith("INFO wfa.step.api: logged") and err[2] == "err 2"
+    assert outcome.stdout_tail == "out 1\nout 2\n" and "logged" in outcome.stderr_tail
+    seen = capfd.readouterr()
+    assert "out 1" not in seen.out and "err 1" not in seen.err
+
+
+def test_prints_of_other_threads_still_reach_the_engines_streams(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    done: list[AttemptOutcome] = []
+    worker = threading.Thread(target=lambda: done.append(call(tmp_path, "prints_for_a_while")))
+    worker.start()
+    print("from the engine while a step runs")
+    worker.join(30)
+    assert done and done[0].succeeded
+    assert "from the engine while a step runs" in capsys.readouterr().out
+    printed = (tmp_path / "attempt" / "stdout.log").read_text()
+    assert printed == "from the step\n" * 20
 
 
 # -- failures and their kinds ----------------------------------------------------------------
@@ -159,7 +188,7 @@ def test_an_exception_is_a_user_failure_with_its_type_and_message(
     assert not outcome.succeeded
     assert outcome.error_kind == ErrorKind.USER
     assert outcome.message == "ValueError: bad input"
-    log = (tmp_path / "attempt" / "attempt.log").read_text()
+    log = (tmp_path / "attempt" / "stderr.log").read_text()
     assert "Traceback" in log and 'raise ValueError("bad input")' in log
 
 

@@ -1,0 +1,116 @@
+"""A `call` step's output: its prints, log records and traceback, into its attempt's files.
+
+`AttemptOutput` appends to `stdout.log` and `stderr.log` in the attempt's
+output directory, opening each (and creating the directory, 0700) on its
+first write only: most calls print nothing, and a silent call should cost no
+file system operations. `ctx.logger` and the traceback of a failure write to
+its stderr, from whichever thread they run on.
+
+In a thread of the engine, `print()` goes to `sys.stdout`, which is the
+engine's. `captured(output)` routes `sys.stdout`/`sys.stderr` of the calling
+thread (only) to `output` while the step function runs: both are replaced,
+once per process and again if someone else replaced them, by a proxy that
+sends each write to the calling thread's attempt, or to the stream it
+replaced when the thread runs no step. Threads the step starts itself are not
+followed (their prints reach the engine's streams); run such steps with
+`isolation: process`, where the child's own file descriptors 1 and 2 are
+these files.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, TextIO
+
+from actors.execution.files import STDERR_FILE, STDOUT_FILE, open_append_private
+
+__all__ = ["AttemptOutput", "captured"]
+
+
+class AttemptOutput:
+    """The attempt's stdout.log and stderr.log, opened on first write; thread-safe."""
+
+    def __init__(self, output_dir: str) -> None:
+        self._paths = {
+            "stdout": os.path.join(output_dir, STDOUT_FILE),
+            "stderr": os.path.join(output_dir, STDERR_FILE),
+        }
+        self._fds: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def write(self, stream: str, text: str) -> bool:
+        """Append `text` to `stream` ("stdout" or "stderr"); False once closed."""
+        data = text.encode("utf-8", errors="replace")
+        with self._lock:
+            if self._closed:
+                return False
+            fd = self._fds.get(stream)
+            if fd is None:
+                fd = self._fds[stream] = open_append_private(self._paths[stream])
+            while data:
+                data = data[os.write(fd, data) :]
+            return True
+
+    def close(self) -> None:
+        """Stop writing (a thread left running after a timeout writes to the engine's streams)."""
+        with self._lock:
+            self._closed = True
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
+
+
+_routes = threading.local()  # .output: the AttemptOutput of the step this thread runs
+_install_lock = threading.Lock()
+
+
+class _RoutedStream:
+    """Stands in for sys.stdout or sys.stderr; writes go to the thread's attempt, if any."""
+
+    def __init__(self, name: str, original: TextIO) -> None:
+        self._name = name
+        self._original = original
+
+    def write(self, text: str) -> int:
+        output: AttemptOutput | None = getattr(_routes, "output", None)
+        if output is None or not output.write(self._name, text):
+            return self._original.write(text)
+        return len(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        if getattr(_routes, "output", None) is None:
+            self._original.flush()
+
+    def __getattr__(self, name: str) -> Any:  # encoding, fileno, isatty, buffer...
+        return getattr(self._original, name)
+
+
+def _install() -> None:
+    if isinstance(sys.stdout, _RoutedStream) and isinstance(sys.stderr, _RoutedStream):
+        return  # the common case, without the lock
+    with _install_lock:
+        if sys.stdout is not None and not isinstance(sys.stdout, _RoutedStream):
+            sys.stdout = _RoutedStream("stdout", sys.stdout)
+        if sys.stderr is not None and not isinstance(sys.stderr, _RoutedStream):
+            sys.stderr = _RoutedStream("stderr", sys.stderr)
+
+
+@contextmanager
+def captured(output: AttemptOutput) -> Iterator[None]:
+    """While inside, this thread's `sys.stdout`/`sys.stderr` writes go to `output`."""
+    _install()
+    previous = getattr(_routes, "output", None)
+    _routes.output = output
+    try:
+        yield
+    finally:
+        _routes.output = previous
