@@ -50,6 +50,7 @@ from actors.timers import TimerService
 from engine import events as ev
 from engine.caching import CacheIndex
 from engine.config import AgentBackend, AgentConfig, AllocationStrategy, EngineConfig
+from engine.datadir import attempt_dir
 from engine.estimates import DurationEstimates
 from engine.health import HealthPolicy, fold_health
 from engine.policies.conditions import resolve_run_argv
@@ -263,7 +264,7 @@ class Runtime:
 
     def attempt_dir(self, run_id: str, step_id: str, attempt: int) -> Path:
         """Where an attempt's stdout, stderr, outputs and process record live."""
-        return self.data_dir / "attempts" / run_id / f"{step_id}.{attempt}"
+        return attempt_dir(self.data_dir, run_id, step_id, attempt)
 
     def end_leftovers(self, state: RunState) -> None:
         """Before a run is recovered: end the processes its in-flight attempts left running.

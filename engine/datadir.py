@@ -26,6 +26,11 @@ LOCK = "engine.lock"
 _OURS = {EVENTS, ATTEMPTS, LOCK}
 
 
+def attempt_dir(data_dir: Path, run_id: str, step_id: str, attempt: int) -> Path:
+    """Where one attempt's stdout.log, stderr.log, outputs and process record live."""
+    return data_dir / ATTEMPTS / run_id / f"{step_id}.{attempt}"
+
+
 class DataDirError(WorkflowAutomatorError):
     """The data directory is missing, foreign or unusable."""
 
