@@ -107,7 +107,7 @@ def test_a_call_step_runs_on_a_worker_with_its_context_and_returns_outputs(
         ("raises_value_error", ErrorKind.USER, "ValueError: bad input"),
         ("raises_connection_error", ErrorKind.NETWORK, "ConnectionRefusedError"),
         ("returns_widget", ErrorKind.OUTPUT, "cannot be serialised"),
-        ("no_such_function", ErrorKind.USER, "no attribute 'no_such_function'"),
+        ("no_such_function", ErrorKind.DEFINITION, "no attribute 'no_such_function'"),
     ],
 )
 def test_a_failing_call_step_has_the_kind_it_has_locally(

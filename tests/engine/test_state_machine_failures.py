@@ -30,9 +30,13 @@ def test_default_max_attempts_is_default_retry_count_plus_one() -> None:
     assert max_attempts(POLICY, 9) == 3
 
 
-def test_default_policy_retries_every_kind_but_dependency_and_output() -> None:
+def test_default_policy_retries_every_kind_but_dependency_output_and_definition() -> None:
     retried = {k for k in ErrorKind if retry_decision(None, 3, k, 1) is RetryDecision.RETRY}
-    assert retried == set(ErrorKind) - {ErrorKind.DEPENDENCY, ErrorKind.OUTPUT}
+    assert retried == set(ErrorKind) - {
+        ErrorKind.DEPENDENCY,
+        ErrorKind.OUTPUT,
+        ErrorKind.DEFINITION,
+    }
 
 
 def test_failed_attempt_schedules_a_retry_at_the_backoff_time() -> None:
