@@ -7,13 +7,15 @@ import json
 import os
 import signal
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.test_cli_runs import EXAMPLES, as_json, cli, wfa_command
-from tests.e2e.test_cli_validate import ROOT, assert_no_traceback, wfa
+from tests.e2e.test_cli_runs import as_json, cli, wfa_command, write
+from tests.e2e.test_cli_validate import assert_no_traceback, wfa
+from tests.support import until
 
 # ---- click's own errors -----------------------------------------------------------------
 
@@ -47,3 +49,102 @@ def test_help_and_version_still_exit_0() -> None:
     assert wfa("--help").returncode == 0
     assert "Usage:" in wfa("runs", "--help").stdout
     assert wfa("--version").returncode == 0
+
+
+# ---- wfa watch --------------------------------------------------------------------------
+
+QUICK = """
+name: quick
+steps:
+  - {id: only, run: ["python3", "-c", "pass"]}
+"""
+
+
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A data directory with one succeeded run."""
+    tmp = tmp_path_factory.mktemp("surface")
+    result = as_json(cli(tmp / "data", "run", write(tmp, "quick.yaml", QUICK), "--json"))
+    assert result["status"] == "succeeded"
+    return tmp / "data", result["run_id"]
+
+
+class Piped:
+    """A `wfa` process whose stdout is a pipe, read line by line on a thread."""
+
+    def __init__(self, *args: str | Path) -> None:
+        env = {k: v for k, v in os.environ.items() if k not in ("WFA_CONFIG", "WFA_DATA")}
+        self.process = subprocess.Popen(
+            [*wfa_command(), *map(str, args)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def count(self, predicate: Any) -> int:
+        return sum(1 for line in list(self.lines) if predicate(line))
+
+    def stop(self) -> tuple[int, str]:
+        """SIGTERM it; its exit code and stderr."""
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            _, err = self.process.communicate(timeout=15)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+        self.reader.join(timeout=5)
+        return self.process.returncode, err
+
+
+def test_watch_in_a_pipe_prints_a_plain_frame_every_interval_until_sigterm(
+    logged: tuple[Path, str],
+) -> None:
+    data, run_id = logged
+    watch = Piped("--data", data, "watch", "--interval", "0.2")
+    try:
+        until(lambda: watch.count(lambda line: line.startswith("wfa watch ")) >= 3)
+        assert watch.process.poll() is None, "watch left after its first frame"
+    finally:
+        code, err = watch.stop()
+    assert code == 0, err
+    text = "\n".join(watch.lines)
+    assert "\x1b" not in text  # no cursor movement or colour codes in a pipe
+    assert run_id in text and "no open alerts" in text
+    assert "Traceback" not in err
+
+
+def test_watch_once_prints_one_frame_and_exits(logged: tuple[Path, str]) -> None:
+    data, run_id = logged
+    out = cli(data, "watch", "--once")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("wfa watch ") == 1 and run_id in out.stdout
+
+
+def test_watch_json_prints_one_snapshot_object_per_line_per_frame(
+    logged: tuple[Path, str],
+) -> None:
+    data, run_id = logged
+    (line,) = cli(data, "watch", "--once", "--json").stdout.splitlines()
+    snap = json.loads(line)
+    assert set(snap) == {"at", "runs", "recent", "agents", "resources", "alerts"}
+    assert snap["at"].endswith("Z")
+    assert [(r["run_id"], r["status"]) for r in snap["recent"]] == [(run_id, "succeeded")]
+    assert {r["resource"] for r in snap["resources"]} == {"cpu", "memory", "storage"}
+    watch = Piped("--data", data, "watch", "--json", "--interval", "0.2")
+    try:
+        until(lambda: watch.count(lambda line: line.startswith("{")) >= 2)
+    finally:
+        code, err = watch.stop()
+    assert code == 0, err
+    assert all(json.loads(line)["recent"][0]["run_id"] == run_id for line in watch.lines)
