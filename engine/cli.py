@@ -42,6 +42,7 @@ EXIT_BAD_INPUT = 2  # invalid workflow, config, command or run id
 EXIT_PAUSED = 3  # a run waits for manual intervention
 EXIT_INTERNAL = 70  # a bug in wfa (EX_SOFTWARE)
 EXIT_INTERRUPTED = 130  # Ctrl-C while following: the run stays resumable
+JSON_META = "wfa.json"  # the global --json, in click's context meta
 BUG_HINT = "this is a bug in wfa; please report it with the output of `wfa -v ...`"
 
 
@@ -188,6 +189,20 @@ class WfaGroup(click.Group):
             code = EXIT_INTERNAL
         sys.exit(code if isinstance(code, int) else EXIT_OK)
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """`wfa --json CMD` is `wfa CMD --json`."""
+        name, cmd, rest = super().resolve_command(ctx, args)
+        if ctx.params.get("as_json"):
+            ctx.meta[JSON_META] = True  # shared down the chain, for `wfa --json cache clear`
+        if ctx.meta.get(JSON_META) and cmd is not None and not isinstance(cmd, click.Group):
+            if any(p.name == "as_json" for p in cmd.params):
+                rest = ["--json", *rest]
+            elif not ctx.resilient_parsing:
+                fail(f"--json: `{ctx.command_path} {name}` has no machine output")
+        return name, cmd, rest
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -227,9 +242,14 @@ class WfaGroup(click.Group):
     help="Engine configuration file (wfa.yaml); every key is optional.",
 )
 @click.option("-v", "--verbose", count=True, help="More output on stderr; repeat for more.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Machine output: as --json after the command."
+)
 @click.version_option(package_name="workflow-automator", prog_name="wfa")
 @click.pass_context
-def main(ctx: click.Context, data: Path | None, config_path: Path | None, verbose: int) -> None:
+def main(
+    ctx: click.Context, data: Path | None, config_path: Path | None, verbose: int, as_json: bool
+) -> None:
     """WorkflowAutomator: run crash-safe workflows of commands and Python steps."""
     ctx.obj = CliState(data=data, config_path=config_path, verbose=verbose)
     if verbose:

@@ -148,8 +148,9 @@ def parse_point(at: str | None) -> int | float | None:
     metavar="SEQ",
     help="Start at this log position.",
 )
+@click.option("--json", "as_json", is_flag=True, help="Accepted for uniformity: always JSON Lines.")
 @pass_state
-def export(state: CliState, since: int) -> None:
+def export(state: CliState, since: int, as_json: bool) -> None:
     """Write every event of the log to stdout as JSON Lines, oldest first.
 
     Each line has seq, type, run_id, at, stream, step_id on step events, and

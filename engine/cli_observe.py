@@ -4,16 +4,17 @@ All three only read the log (without driving or creating the data directory),
 so they work while another process serves it and for any past run.
 
 `wfa stats --json` prints one object (engine/stats.py `figures`):
-`window {from, to, seconds, workflow}` (unix seconds), `totals {runs_submitted,
-runs_ended, runs_succeeded, run_success_rate, steps_finished, steps_failed,
-step_success_rate, step_error_rate, error_kinds{kind: n}, runs_per_minute,
-steps_per_minute}`, `workflows [{workflow, submitted, started, ended,
-succeeded, failed, cancelled, timed_out, success_rate, runs_per_minute,
-duration{p50, p95, mean}}]`, `steps [{workflow, step, count, succeeded, failed,
-skipped, cancelled, attempts, success_rate, error_rate, error_kinds,
-duration{...}, queue_wait{...}}]`, `agents [{agent, attempts, succeeded,
-failed, error_kinds, busy_seconds, utilisation, duration{...},
-queue_wait{...}}]`, `resources [{resource, samples, p50, p95, mean, max}]`.
+`window {from, to, seconds, workflow}` (times ISO 8601 UTC, like every time
+in machine output), `totals {runs_submitted, runs_ended, runs_succeeded,
+run_success_rate, steps_finished, steps_failed, step_success_rate,
+step_error_rate, error_kinds{kind: n}, runs_per_minute, steps_per_minute}`,
+`workflows [{workflow, submitted, started, ended, succeeded, failed,
+cancelled, timed_out, success_rate, runs_per_minute, duration{p50, p95,
+mean}}]`, `steps [{workflow, step, count, succeeded, failed, skipped,
+cancelled, attempts, success_rate, error_rate, error_kinds, duration{...},
+queue_wait{...}}]`, `agents [{agent, attempts, succeeded, failed,
+error_kinds, busy_seconds, utilisation, duration{...}, queue_wait{...}}]`,
+`resources [{resource, samples, p50, p95, mean, max}]`.
 Rates are fractions (0..1), durations seconds; null when there is nothing to
 measure.
 """
@@ -89,7 +90,10 @@ def stats(state: CliState, since: str | None, workflow: str | None, as_json: boo
     with state.engine(drive=False, create=False) as engine:
         figures = compute_stats(engine.store.read_all(), start, workflow, now if start else None)
     if as_json:
-        print_json(figures)
+        window = figures["window"]
+        print_json(
+            {**figures, "window": {**window, "from": iso(window["from"]), "to": iso(window["to"])}}
+        )
         return
     out = console()
     totals, window = figures["totals"], figures["window"]

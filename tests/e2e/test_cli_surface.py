@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import threading
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -148,3 +149,25 @@ def test_watch_json_prints_one_snapshot_object_per_line_per_frame(
         code, err = watch.stop()
     assert code == 0, err
     assert all(json.loads(line)["recent"][0]["run_id"] == run_id for line in watch.lines)
+
+
+# ---- --json -----------------------------------------------------------------------------
+
+
+def test_json_before_the_command_is_the_same_as_after_it(logged: tuple[Path, str]) -> None:
+    data, run_id = logged
+    before = cli(data, "--json", "runs")
+    assert before.returncode == 0, before.stderr
+    assert json.loads(before.stdout) == as_json(cli(data, "runs", "--json"))
+    assert as_json(cli(data, "--json", "show", run_id))["run_id"] == run_id
+    assert "cleared" in as_json(cli(data, "--json", "cache", "clear"))
+    refused = cli(data, "--json", "serve")
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("error: --json: `wfa serve` has no machine output")
+
+
+def test_stats_json_window_times_are_iso_8601(logged: tuple[Path, str]) -> None:
+    data, _ = logged
+    window = as_json(cli(data, "stats", "--json", "--since", "1h"))["window"]
+    for key in ("from", "to"):
+        assert datetime.fromisoformat(window[key].replace("Z", "+00:00")).tzinfo is not None
