@@ -43,6 +43,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from engine.cli import EXIT_FAILED, CliState, fail, main, pass_state, print_json
+from engine.cli_complete import complete_run
 from engine.cli_views import STATUS_STYLE, console, duration
 from engine.config import EngineConfig
 from engine.results import iso
@@ -169,7 +170,7 @@ def _kinds(kinds: dict[str, int]) -> str:
 
 
 @main.command()
-@click.argument("run_id", metavar="RUN")
+@click.argument("run_id", metavar="RUN", shell_complete=complete_run)
 @click.option("--export", "send", is_flag=True, help="Send the trace to the OTLP endpoint.")
 @click.option(
     "--format",

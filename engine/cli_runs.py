@@ -30,6 +30,7 @@ from engine.cli import (
     print_json,
     sigterm_as_interrupt,
 )
+from engine.cli_complete import complete_run, complete_step
 from engine.cli_views import TERMINAL, follow_runs
 from engine.events import CommandIssued, run_stream
 from engine.facade import Engine, command_trigger
@@ -131,7 +132,7 @@ def run(
 
 
 @main.command()
-@click.argument("run_ids", nargs=-1, metavar="[RUN]...")
+@click.argument("run_ids", nargs=-1, metavar="[RUN]...", shell_complete=complete_run)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of the final results.")
 @pass_state
 def resume(state: CliState, run_ids: Sequence[str], as_json: bool) -> None:
@@ -162,11 +163,12 @@ def resume(state: CliState, run_ids: Sequence[str], as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("run_id", metavar="RUN")
+@click.argument("run_id", metavar="RUN", shell_complete=complete_run)
 @click.option(
     "--from",
     "from_step",
     metavar="STEP",
+    shell_complete=complete_step,
     help="Run STEP and everything after it again; reuse the outputs of the steps before.",
 )
 @click.option("--json", "as_json", is_flag=True, help=JSON_RESULT_HELP)
@@ -236,8 +238,8 @@ def steer(
     raise click.exceptions.Exit(EXIT_OK)
 
 
-STEP = click.argument("step_id", metavar="STEP")
-RUN = click.argument("run_id", metavar="RUN")
+STEP = click.argument("step_id", metavar="STEP", shell_complete=complete_step)
+RUN = click.argument("run_id", metavar="RUN", shell_complete=complete_run)
 JSON_STEER_HELP = "Print the run's result as JSON (shape in SPEC §3)."
 
 

@@ -171,3 +171,40 @@ def test_stats_json_window_times_are_iso_8601(logged: tuple[Path, str]) -> None:
     window = as_json(cli(data, "stats", "--json", "--since", "1h"))["window"]
     for key in ("from", "to"):
         assert datetime.fromisoformat(window[key].replace("Z", "+00:00")).tzinfo is not None
+
+
+# ---- shell completion -------------------------------------------------------------------
+
+
+def complete(*words: str | Path, env: dict[str, str] | None = None) -> list[str]:
+    """What bash completion offers for the last of `words` (click's env protocol)."""
+    line = ["wfa", *map(str, words)]
+    result = wfa(
+        env={
+            "_WFA_COMPLETE": "bash_complete",
+            "COMP_WORDS": " ".join(line),
+            "COMP_CWORD": str(len(line) - 1),
+            **(env or {}),
+        }
+    )
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    return [value for kind, _, value in map(lambda s: s.partition(","), result.stdout.split())]
+
+
+def test_completion_offers_run_ids_and_then_the_runs_step_ids(logged: tuple[Path, str]) -> None:
+    data, run_id = logged
+    assert complete("--data", data, "show", "") == [run_id]
+    assert complete("--data", data, "approve", run_id[:6]) == [run_id]
+    assert complete("--data", data, "show", "x") == []
+    assert complete("show", "", env={"WFA_DATA": str(data)}) == [run_id]
+    assert complete("--data", data, "retry", run_id, "") == ["only"]
+    assert complete("--data", data, "restart", run_id, "--from", "o") == ["only"]
+    assert "approve" in complete("--data", data, "app")
+
+
+def test_completion_of_a_missing_data_dir_offers_nothing_and_creates_nothing(
+    tmp_path: Path,
+) -> None:
+    assert complete("--data", tmp_path / "none", "show", "") == []
+    assert complete("--data", tmp_path / "none", "skip", "r1", "") == []
+    assert not (tmp_path / "none").exists()
