@@ -355,7 +355,7 @@ def check_resources_fit(
         if step.resources is None:
             continue
         where = f"$.steps[{position}].resources"
-        limits: Sequence[tuple[str, float, float, str, str, float]] = (
+        limits: Sequence[tuple[str, float, float, str, str, float | None]] = (
             (
                 "cpu",
                 step.resources.cpu,
@@ -389,7 +389,7 @@ def check_resources_fit(
                     f"{available:g} {unit}; it could never fit",
                     f"lower `{key}` to at most {available:g}",
                 )
-            elif wanted > 0 and 100 * wanted / available > cap:
+            elif cap is not None and wanted > 0 and 100 * wanted / available > cap:
                 most = available * cap / 100
                 yield Problem(
                     f"{where}.{key}",
