@@ -50,7 +50,7 @@ class Workflow:
         mode: Mode | str = Mode.DAG,
         timeout: float | None = None,
         priority: int = 0,
-        schedule: str | None = None,
+        schedule: str | Mapping[str, Any] | None = None,  # cron, or {"cron", "overlap"}
         inputs: Mapping[str, Any] | None = None,
     ) -> None:
         self.name = name

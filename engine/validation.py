@@ -23,6 +23,7 @@ from croniter import croniter
 from engine.config import EngineConfig
 from engine.errors import ExpressionError, Problem, ValidationError
 from engine.expressions import compile_expression, referenced_steps, template_expressions
+from engine.policies.schedules import schedule_of
 from engine.spec import Mode, WorkflowSpec
 
 GENERIC_CAPABILITY = "default"
@@ -330,15 +331,16 @@ def check_expressions(spec: WorkflowSpec, config: EngineConfig, graph: _Graph) -
 
 
 def check_schedule(spec: WorkflowSpec, config: EngineConfig, graph: _Graph) -> Iterator[Problem]:
-    """`schedule` is a cron expression croniter accepts."""
-    if spec.schedule is None:
+    """`schedule` (or its `cron`) is a cron expression croniter accepts."""
+    schedule = schedule_of(spec)
+    if schedule is None:
         return
     try:
-        croniter(spec.schedule)
+        croniter(schedule.cron)
     except (ValueError, KeyError, TypeError) as exc:
         yield Problem(
-            "$.schedule",
-            f"`{spec.schedule}` is not a cron expression: {exc}",
+            "$.schedule" if isinstance(spec.schedule, str) else "$.schedule.cron",
+            f"`{schedule.cron}` is not a cron expression: {exc}",
             'five fields: minute hour day-of-month month day-of-week, e.g. "0 2 * * *"',
         )
 
