@@ -1,4 +1,4 @@
-"""The Python builder (SPEC §4): `Workflow` and `@wf.step`, producing a `WorkflowSpec`.
+"""The Python builder (README, Embedding): `Workflow` and `@wf.step` -> a `WorkflowSpec`.
 
 A decorated function becomes a `call` step recorded by its import path,
 `module:qualname`, so that a run can be recovered by importing it again after

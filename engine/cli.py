@@ -1,4 +1,4 @@
-"""The `wfa` command line (SPEC §3).
+"""The `wfa` command line (the README's Command line section).
 
 One click group; each command is a small function that uses the shared pieces
 here: `CliState` (global options and the lazily loaded engine configuration),

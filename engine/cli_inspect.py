@@ -19,7 +19,7 @@ from engine.cli_complete import complete_run
 from engine.cli_views import console, event_json, event_line, print_result, runs_table
 from engine.state import RunStatus
 
-JSON_HELP = "Print machine-readable JSON on stdout (shape in SPEC §3)."
+JSON_HELP = "Print machine-readable JSON on stdout (shape in the README, Machine output)."
 
 
 @main.command()

@@ -37,7 +37,7 @@ from engine.facade import Engine, command_trigger
 from engine.loading import load_workflow
 from engine.validation import check_workflow
 
-JSON_RESULT_HELP = "Print only the final run result as JSON (shape in SPEC §3)."
+JSON_RESULT_HELP = "Print only the final run result as JSON (shape in the README, Machine output)."
 
 
 def parse_inputs(pairs: Sequence[str]) -> dict[str, Any]:
@@ -240,7 +240,7 @@ def steer(
 
 STEP = click.argument("step_id", metavar="STEP", shell_complete=complete_step)
 RUN = click.argument("run_id", metavar="RUN", shell_complete=complete_run)
-JSON_STEER_HELP = "Print the run's result as JSON (shape in SPEC §3)."
+JSON_STEER_HELP = "Print the run's result as JSON (shape in the README, Machine output)."
 
 
 @main.command()
@@ -318,7 +318,7 @@ def demo(state: CliState, keep: bool, as_json: bool) -> None:
     """Run the bundled example workflows on a fresh temporary data directory.
 
     Shows parallel and sequential runs, a conditional gate that waits for
-    approval (approved here, as `wfa approve` would), and a replay of a run
+    approval (the demo approves it, as `wfa approve` does), and a replay of a run
     at an earlier point of its log. Exit code 0 when everything behaved.
     """
     from engine.demo import run_demo

@@ -126,7 +126,8 @@ def serve(state: CliState, files: Sequence[Path]) -> None:
     `schedule:` (cron, local time); it is submitted at each of its times.
     While its previous run has not ended, `schedule: {cron: ..., overlap: skip}`
     (the default) drops a firing, `queue` keeps one waiting, `allow` submits
-    anyway. Each schedule's next fire time is printed. Exit code 0 after a graceful stop, 2 when another engine already serves.
+    anyway. Each schedule's next fire time is printed. Exit code 0 after a
+    graceful stop, 2 when another engine already serves.
     """
     config = state.config()
     scheduled = []

@@ -1,4 +1,4 @@
-"""The engine configuration (SPEC §2) as frozen msgspec Structs; every key optional.
+"""The engine configuration (docs/configuration.md) as frozen msgspec Structs; every key optional.
 
 Loaded from `wfa.yaml` (or JSON/TOML) strictly like a workflow file. Loading
 and environment overrides live in engine/loading.py; these are the types and

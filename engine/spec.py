@@ -1,4 +1,4 @@
-"""The workflow file (SPEC §1) as frozen msgspec Structs.
+"""The workflow file (docs/workflow-file.md) as frozen msgspec Structs.
 
 A YAML, JSON or TOML file and the Python builder produce the same
 `WorkflowSpec`; the spec is stored whole in the log with `RunSubmitted`, so a

@@ -1,4 +1,4 @@
-"""Cross-field rules of a workflow (SPEC §1), checked before anything executes.
+"""Cross-field rules of a workflow (docs/workflow-file.md), checked before anything executes.
 
 engine/loading.py checks shape (types, unknown and missing keys); this module
 checks what only the whole workflow and the engine configuration can tell:

@@ -1,4 +1,4 @@
-"""The environment of a process an attempt starts (SPEC §1).
+"""The environment of a process an attempt starts.
 
 The engine's own environment, then the attempt's identity as `WFA_*`
 variables, then the step's `env:`, which wins on conflicts.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -208,3 +209,22 @@ def test_completion_of_a_missing_data_dir_offers_nothing_and_creates_nothing(
     assert complete("--data", tmp_path / "none", "show", "") == []
     assert complete("--data", tmp_path / "none", "skip", "r1", "") == []
     assert not (tmp_path / "none").exists()
+
+
+# ---- texts ------------------------------------------------------------------------------
+
+
+def test_no_help_text_points_to_a_spec_page_the_repo_does_not_have() -> None:
+    top = wfa("--help").stdout
+    commands = re.findall(r"^  ([a-z]+)  ", top.split("Commands:", 1)[1], re.MULTILINE)
+    assert {"run", "show", "watch", "serve"} <= set(commands)
+    for args in [[], *([name] for name in commands), ["cache", "clear"]]:
+        text = wfa(*args, "--help").stdout
+        assert "SPEC" not in text, args
+
+
+def test_demo_says_it_approves_the_gate_itself(tmp_path: Path) -> None:
+    result = wfa("demo")
+    assert result.returncode == 0, result.stderr
+    (line,) = [x for x in result.stdout.splitlines() if x.startswith("-- ")]
+    assert "; the demo approves it, as `wfa approve " in line and line.endswith(" gate` does")
