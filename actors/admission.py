@@ -85,8 +85,8 @@ class ResourceGate:
             self._record(recorded)
 
     def admit(self, demand: ResourcesSpec, now: float) -> tuple[str, str] | None:
-        """None: may start. Else (the caps in the way, e.g. "cpu,memory"; why, for people);
-        ("", "") while no sample is meaningful yet."""
+        """None: may start. Else (the caps in the way, e.g. "cpu,memory"; why, for people:
+        "held back by the cpu cap: cpu 85% + ..."); ("", "") while no sample means anything."""
         with self._lock:
             if self._usage is None:
                 return "", ""
@@ -96,8 +96,9 @@ class ResourceGate:
             reason = admit(usage, demand, self.caps, self.machine)
         if reason is None:
             return None
-        caps = ",".join(part.split(" ", 1)[0] for part in reason.split("; "))
-        return caps, reason
+        names = [part.split(" ", 1)[0] for part in reason.split("; ")]
+        which = " and ".join(names) + (" caps" if len(names) > 1 else " cap")
+        return ",".join(names), f"held back by the {which}: {reason}"
 
     def never_fits(self, demand: ResourcesSpec) -> str | None:
         """Why the step could never start on this machine under these caps, or None."""

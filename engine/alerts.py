@@ -6,7 +6,7 @@ is raised once while its condition holds and resolved once when it stops.
 No clock, no I/O: the window and `now` are values, and the state is a frozen
 Struct, so every rule is tested exhaustively without threads.
 
-Rules (SPEC §2 `monitoring`), each with a stable key that names the alert:
+Rules (`monitoring` in docs/configuration.md), each with a stable key that names the alert:
 - `failures`: StepFailed + RunFailed in the window >= `alert_threshold`.
 - `error_rate`: failed / finished steps in the window > `error_rate_threshold`
   percent, once at least MIN_STEPS_FOR_RATE steps finished.

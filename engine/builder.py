@@ -1,4 +1,4 @@
-"""The Python builder (SPEC §4): `Workflow` and `@wf.step`, producing a `WorkflowSpec`.
+"""The Python builder (README, Embedding): `Workflow` and `@wf.step` -> a `WorkflowSpec`.
 
 A decorated function becomes a `call` step recorded by its import path,
 `module:qualname`, so that a run can be recovered by importing it again after
@@ -50,7 +50,7 @@ class Workflow:
         mode: Mode | str = Mode.DAG,
         timeout: float | None = None,
         priority: int = 0,
-        schedule: str | None = None,
+        schedule: str | Mapping[str, Any] | None = None,  # cron, or {"cron", "overlap"}
         inputs: Mapping[str, Any] | None = None,
     ) -> None:
         self.name = name

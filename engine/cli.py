@@ -1,4 +1,4 @@
-"""The `wfa` command line (SPEC §3).
+"""The `wfa` command line (the README's Command line section).
 
 One click group; each command is a small function that uses the shared pieces
 here: `CliState` (global options and the lazily loaded engine configuration),
@@ -42,6 +42,8 @@ EXIT_BAD_INPUT = 2  # invalid workflow, config, command or run id
 EXIT_PAUSED = 3  # a run waits for manual intervention
 EXIT_INTERNAL = 70  # a bug in wfa (EX_SOFTWARE)
 EXIT_INTERRUPTED = 130  # Ctrl-C while following: the run stays resumable
+JSON_META = "wfa.json"  # the global --json, in click's context meta
+BUG_HINT = "this is a bug in wfa; please report it with the output of `wfa -v ...`"
 
 
 @dataclass
@@ -144,7 +146,62 @@ def interrupted(engine: Engine, run_ids: Sequence[str]) -> NoReturn:
 
 
 class WfaGroup(click.Group):
-    """Reports errors escaping a command as `error: ...` instead of a traceback."""
+    """Reports errors escaping a command as `error: ...` instead of a traceback.
+
+    `main` does so for click's own errors too (a bad option value, an unknown
+    option or command, a missing argument), which click would print as usage
+    text: here they are one `error:` line, a short usage hint, exit 2.
+    """
+
+    group_class = type  # `@main.group()` makes WfaGroups too
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        # the program is `wfa` however it was started, so completion reads _WFA_COMPLETE
+        prog_name, complete_var = prog_name or "wfa", complete_var or "_WFA_COMPLETE"
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            if exc.ctx is not None:
+                usage = exc.ctx.command.get_usage(exc.ctx).removeprefix("Usage: ")
+                click.echo(f"  usage: {usage}  (see {exc.ctx.command_path} --help)", err=True)
+            code = exc.exit_code
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            code = exc.exit_code
+        except click.Abort:
+            click.echo("error: interrupted", err=True)
+            code = EXIT_INTERRUPTED
+        except (SystemExit, KeyboardInterrupt, GeneratorExit):
+            raise
+        except BaseException as exc:  # e.g. a panic of a native library, before a command ran
+            click.echo(f"error: internal error: {type(exc).__name__}: {exc}", err=True)
+            click.echo(f"  {BUG_HINT}", err=True)
+            code = EXIT_INTERNAL
+        sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """`wfa --json CMD` is `wfa CMD --json`."""
+        name, cmd, rest = super().resolve_command(ctx, args)
+        if ctx.params.get("as_json"):
+            ctx.meta[JSON_META] = True  # shared down the chain, for `wfa --json cache clear`
+        if ctx.meta.get(JSON_META) and cmd is not None and not isinstance(cmd, click.Group):
+            if any(p.name == "as_json" for p in cmd.params):
+                rest = ["--json", *rest]
+            elif not ctx.resilient_parsing:
+                fail(f"--json: `{ctx.command_path} {name}` has no machine output")
+        return name, cmd, rest
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -164,7 +221,7 @@ class WfaGroup(click.Group):
             fail(f"cannot use the event log: {exc}")
         except Exception as exc:
             state = ctx.find_object(CliState)
-            details = ["this is a bug in wfa; please report it with the output of `wfa -v ...`"]
+            details = [BUG_HINT]
             if state is not None and state.verbose:
                 details = traceback.format_exc().splitlines()
             fail(f"internal error: {type(exc).__name__}: {exc}", details, EXIT_INTERNAL)
@@ -185,9 +242,14 @@ class WfaGroup(click.Group):
     help="Engine configuration file (wfa.yaml); every key is optional.",
 )
 @click.option("-v", "--verbose", count=True, help="More output on stderr; repeat for more.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Machine output: as --json after the command."
+)
 @click.version_option(package_name="workflow-automator", prog_name="wfa")
 @click.pass_context
-def main(ctx: click.Context, data: Path | None, config_path: Path | None, verbose: int) -> None:
+def main(
+    ctx: click.Context, data: Path | None, config_path: Path | None, verbose: int, as_json: bool
+) -> None:
     """WorkflowAutomator: run crash-safe workflows of commands and Python steps."""
     ctx.obj = CliState(data=data, config_path=config_path, verbose=verbose)
     if verbose:

@@ -15,10 +15,11 @@ import click
 import msgspec
 
 from engine.cli import CliState, fail, main, pass_state, print_json
+from engine.cli_complete import complete_run
 from engine.cli_views import console, event_json, event_line, print_result, runs_table
 from engine.state import RunStatus
 
-JSON_HELP = "Print machine-readable JSON on stdout (shape in SPEC §3)."
+JSON_HELP = "Print machine-readable JSON on stdout (shape in the README, Machine output)."
 
 
 @main.command()
@@ -54,7 +55,7 @@ def runs(state: CliState, status: str | None, workflow: str | None, as_json: boo
 
 
 @main.command()
-@click.argument("run_id", metavar="RUN")
+@click.argument("run_id", metavar="RUN", shell_complete=complete_run)
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @pass_state
 def show(state: CliState, run_id: str, as_json: bool) -> None:
@@ -71,7 +72,7 @@ def show(state: CliState, run_id: str, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("run_id", metavar="RUN")
+@click.argument("run_id", metavar="RUN", shell_complete=complete_run)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per event, per line.")
 @pass_state
 def history(state: CliState, run_id: str, as_json: bool) -> None:
@@ -90,7 +91,7 @@ def history(state: CliState, run_id: str, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("run_id", metavar="RUN")
+@click.argument("run_id", metavar="RUN", shell_complete=complete_run)
 @click.option(
     "--at",
     metavar="SEQ|TIME",
@@ -148,8 +149,9 @@ def parse_point(at: str | None) -> int | float | None:
     metavar="SEQ",
     help="Start at this log position.",
 )
+@click.option("--json", "as_json", is_flag=True, help="Accepted for uniformity: always JSON Lines.")
 @pass_state
-def export(state: CliState, since: int) -> None:
+def export(state: CliState, since: int, as_json: bool) -> None:
     """Write every event of the log to stdout as JSON Lines, oldest first.
 
     Each line has seq, type, run_id, at, stream, step_id on step events, and

@@ -4,26 +4,33 @@ All three only read the log (without driving or creating the data directory),
 so they work while another process serves it and for any past run.
 
 `wfa stats --json` prints one object (engine/stats.py `figures`):
-`window {from, to, seconds, workflow}` (unix seconds), `totals {runs_submitted,
-runs_ended, runs_succeeded, run_success_rate, steps_finished, steps_failed,
-step_success_rate, step_error_rate, error_kinds{kind: n}, runs_per_minute,
-steps_per_minute}`, `workflows [{workflow, submitted, started, ended,
-succeeded, failed, cancelled, timed_out, success_rate, runs_per_minute,
-duration{p50, p95, mean}}]`, `steps [{workflow, step, count, succeeded, failed,
-skipped, cancelled, attempts, success_rate, error_rate, error_kinds,
-duration{...}, queue_wait{...}}]`, `agents [{agent, attempts, succeeded,
-failed, error_kinds, busy_seconds, utilisation, duration{...},
-queue_wait{...}}]`, `resources [{resource, samples, p50, p95, mean, max}]`.
+`window {from, to, seconds, workflow}` (times ISO 8601 UTC, like every time
+in machine output), `totals {runs_submitted, runs_ended, runs_succeeded,
+run_success_rate, steps_finished, steps_failed, step_success_rate,
+step_error_rate, error_kinds{kind: n}, runs_per_minute, steps_per_minute}`,
+`workflows [{workflow, submitted, started, ended, succeeded, failed,
+cancelled, timed_out, success_rate, runs_per_minute, duration{p50, p95,
+mean}}]`, `steps [{workflow, step, count, succeeded, failed, skipped,
+cancelled, attempts, success_rate, error_rate, error_kinds, duration{...},
+queue_wait{...}}]`, `agents [{agent, attempts, succeeded, failed,
+error_kinds, busy_seconds, utilisation, duration{...}, queue_wait{...}}]`,
+`resources [{resource, samples, p50, p95, mean, max}]`.
 Rates are fractions (0..1), durations seconds; null when there is nothing to
 measure.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from types import FrameType
 from typing import Any
 
 import click
@@ -36,7 +43,9 @@ from rich.text import Text
 from rich.tree import Tree
 
 from engine.cli import EXIT_FAILED, CliState, fail, main, pass_state, print_json
+from engine.cli_complete import complete_run
 from engine.cli_views import STATUS_STYLE, console, duration
+from engine.config import EngineConfig
 from engine.results import iso
 from engine.stats import compute_stats
 from engine.telemetry.export import export_now, make_exporter, to_jaeger_json, traces_url
@@ -44,7 +53,6 @@ from engine.telemetry.spans import SpanData, spans_for_run
 
 JSON_HELP = "Print machine-readable JSON on stdout."
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-WATCH_REFRESH = 0.5
 
 
 def parse_since(value: str | None, now: float) -> float | None:
@@ -83,7 +91,10 @@ def stats(state: CliState, since: str | None, workflow: str | None, as_json: boo
     with state.engine(drive=False, create=False) as engine:
         figures = compute_stats(engine.store.read_all(), start, workflow, now if start else None)
     if as_json:
-        print_json(figures)
+        window = figures["window"]
+        print_json(
+            {**figures, "window": {**window, "from": iso(window["from"]), "to": iso(window["to"])}}
+        )
         return
     out = console()
     totals, window = figures["totals"], figures["window"]
@@ -159,7 +170,7 @@ def _kinds(kinds: dict[str, int]) -> str:
 
 
 @main.command()
-@click.argument("run_id", metavar="RUN")
+@click.argument("run_id", metavar="RUN", shell_complete=complete_run)
 @click.option("--export", "send", is_flag=True, help="Send the trace to the OTLP endpoint.")
 @click.option(
     "--format",
@@ -240,87 +251,173 @@ def trace_tree(spans: list[SpanData]) -> Tree:
 
 
 @main.command()
-@click.option("--once", is_flag=True, help="Draw one frame and exit (for scripts and tests).")
+@click.option("--once", is_flag=True, help="Print one frame and exit (for scripts and tests).")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=1.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Time between frames.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="One JSON snapshot object per frame, per line."
+)
 @pass_state
-def watch(state: CliState, once: bool) -> None:
+def watch(state: CliState, once: bool, interval: float, as_json: bool) -> None:
     """A live view of runs, their steps, agents and their load, resource use and open alerts.
 
     Reads the log, so it shows what an engine serving in another process does.
-    Ctrl-C exits.
+    On a terminal the view is redrawn in place; elsewhere (a pipe, a file) each
+    frame is printed after the last, as plain text. Runs until Ctrl-C or SIGTERM
+    (exit code 0); --once prints one frame and exits.
     """
     from engine.telemetry.live import LiveView
 
     config = state.config()
-    with state.engine(drive=False, create=False) as engine:
+    stop = threading.Event()
+    with state.engine(drive=False, create=False) as engine, _stopped_by_signals(stop):
         view = LiveView(engine.store)
-        if once or not sys.stdout.isatty():
-            console().print(frame(view, config))
-            return
-        try:
-            with Live(frame(view, config), console=console(), auto_refresh=False) as live:
-                while True:
-                    time.sleep(WATCH_REFRESH)
+        if sys.stdout.isatty() and not (once or as_json):
+            with Live(frame(snapshot(view, config)), console=console(), auto_refresh=False) as live:
+                while not stop.wait(interval):
                     view.refresh()
-                    live.update(frame(view, config), refresh=True)
-        except KeyboardInterrupt:
-            pass
+                    live.update(frame(snapshot(view, config)), refresh=True)
+            return
+        while True:
+            if as_json:
+                click.echo(json.dumps(snapshot(view, config), ensure_ascii=False))
+            else:
+                console().print(frame(snapshot(view, config)), "")
+            sys.stdout.flush()  # a reader at the other end of a pipe sees each frame as it comes
+            if once or stop.wait(interval):
+                return
+            view.refresh()
 
 
-def frame(view: Any, config: Any) -> Group:
-    """One frame of `wfa watch`: runs, agents, resources, alerts."""
+@contextmanager
+def _stopped_by_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT and SIGTERM end the watch between frames: an ordinary stop, exit 0."""
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def snapshot(view: Any, config: EngineConfig) -> dict[str, Any]:
+    """One frame of `wfa watch` as plain data (`--json` prints it as is): `at`, `runs`
+    (active: `steps` counts by status, `running` step ids, `seconds` since it started),
+    `recent` (ended), `agents`, `resources` (use and cap in percent; cap null when none)
+    and open `alerts`. Times are ISO 8601 UTC."""
     now = time.time()
-    runs = _table("run", "workflow", "status", "steps", "for")
+    runs = []
     for state in sorted(view.active.values(), key=lambda s: s.submitted_at):
         counts: dict[str, int] = {}
         for step in state.steps.values():
             counts[step.status.value] = counts.get(step.status.value, 0) + 1
-        running = [s.id for s in state.steps.values() if s.status.value == "running"]
-        steps = ", ".join(f"{n} {s}" for s, n in counts.items())
-        if running:
-            steps += f" ({', '.join(running[:4])}{'…' if len(running) > 4 else ''})"
-        status = Text(state.status.value, STATUS_STYLE.get(state.status.value, ""))
-        took = duration(state.started_at or state.submitted_at, None, now)
-        runs.add_row(state.run_id, state.spec.name, status, steps, took)
-    for recent in view.recent:
-        runs.add_row(recent.run_id, recent.workflow,
-                     Text(recent.status, STATUS_STYLE.get(recent.status, "")), "",
-                     f"ended {iso(recent.ended_at)}", style="dim")  # fmt: skip
+        runs.append(
+            {
+                "run_id": state.run_id,
+                "workflow": state.spec.name,
+                "status": state.status.value,
+                "steps": counts,
+                "running": [s.id for s in state.steps.values() if s.status.value == "running"],
+                "submitted_at": iso(state.submitted_at),
+                "started_at": iso(state.started_at),
+                "seconds": round(now - (state.started_at or state.submitted_at), 3),
+            }
+        )
     from engine.telemetry.metrics import agent_capacities
 
     load = view.agent_load()
+    return {
+        "at": iso(now),
+        "runs": runs,
+        "recent": [
+            {
+                "run_id": r.run_id,
+                "workflow": r.workflow,
+                "status": r.status,
+                "ended_at": iso(r.ended_at),
+            }
+            for r in view.recent
+        ],
+        "agents": [
+            {"agent": name, "running": load.get(name, 0), "capacity": capacity}
+            for name, capacity in agent_capacities(config).items()
+        ],
+        "resources": _resources(config),
+        "alerts": [
+            {
+                "rule": rule,
+                "severity": raised.severity,
+                "since": iso(raised.at),
+                "message": raised.message,
+            }
+            for rule, raised in sorted(view.alerts.items())
+        ],
+    }
+
+
+def frame(snap: dict[str, Any]) -> Group:
+    """One frame of `wfa watch`, drawn from its snapshot: runs, agents, resources, alerts."""
+    runs = _table("run", "workflow", "status", "steps", "for")
+    for run in snap["runs"]:
+        steps = ", ".join(f"{n} {s}" for s, n in run["steps"].items())
+        running = run["running"]
+        if running:
+            steps += f" ({', '.join(running[:4])}{'…' if len(running) > 4 else ''})"
+        status = Text(run["status"], STATUS_STYLE.get(run["status"], ""))
+        runs.add_row(run["run_id"], run["workflow"], status, steps, duration(0, run["seconds"]))
+    for recent in snap["recent"]:
+        runs.add_row(recent["run_id"], recent["workflow"],
+                     Text(recent["status"], STATUS_STYLE.get(recent["status"], "")), "",
+                     f"ended {recent['ended_at']}", style="dim")  # fmt: skip
     agents = _table("agent", "running", "capacity", "load")
-    for name, capacity in agent_capacities(config).items():
-        busy = load.get(name, 0)
+    for agent in snap["agents"]:
+        busy, capacity = agent["running"], agent["capacity"]
         bar = "█" * busy + "·" * max(0, capacity - busy)
-        agents.add_row(name, str(busy), str(capacity), bar[:40])
+        agents.add_row(agent["agent"], str(busy), str(capacity), bar[:40])
+    resources = _table("resource", "use", "cap")
+    for row in snap["resources"]:
+        use, cap = row["use"], row["cap"]
+        style = "bold red" if cap is not None and use > cap else ""
+        resources.add_row(row["resource"], Text(f"{use:.0f}%", style),
+                          "none" if cap is None else f"{cap:.0f}%")  # fmt: skip
     parts: list[Any] = [
-        Text(f"wfa watch  {iso(now)}  {len(view.active)} active runs", style="bold"),
+        Text(f"wfa watch  {snap['at']}  {len(snap['runs'])} active runs", style="bold"),
         runs,
         agents,
-        _resources(config),
+        resources,
     ]
-    if view.alerts:
+    if snap["alerts"]:
         alerts = _table("alert", "severity", "since", "message")
-        for rule, raised in sorted(view.alerts.items()):
-            alerts.add_row(rule, Text(raised.severity, "bold red"), iso(raised.at), raised.message)
+        for alert in snap["alerts"]:
+            alerts.add_row(alert["rule"], Text(alert["severity"], "bold red"), alert["since"],
+                           alert["message"])  # fmt: skip
         parts.append(alerts)
     else:
         parts.append(Text("no open alerts", style="green"))
     return Group(*parts)
 
 
-def _resources(config: Any) -> Table:
-    """This machine's use against the configured caps (the engine's own caps, SPEC §2)."""
+def _resources(config: EngineConfig) -> list[dict[str, Any]]:
+    """This machine's use against the engine's caps (`resources.max_*_usage`)."""
     import psutil
 
     caps = config.resources
-    table = _table("resource", "use", "cap")
     storage = psutil.disk_usage(config.storage.path).percent
-    for name, use, cap in (
-        ("cpu", psutil.cpu_percent(interval=None), caps.max_cpu_usage),
-        ("memory", psutil.virtual_memory().percent, caps.max_memory_usage),
-        ("storage", storage, caps.max_storage_usage),
-    ):
-        style = "bold red" if use > cap else ""
-        table.add_row(name, Text(f"{use:.0f}%", style), f"{cap:.0f}%")
-    return table
+    return [
+        {"resource": name, "use": use, "cap": cap}
+        for name, use, cap in (
+            ("cpu", psutil.cpu_percent(interval=None), caps.max_cpu_usage),
+            ("memory", psutil.virtual_memory().percent, caps.max_memory_usage),
+            ("storage", storage, caps.max_storage_usage),
+        )
+    ]

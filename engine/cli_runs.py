@@ -30,13 +30,14 @@ from engine.cli import (
     print_json,
     sigterm_as_interrupt,
 )
+from engine.cli_complete import complete_run, complete_step
 from engine.cli_views import TERMINAL, follow_runs
 from engine.events import CommandIssued, run_stream
 from engine.facade import Engine, command_trigger
 from engine.loading import load_workflow
 from engine.validation import check_workflow
 
-JSON_RESULT_HELP = "Print only the final run result as JSON (shape in SPEC §3)."
+JSON_RESULT_HELP = "Print only the final run result as JSON (shape in the README, Machine output)."
 
 
 def parse_inputs(pairs: Sequence[str]) -> dict[str, Any]:
@@ -131,7 +132,7 @@ def run(
 
 
 @main.command()
-@click.argument("run_ids", nargs=-1, metavar="[RUN]...")
+@click.argument("run_ids", nargs=-1, metavar="[RUN]...", shell_complete=complete_run)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of the final results.")
 @pass_state
 def resume(state: CliState, run_ids: Sequence[str], as_json: bool) -> None:
@@ -162,11 +163,12 @@ def resume(state: CliState, run_ids: Sequence[str], as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("run_id", metavar="RUN")
+@click.argument("run_id", metavar="RUN", shell_complete=complete_run)
 @click.option(
     "--from",
     "from_step",
     metavar="STEP",
+    shell_complete=complete_step,
     help="Run STEP and everything after it again; reuse the outputs of the steps before.",
 )
 @click.option("--json", "as_json", is_flag=True, help=JSON_RESULT_HELP)
@@ -236,9 +238,9 @@ def steer(
     raise click.exceptions.Exit(EXIT_OK)
 
 
-STEP = click.argument("step_id", metavar="STEP")
-RUN = click.argument("run_id", metavar="RUN")
-JSON_STEER_HELP = "Print the run's result as JSON (shape in SPEC §3)."
+STEP = click.argument("step_id", metavar="STEP", shell_complete=complete_step)
+RUN = click.argument("run_id", metavar="RUN", shell_complete=complete_run)
+JSON_STEER_HELP = "Print the run's result as JSON (shape in the README, Machine output)."
 
 
 @main.command()
@@ -316,7 +318,7 @@ def demo(state: CliState, keep: bool, as_json: bool) -> None:
     """Run the bundled example workflows on a fresh temporary data directory.
 
     Shows parallel and sequential runs, a conditional gate that waits for
-    approval (approved here, as `wfa approve` would), and a replay of a run
+    approval (the demo approves it, as `wfa approve` does), and a replay of a run
     at an earlier point of its log. Exit code 0 when everything behaved.
     """
     from engine.demo import run_demo

@@ -4,9 +4,11 @@ It drives every run in the directory: runs submitted by other processes (`wfa
 run --detach`, the Python API) and the commands they append (`wfa approve`,
 ...), all through the log. Workflow files given with a cron `schedule:` are
 submitted at their times from one timer loop (a heap of due times, no thread
-per schedule). One thread follows the log to print a line per run that is
-submitted, starts, waits for a person or ends. SIGTERM or Ctrl-C stops it
-gracefully: running steps stop and their runs stay resumable.
+per schedule); a schedule's `overlap` says what a firing does while its
+previous run has not ended (engine/policies/schedules.py). One thread follows
+the log to print a line per run that is submitted, starts, waits for a person
+or ends. SIGTERM or Ctrl-C stops it gracefully: running steps stop and their
+runs stay resumable.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from pathlib import Path
 from types import FrameType
 
 import click
-from croniter import croniter
 
 from engine.cli import CliState, fail, main, pass_state
 from engine.cli_views import TERMINAL
@@ -38,37 +39,50 @@ from engine.events import (
 )
 from engine.facade import Engine
 from engine.loading import load_workflow
+from engine.policies.schedules import Firing, firing, next_fire, schedule_of
 from engine.spec import WorkflowSpec
 from engine.validation import check_workflow
 
 
 class Schedules:
-    """Cron schedules of workflows, due times in one heap: one timer loop, no threads."""
+    """Cron schedules of workflows, due times in one heap: one timer loop, no threads.
+
+    Remembers each schedule's last run, and which firings wait for it (overlap
+    `queue`), so that the overlap policy (engine/policies/schedules.py) can
+    decide what a firing does.
+    """
 
     def __init__(self, specs: Sequence[tuple[str, WorkflowSpec]]) -> None:
         self.specs = specs
         self.heap: list[tuple[float, int]] = []
+        self.next_at: dict[int, float] = {}
+        self.last_run: dict[int, str] = {}
+        self.queued: set[int] = set()
         now = datetime.now().astimezone()  # cron times are local wall-clock times
-        for index, (_, spec) in enumerate(specs):
-            heapq.heappush(self.heap, (self._next(spec, now), index))
+        for index in range(len(specs)):
+            self._arm(index, now)
 
-    @staticmethod
-    def _next(spec: WorkflowSpec, after: datetime) -> float:
-        return float(croniter(spec.schedule, after).get_next(float))
+    def _arm(self, index: int, after: datetime) -> None:
+        schedule = schedule_of(self.specs[index][1])
+        assert schedule is not None  # serve only takes scheduled workflows
+        self.next_at[index] = next_fire(schedule.cron, after).timestamp()
+        heapq.heappush(self.heap, (self.next_at[index], index))
 
-    def due(self, now: float) -> list[WorkflowSpec]:
-        """Workflows due by `now`, each re-armed for its next time (missed ones once)."""
+    def due(self, now: float) -> list[int]:
+        """Schedules due by `now`, each re-armed for its next time (missed ones once)."""
         found = []
         while self.heap and self.heap[0][0] <= now:
             at, index = heapq.heappop(self.heap)
-            spec = self.specs[index][1]
-            found.append(spec)
-            after = datetime.fromtimestamp(max(at, now)).astimezone()
-            heapq.heappush(self.heap, (self._next(spec, after), index))
+            found.append(index)
+            self._arm(index, datetime.fromtimestamp(max(at, now)).astimezone())
         return found
 
     def wait_seconds(self, now: float, cap: float) -> float:
         return cap if not self.heap else max(0.0, min(cap, self.heap[0][0] - now))
+
+    def next_text(self, index: int) -> str:
+        """The next fire time as a local ISO 8601 time with its offset."""
+        return datetime.fromtimestamp(self.next_at[index]).astimezone().isoformat("T", "seconds")
 
 
 def log_line(message: str) -> None:
@@ -110,13 +124,16 @@ def serve(state: CliState, files: Sequence[Path]) -> None:
     Runs every run submitted by other processes (`wfa run --detach`, the Python
     API) and acts on their commands (`wfa approve`, ...). Each FILE must have a
     `schedule:` (cron, local time); it is submitted at each of its times.
-    Exit code 0 after a graceful stop, 2 when another engine already serves.
+    While its previous run has not ended, `schedule: {cron: ..., overlap: skip}`
+    (the default) drops a firing, `queue` keeps one waiting, `allow` submits
+    anyway. Each schedule's next fire time is printed. Exit code 0 after a
+    graceful stop, 2 when another engine already serves.
     """
     config = state.config()
     scheduled = []
     for file in files:
         spec = check_workflow(load_workflow(file), config, source=str(file))
-        if spec.schedule is None:
+        if schedule_of(spec) is None:
             fail(
                 f"{file}: workflow {spec.name} has no `schedule:`; serve only takes scheduled "
                 "workflows",
@@ -151,8 +168,13 @@ def _serve(engine: Engine, schedules: Schedules, stop: threading.Event) -> None:
     agents = configured_agents(engine.config)
     shown = ", ".join(a.name for a in agents[:4]) + (" ..." if len(agents) > 4 else "")
     log_line(f"serving {engine.data_dir} with {len(agents)} agents ({shown}); pid {os.getpid()}")
-    for file, spec in schedules.specs:
-        log_line(f"schedule: {spec.name} ({file}) at `{spec.schedule}`")
+    for index, (file, spec) in enumerate(schedules.specs):
+        schedule = schedule_of(spec)
+        assert schedule is not None
+        log_line(
+            f"schedule: {spec.name} ({file}) at `{schedule.cron}`, overlap {schedule.overlap}; "
+            f"next at {schedules.next_text(index)}"
+        )
     announcer = threading.Thread(
         target=announce_runs,
         args=(engine, max(1, engine.store.last_position() + 1), stop),
@@ -163,11 +185,54 @@ def _serve(engine: Engine, schedules: Schedules, stop: threading.Event) -> None:
     for run in engine.runs():
         if run.status not in TERMINAL:
             log_line(f"run {run.run_id} ({run.workflow}) resumed: {run.status}")
-    workflow_dirs = {spec.name: Path(file).parent for file, spec in schedules.specs}
+            for index, (_, spec) in enumerate(schedules.specs):
+                if spec.name == run.workflow:  # a run of the schedule from before a restart
+                    schedules.last_run[index] = run.run_id
     while not stop.is_set():
-        now = time.time()
-        for spec in schedules.due(now):
-            handle = engine.submit(spec, workflow_dir=workflow_dirs.get(spec.name))
-            log_line(f"schedule: submitted run {handle.id} of {spec.name}")
+        for index in schedules.due(time.time()):
+            _fire(engine, schedules, index)
+        for index in sorted(schedules.queued):
+            if _running_run(engine, schedules, index) is None:
+                schedules.queued.discard(index)
+                _submit(engine, schedules, index, "queued run")
         stop.wait(schedules.wait_seconds(time.time(), 0.5))
     announcer.join(timeout=2)
+
+
+def _running_run(engine: Engine, schedules: Schedules, index: int) -> str | None:
+    """The schedule's last run if it has not ended."""
+    run_id = schedules.last_run.get(index)
+    if run_id is None or engine.handle(run_id).result().status in TERMINAL:
+        return None
+    return run_id
+
+
+def _fire(engine: Engine, schedules: Schedules, index: int) -> None:
+    spec = schedules.specs[index][1]
+    schedule = schedule_of(spec)
+    assert schedule is not None
+    previous = _running_run(engine, schedules, index)
+    match firing(schedule.overlap, previous is not None, index in schedules.queued):
+        case Firing.SUBMIT:
+            _submit(engine, schedules, index, "run")
+        case Firing.QUEUE:
+            schedules.queued.add(index)
+            log_line(
+                f"schedule: {spec.name} is due while run {previous} has not ended; one run "
+                f"waits for it (overlap queue); next at {schedules.next_text(index)}"
+            )
+        case Firing.SKIP:
+            log_line(
+                f"schedule: {spec.name} skipped: run {previous} has not ended (overlap "
+                f"{schedule.overlap}); next at {schedules.next_text(index)}"
+            )
+
+
+def _submit(engine: Engine, schedules: Schedules, index: int, what: str) -> None:
+    file, spec = schedules.specs[index]
+    handle = engine.submit(spec, workflow_dir=Path(file).parent)
+    schedules.last_run[index] = handle.id
+    log_line(
+        f"schedule: submitted {what} {handle.id} of {spec.name}; "
+        f"next at {schedules.next_text(index)}"
+    )

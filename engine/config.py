@@ -1,4 +1,4 @@
-"""The engine configuration (SPEC §2) as frozen msgspec Structs; every key optional.
+"""The engine configuration (docs/configuration.md) as frozen msgspec Structs; every key optional.
 
 Loaded from `wfa.yaml` (or JSON/TOML) strictly like a workflow file. Loading
 and environment overrides live in engine/loading.py; these are the types and
@@ -50,10 +50,12 @@ class AllocationStrategy(StrEnum):
 
 
 class ResourcesConfig(_Section, frozen=True, kw_only=True):
-    max_cpu_usage: Percent = 80.0
-    max_memory_usage: Percent = 70.0
-    max_storage_usage: Percent = 85.0
-    max_network_usage: Percent = 60.0
+    # Machine-wide caps, percent: no step that declares `resources` starts above one.
+    # None (the default): no cap; wfa.example.yaml shows typical values.
+    max_cpu_usage: Percent | None = None
+    max_memory_usage: Percent | None = None
+    max_storage_usage: Percent | None = None
+    max_network_usage: Percent | None = None
     network_capacity_mbps: Annotated[float, Meta(gt=0)] = 1000.0
     agent_pool_size: Positive = 20
     allocation_strategy: AllocationStrategy = AllocationStrategy.LOAD_BALANCED

@@ -1,4 +1,4 @@
-"""What a `call` step's function receives: `fn(ctx) -> outputs` (SPEC §1).
+"""What a `call` step's function receives: `fn(ctx) -> outputs`.
 
 A `StepContext` is built fresh for every attempt by the attempt executor
 (actors/execution) and handed to the step function in the thread or child

@@ -2,8 +2,8 @@
 
 A first-time user sees in one command what the engine does: a sequential
 pipeline, parallel branches joined by an integration step, a conditional gate
-that waits for a person (approved here programmatically, as `wfa approve`
-would), and the log replayed at an earlier point. The workflows ship inside the
+that waits for a person (the demo approves it itself, as `wfa approve`
+does), and the log replayed at an earlier point. The workflows ship inside the
 package (engine/demo_workflows, copies of the repository's examples/), so the
 demo works from any directory after installation.
 """
@@ -103,8 +103,8 @@ def _run_one(engine: Engine, spec: WorkflowSpec, as_json: bool) -> RunResult:
         for step in approvals:
             if not as_json:
                 click.echo(
-                    f"-- {spec.name} waits for approval of {step}; approving it as "
-                    f"`wfa approve {handle.id} {step}` would"
+                    f"-- {spec.name} waits for approval of {step}; the demo approves it, "
+                    f"as `wfa approve {handle.id} {step}` does"
                 )
             engine.approve(handle.id, step)
         (result,) = follow_runs(

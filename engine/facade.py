@@ -1,4 +1,4 @@
-"""The Engine: the Python API of SPEC §4, and what the CLI drives.
+"""The Engine: the Python API (the README's Embedding section), and what the CLI drives.
 
 An `Engine` opens a data directory. If no other engine drives it, this one
 takes the directory's lock and drives runs with the actor runtime; otherwise

@@ -364,6 +364,10 @@ class _Walker:
             if len(members) == 1:
                 self.check(value, members[0], location, hint)
                 return
+            structs = [t for t in members if isinstance(t, type) and issubclass(t, msgspec.Struct)]
+            if isinstance(value, dict) and len(structs) == 1:  # `schedule: {cron, overlap}`
+                self._check_struct(value, structs[0], location)
+                return
         elif isinstance(type_, type) and issubclass(type_, msgspec.Struct):
             self._check_struct(value, type_, location)
             return

@@ -57,13 +57,14 @@ class MachineSize(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _measured(usage: ResourceUsage, caps: ResourcesConfig) -> dict[str, tuple[float, float]]:
-    """Per resource: (usage %, cap %)."""
-    return {
+    """Per capped resource: (usage %, cap %); a resource without a cap is not in it."""
+    measured = {
         "cpu": (usage.cpu_percent, caps.max_cpu_usage),
         "memory": (usage.memory_percent, caps.max_memory_usage),
         "storage": (usage.storage_percent, caps.max_storage_usage),
         "network": (usage.network_percent, caps.max_network_usage),
     }
+    return {name: (used, cap) for name, (used, cap) in measured.items() if cap is not None}
 
 
 def _declared(demand: ResourcesSpec, machine: MachineSize) -> dict[str, tuple[float, str, str]]:
@@ -109,12 +110,9 @@ def never_fits(
     if demand is None:
         return None
     reasons = []
-    caps = caps or ResourcesConfig(
-        max_cpu_usage=100, max_memory_usage=100, max_storage_usage=100, max_network_usage=100
-    )
-    declared = _declared(demand, machine)
-    for name, (_used, cap) in _measured(ResourceUsage(), caps).items():
-        needed, amount, total = declared[name]
+    capped = _measured(ResourceUsage(), caps or ResourcesConfig())
+    for name, (needed, amount, total) in _declared(demand, machine).items():
+        cap = capped.get(name, (0.0, 100.0))[1]
         if needed > 100:
             reasons.append(f"declares {amount}, more than the {total} the machine has")
         elif needed > cap:

@@ -2,7 +2,7 @@
 
 Built from a `RunState` (live or replayed), so `wfa show`, `wfa replay` and
 `run.wait()` can never disagree. The JSON form is the stable machine output of
-SPEC §3: times as ISO 8601 UTC.
+(README, Machine output): times as ISO 8601 UTC.
 """
 
 from __future__ import annotations

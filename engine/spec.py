@@ -1,4 +1,4 @@
-"""The workflow file (SPEC §1) as frozen msgspec Structs.
+"""The workflow file (docs/workflow-file.md) as frozen msgspec Structs.
 
 A YAML, JSON or TOML file and the Python builder produce the same
 `WorkflowSpec`; the spec is stored whole in the log with `RunSubmitted`, so a
@@ -111,12 +111,25 @@ class StepSpec(_Spec, frozen=True, kw_only=True):
     priority: int = 0  # higher starts first when capacity is short
 
 
+class Overlap(StrEnum):
+    """What a schedule's firing does while its previous run has not ended."""
+
+    SKIP = "skip"  # nothing: that firing is dropped
+    QUEUE = "queue"  # one run waits, submitted when the previous one ends
+    ALLOW = "allow"  # a new run at once, beside the previous one
+
+
+class ScheduleSpec(_Spec, frozen=True, kw_only=True):
+    cron: str  # five or six fields, local time
+    overlap: Overlap = Overlap.SKIP
+
+
 class WorkflowSpec(_Spec, frozen=True, kw_only=True):
     name: WorkflowName
     description: str = ""
     mode: Mode = Mode.DAG
     timeout: Seconds | None = None  # whole-run timeout
     priority: int = 0  # higher runs first when runs are queued
-    schedule: str | None = None  # cron, used by `wfa serve`
+    schedule: str | ScheduleSpec | None = None  # cron, or {cron, overlap}; for `wfa serve`
     inputs: dict[str, Any] = msgspec.field(default_factory=dict)
     steps: tuple[StepSpec, ...]

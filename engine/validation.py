@@ -1,4 +1,4 @@
-"""Cross-field rules of a workflow (SPEC §1), checked before anything executes.
+"""Cross-field rules of a workflow (docs/workflow-file.md), checked before anything executes.
 
 engine/loading.py checks shape (types, unknown and missing keys); this module
 checks what only the whole workflow and the engine configuration can tell:
@@ -23,6 +23,7 @@ from croniter import croniter
 from engine.config import EngineConfig
 from engine.errors import ExpressionError, Problem, ValidationError
 from engine.expressions import compile_expression, referenced_steps, template_expressions
+from engine.policies.schedules import schedule_of
 from engine.spec import Mode, WorkflowSpec
 
 GENERIC_CAPABILITY = "default"
@@ -330,15 +331,16 @@ def check_expressions(spec: WorkflowSpec, config: EngineConfig, graph: _Graph) -
 
 
 def check_schedule(spec: WorkflowSpec, config: EngineConfig, graph: _Graph) -> Iterator[Problem]:
-    """`schedule` is a cron expression croniter accepts."""
-    if spec.schedule is None:
+    """`schedule` (or its `cron`) is a cron expression croniter accepts."""
+    schedule = schedule_of(spec)
+    if schedule is None:
         return
     try:
-        croniter(spec.schedule)
+        croniter(schedule.cron)
     except (ValueError, KeyError, TypeError) as exc:
         yield Problem(
-            "$.schedule",
-            f"`{spec.schedule}` is not a cron expression: {exc}",
+            "$.schedule" if isinstance(spec.schedule, str) else "$.schedule.cron",
+            f"`{schedule.cron}` is not a cron expression: {exc}",
             'five fields: minute hour day-of-month month day-of-week, e.g. "0 2 * * *"',
         )
 
@@ -355,7 +357,7 @@ def check_resources_fit(
         if step.resources is None:
             continue
         where = f"$.steps[{position}].resources"
-        limits: Sequence[tuple[str, float, float, str, str, float]] = (
+        limits: Sequence[tuple[str, float, float, str, str, float | None]] = (
             (
                 "cpu",
                 step.resources.cpu,
@@ -389,7 +391,7 @@ def check_resources_fit(
                     f"{available:g} {unit}; it could never fit",
                     f"lower `{key}` to at most {available:g}",
                 )
-            elif wanted > 0 and 100 * wanted / available > cap:
+            elif cap is not None and wanted > 0 and 100 * wanted / available > cap:
                 most = available * cap / 100
                 yield Problem(
                     f"{where}.{key}",

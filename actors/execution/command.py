@@ -1,7 +1,7 @@
 """Run one attempt of a `run` step: a program started from argv, never a shell.
 
 The program is the leader of its own process group with the environment of
-SPEC §1 (`WFA_*`, `WFA_OUTPUTS` and the step's `env:`); stdin is /dev/null,
+docs/workflow-file.md (`WFA_*`, `WFA_OUTPUTS` and the step's `env:`); stdin is /dev/null,
 stdout and stderr go in full to files in the attempt's output directory and
 their tails into the outcome. `run_command_attempt` blocks the calling worker
 thread until the program and everything it started are gone.

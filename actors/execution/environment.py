@@ -1,4 +1,4 @@
-"""The environment of a process an attempt starts (SPEC §1).
+"""The environment of a process an attempt starts.
 
 The engine's own environment (all of it, or with `execution.step_env.inherit:
 false` only the names in `pass`), then the step's `env:`, then the attempt's

@@ -1,4 +1,4 @@
-"""Trigger rules: what a step does once every dependency is terminal (SPEC §1).
+"""Trigger rules: what a step does once every dependency is terminal.
 
 Skips propagate because a skipped dependency is not a success: under the
 default `all_success` a skipped parent skips its children, and so on down.

@@ -18,12 +18,15 @@ from engine.resources import (
     cap_changes,
     machine_size,
     never_fits,
+    over_caps,
     with_demand,
 )
 from engine.spec import ResourcesSpec
 
 MACHINE = MachineSize(cpus=2, memory_mb=4096, storage_mb=100_000, network_mbps=1000)
-CAPS = ResourcesConfig()  # cpu 80, memory 70, storage 85, network 60
+CAPS = ResourcesConfig(  # the example caps of wfa.example.yaml
+    max_cpu_usage=80, max_memory_usage=70, max_storage_usage=85, max_network_usage=60
+)
 percents = st.floats(0, 100)
 
 
@@ -106,3 +109,25 @@ def test_the_sampler_reads_plausible_figures_from_this_machine(tmp_path: Path) -
     assert second.network_percent >= 0
     size = machine_size(tmp_path, 1000)
     assert size.cpus >= 1 and size.memory_mb > 0 and size.storage_mb > 0
+
+
+def test_without_caps_any_usage_admits_a_step_and_no_cap_is_ever_crossed() -> None:
+    busy = ResourceUsage(
+        cpu_percent=100, memory_percent=99, storage_percent=99, network_percent=500
+    )
+    assert admit(busy, ResourcesSpec(cpu=2, memory_mb=4096), ResourcesConfig(), MACHINE) is None
+    assert cap_changes((), busy, ResourcesConfig(), 1.0) == (frozenset(), [])
+    assert over_caps(busy, ResourcesConfig()) == {}
+
+
+def test_without_caps_a_step_still_never_fits_a_machine_smaller_than_it_declares() -> None:
+    assert never_fits(ResourcesSpec(cpu=2, memory_mb=4096), MACHINE, ResourcesConfig()) is None
+    reason = never_fits(ResourcesSpec(cpu=3), MACHINE, ResourcesConfig())
+    assert reason is not None and "more than the 2 the machine has" in reason
+
+
+def test_one_cap_alone_holds_back_only_on_its_own_resource() -> None:
+    caps = ResourcesConfig(max_memory_usage=50)
+    assert admit(ResourceUsage(cpu_percent=100), ResourcesSpec(cpu=1), caps, MACHINE) is None
+    reason = admit(ResourceUsage(memory_percent=60), ResourcesSpec(cpu=1), caps, MACHINE)
+    assert reason == "memory 60% would exceed max_memory_usage 50%"

@@ -9,7 +9,7 @@ import msgspec
 import pytest
 import yaml
 
-from engine.config import AgentConfig, EngineConfig, ExecutionConfig
+from engine.config import AgentConfig, EngineConfig, ExecutionConfig, ResourcesConfig
 from engine.errors import Problem, ValidationError
 from engine.loading import FORMATS, load_workflow, workflow_from_data
 from engine.validation import (
@@ -281,11 +281,13 @@ def test_resources_beyond_the_machine_could_never_fit() -> None:
 
 
 def test_a_declaration_above_a_usage_cap_could_never_start() -> None:
+    capped = EngineConfig(resources=ResourcesConfig(max_cpu_usage=80, max_memory_usage=70))
     spec = spec_of(step("a", resources={"cpu": 4, "memory_mb": 4096}))
-    ((location, message),) = problems(spec)
+    ((location, message),) = problems(spec, capped)
     assert location == "$.steps[0].resources.cpu"
     assert "cpu 4 of 4 (100%), above max_cpu_usage 80%" in message
-    assert problems(spec_of(step("a", resources={"cpu": 3.2, "memory_mb": 5734}))) == []
+    assert problems(spec_of(step("a", resources={"cpu": 3.2, "memory_mb": 5734})), capped) == []
+    assert problems(spec) == []  # no caps by default: the whole machine may be declared
 
 
 def test_network_beyond_the_configured_capacity_could_never_fit() -> None:
