@@ -28,8 +28,8 @@ import msgspec
 
 from engine.config import EngineConfig
 from engine.errors import Problem, ValidationError, WorkflowAutomatorError
-from engine.loading import load_config, load_workflow
-from engine.validation import validate_config, validate_workflow
+from engine.loading import load_config
+from engine.validation import validate_config, validate_file
 from eventstore import EventStoreError
 
 if TYPE_CHECKING:
@@ -232,11 +232,7 @@ def validate(state: CliState, files: Sequence[Path], as_json: bool) -> None:
 
 
 def _problems(path: Path, config: EngineConfig) -> list[Problem]:
-    try:
-        spec = load_workflow(path)
-    except ValidationError as exc:
-        return list(exc.problems)
-    return validate_workflow(spec, config)
+    return validate_file(path, config)[1]
 
 
 # The other commands register themselves on `main` when imported.

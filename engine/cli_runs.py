@@ -33,8 +33,7 @@ from engine.cli import (
 from engine.cli_views import TERMINAL, follow_runs
 from engine.events import CommandIssued, run_stream
 from engine.facade import Engine, command_trigger
-from engine.loading import load_workflow
-from engine.validation import check_workflow
+from engine.validation import check_inputs, load_checked
 
 JSON_RESULT_HELP = "Print only the final run result as JSON (shape in SPEC §3)."
 
@@ -105,16 +104,11 @@ def run(
     approval or intervention.
     """
     config = state.config()
-    spec = check_workflow(load_workflow(file), config, source=str(file))
+    spec = load_checked(file, config)
     given = parse_inputs(inputs)
-    unknown = sorted(set(given) - set(spec.inputs))
-    if unknown:
-        declared = ", ".join(sorted(spec.inputs)) or "none"
-        verb = "is not an input" if len(unknown) == 1 else "are not inputs"
-        fail(
-            f"{file}: {', '.join(unknown)} {verb} of workflow {spec.name}",
-            [f"declared inputs: {declared}"],
-        )
+    problems = check_inputs(spec, given)
+    if problems:
+        fail(f"{file}: bad inputs for workflow {spec.name}", [str(p) for p in problems])
     with state.engine(drive=not detach) as engine:
         handle = engine.submit(spec, given, priority=priority)
         if detach:

@@ -37,9 +37,8 @@ from engine.events import (
     is_run_end,
 )
 from engine.facade import Engine
-from engine.loading import load_workflow
 from engine.spec import WorkflowSpec
-from engine.validation import check_workflow
+from engine.validation import load_checked
 
 
 class Schedules:
@@ -115,7 +114,7 @@ def serve(state: CliState, files: Sequence[Path]) -> None:
     config = state.config()
     scheduled = []
     for file in files:
-        spec = check_workflow(load_workflow(file), config, source=str(file))
+        spec = load_checked(file, config)
         if spec.schedule is None:
             fail(
                 f"{file}: workflow {spec.name} has no `schedule:`; serve only takes scheduled "
