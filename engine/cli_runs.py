@@ -33,6 +33,7 @@ from engine.cli import (
 from engine.cli_views import TERMINAL, follow_runs
 from engine.events import CommandIssued, run_stream
 from engine.facade import Engine, command_trigger
+from engine.spec import MAX_PRIORITY
 from engine.validation import check_inputs, load_checked
 
 JSON_RESULT_HELP = "Print only the final run result as JSON (shape in SPEC §3)."
@@ -83,7 +84,11 @@ def follow_to_exit(
     '["a"]), else taken as a string. Repeat for more.',
 )
 @click.option("--detach", is_flag=True, help="Only submit and print the run id; do not run it.")
-@click.option("--priority", type=int, help="Override the workflow's priority (higher first).")
+@click.option(
+    "--priority",
+    type=click.IntRange(-MAX_PRIORITY, MAX_PRIORITY),
+    help="Override the workflow's priority (higher first).",
+)
 @click.option("--json", "as_json", is_flag=True, help=JSON_RESULT_HELP)
 @pass_state
 def run(

@@ -18,6 +18,7 @@ import functools
 import json
 import os
 import re
+import stat
 import tomllib
 import types
 import typing
@@ -228,7 +229,14 @@ def _read(path: Path, source: str) -> tuple[str, Format]:
         )
         raise ValidationError([problem], source=source)
     try:
-        with path.open("rb") as stream:
+        # Non-blocking open: a FIFO would otherwise block until someone writes to it.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as stream:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ValidationError(
+                    [Problem("$", "is not a regular file", "name a regular file")],
+                    source=source,
+                )
             raw = stream.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise ValidationError(
