@@ -28,8 +28,9 @@ import msgspec
 
 from engine.config import EngineConfig
 from engine.errors import Problem, ValidationError, WorkflowAutomatorError
-from engine.loading import load_config, load_workflow
-from engine.validation import validate_config, validate_workflow
+from engine.loading import load_config
+from engine.preflight import call_problems, run_problems
+from engine.validation import validate_config, validate_file
 from eventstore import EventStoreError
 
 if TYPE_CHECKING:
@@ -261,17 +262,28 @@ def main(
 
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--imports",
+    is_flag=True,
+    help="Also import each `call:` module (this runs its code) and check its function; "
+    "a module that cannot be found or imported is then an error, not a warning.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of results on stdout.")
 @pass_state
-def validate(state: CliState, files: Sequence[Path], as_json: bool) -> None:
+def validate(state: CliState, files: Sequence[Path], imports: bool, as_json: bool) -> None:
     """Check workflow FILEs (YAML, JSON or TOML) without running anything.
 
     Every problem is reported, one per line, as `FILE: LOCATION: message (what to do)`.
     Checks use the engine configuration (--config): agents, limits, conditions.
     Exit code 0 when every file is valid, 2 when any is not.
+
+    A `call:` module that cannot be found (from the file's directory or the working
+    directory) and a `run:` program not on PATH are `warning: ...` lines, which do
+    not change the exit code; with --imports a `call:` module that cannot be found
+    or imported is a problem. The key reference is docs/workflow-file.md.
     """
     config = state.config()
-    reports = [(str(path), _problems(path, config)) for path in files]
+    reports = [(str(path), *_report(path, config, imports)) for path in files]
     if as_json:
         print_json(
             [
@@ -279,26 +291,33 @@ def validate(state: CliState, files: Sequence[Path], as_json: bool) -> None:
                     "file": name,
                     "valid": not problems,
                     "problems": [msgspec.to_builtins(p) for p in problems],
+                    "warnings": [msgspec.to_builtins(p) for p in warnings],
                 }
-                for name, problems in reports
+                for name, problems, warnings in reports
             ]
         )
     else:
-        for name, problems in reports:
+        for name, problems, warnings in reports:
+            for warning in warnings:
+                click.echo(f"warning: {name}: {warning}", err=True)
             if not problems:
                 click.echo(f"{name}: valid")
             for problem in problems:
                 click.echo(f"{name}: {problem}", err=True)
-    if any(problems for _, problems in reports):
+    if any(problems for _, problems, _ in reports):
         raise click.exceptions.Exit(EXIT_BAD_INPUT)
 
 
-def _problems(path: Path, config: EngineConfig) -> list[Problem]:
-    try:
-        spec = load_workflow(path)
-    except ValidationError as exc:
-        return list(exc.problems)
-    return validate_workflow(spec, config)
+def _report(path: Path, config: EngineConfig, imports: bool) -> tuple[list[Problem], list[Problem]]:
+    """The problems and the warnings of one workflow file."""
+    spec, problems = validate_file(path, config)
+    if problems or spec is None:
+        return problems, []
+    calls = call_problems(spec, path.resolve().parent, load=imports)
+    warnings = run_problems(spec)
+    if imports:
+        return calls, warnings
+    return [], calls + warnings
 
 
 # The other commands register themselves on `main` when imported.

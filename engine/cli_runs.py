@@ -34,8 +34,8 @@ from engine.cli_complete import complete_run, complete_step
 from engine.cli_views import TERMINAL, follow_runs
 from engine.events import CommandIssued, run_stream
 from engine.facade import Engine, command_trigger
-from engine.loading import load_workflow
-from engine.validation import check_workflow
+from engine.spec import MAX_PRIORITY
+from engine.validation import check_inputs, load_checked
 
 JSON_RESULT_HELP = "Print only the final run result as JSON (shape in the README, Machine output)."
 
@@ -85,7 +85,11 @@ def follow_to_exit(
     '["a"]), else taken as a string. Repeat for more.',
 )
 @click.option("--detach", is_flag=True, help="Only submit and print the run id; do not run it.")
-@click.option("--priority", type=int, help="Override the workflow's priority (higher first).")
+@click.option(
+    "--priority",
+    type=click.IntRange(-MAX_PRIORITY, MAX_PRIORITY),
+    help="Override the workflow's priority (higher first).",
+)
 @click.option("--json", "as_json", is_flag=True, help=JSON_RESULT_HELP)
 @pass_state
 def run(
@@ -106,16 +110,11 @@ def run(
     approval or intervention.
     """
     config = state.config()
-    spec = check_workflow(load_workflow(file), config, source=str(file))
+    spec = load_checked(file, config)
     given = parse_inputs(inputs)
-    unknown = sorted(set(given) - set(spec.inputs))
-    if unknown:
-        declared = ", ".join(sorted(spec.inputs)) or "none"
-        verb = "is not an input" if len(unknown) == 1 else "are not inputs"
-        fail(
-            f"{file}: {', '.join(unknown)} {verb} of workflow {spec.name}",
-            [f"declared inputs: {declared}"],
-        )
+    problems = check_inputs(spec, given)
+    if problems:
+        fail(f"{file}: bad inputs for workflow {spec.name}", [str(p) for p in problems])
     with state.engine(drive=not detach) as engine:
         handle = engine.submit(spec, given, priority=priority, workflow_dir=file.parent)
         if detach:

@@ -38,10 +38,9 @@ from engine.events import (
     is_run_end,
 )
 from engine.facade import Engine
-from engine.loading import load_workflow
 from engine.policies.schedules import Firing, firing, next_fire, schedule_of
 from engine.spec import WorkflowSpec
-from engine.validation import check_workflow
+from engine.validation import load_checked
 
 
 class Schedules:
@@ -132,7 +131,7 @@ def serve(state: CliState, files: Sequence[Path]) -> None:
     config = state.config()
     scheduled = []
     for file in files:
-        spec = check_workflow(load_workflow(file), config, source=str(file))
+        spec = load_checked(file, config)
         if schedule_of(spec) is None:
             fail(
                 f"{file}: workflow {spec.name} has no `schedule:`; serve only takes scheduled "

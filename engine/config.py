@@ -13,9 +13,19 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
+from engine.spec import MAX_AMOUNT, Seconds
+
 Percent = Annotated[float, Meta(ge=0, le=100)]
-Positive = Annotated[int, Meta(ge=1)]
-Seconds = Annotated[float, Meta(gt=0)]
+Positive = Annotated[int, Meta(ge=1, le=1_000_000)]
+Count = Annotated[int, Meta(ge=1, le=10_000)]
+Amount = Annotated[float, Meta(gt=0, le=MAX_AMOUNT)]
+ModulePrefix = Annotated[
+    str,
+    Meta(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$",
+        description="a dotted module name, e.g. mysteps or mycompany.steps",
+    ),
+]
 
 
 class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -33,13 +43,15 @@ class StepEnvConfig(_Section, frozen=True, kw_only=True):
 
 
 class ExecutionConfig(_Section, frozen=True, kw_only=True):
-    max_concurrent_workflows: Positive = 10
-    max_steps_per_workflow: Positive = 50
+    max_concurrent_workflows: Count = 10
+    max_steps_per_workflow: Count = 50
     default_timeout: Seconds = 300.0
     default_retry_count: Annotated[int, Meta(ge=0, le=99)] = 3  # retries after the first attempt
     enable_parallel_execution: bool = True
     enable_conditional_execution: bool = True
     step_env: StepEnvConfig = msgspec.field(default_factory=StepEnvConfig)
+    # None: `call:` may name any module; else only these modules and their submodules
+    call_modules: tuple[ModulePrefix, ...] | None = None
 
 
 class AllocationStrategy(StrEnum):
@@ -56,8 +68,8 @@ class ResourcesConfig(_Section, frozen=True, kw_only=True):
     max_memory_usage: Percent | None = None
     max_storage_usage: Percent | None = None
     max_network_usage: Percent | None = None
-    network_capacity_mbps: Annotated[float, Meta(gt=0)] = 1000.0
-    agent_pool_size: Positive = 20
+    network_capacity_mbps: Amount = 1000.0
+    agent_pool_size: Count = 20
     allocation_strategy: AllocationStrategy = AllocationStrategy.LOAD_BALANCED
 
 
@@ -74,17 +86,19 @@ class AgentBackend(StrEnum):
 class AgentConfig(_Section, frozen=True, kw_only=True):
     name: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]{1,100}$")]
     capabilities: tuple[str, ...] = ("default",)
-    capacity: Positive = 1  # concurrent attempts
+    capacity: Count = 1  # concurrent attempts
     isolation: Isolation = Isolation.THREAD
     backend: AgentBackend = AgentBackend.LOCAL
     address: str | None = None  # dask scheduler, tcp://host:port
-    resources: dict[str, float] = msgspec.field(default_factory=dict)
+    resources: dict[str, Annotated[float, Meta(ge=0, le=MAX_AMOUNT)]] = msgspec.field(
+        default_factory=dict
+    )
 
 
 class MonitoringConfig(_Section, frozen=True, kw_only=True):
-    check_interval: Seconds = 30.0
+    check_interval: Annotated[float, Meta(ge=0.1, le=86_400)] = 30.0
     alert_threshold: Positive = 5
-    performance_threshold: Annotated[float, Meta(ge=0)] = 90.0
+    performance_threshold: Annotated[float, Meta(ge=0, le=1_000_000)] = 90.0
     error_rate_threshold: Percent = 10.0
     alert_command: tuple[str, ...] | None = None
 

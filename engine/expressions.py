@@ -24,6 +24,24 @@ from engine.errors import ExpressionError
 
 VARIABLES = frozenset({"inputs", "steps", "run", "item"})
 
+MAX_EXPRESSION_CHARS = 10_000
+"""Longer expressions are refused unparsed: the CEL parser panics on very long ones."""
+
+FUNCTIONS = frozenset(
+    {
+        "size", "contains", "startsWith", "endsWith", "matches",
+        "string", "int", "uint", "double", "bytes", "duration", "timestamp", "dyn", "type",
+        "getFullYear", "getMonth", "getDayOfYear", "getDayOfMonth", "getDate", "getDayOfWeek",
+        "getHours", "getMinutes", "getSeconds", "getMilliseconds",
+    }
+)  # fmt: skip
+"""The functions the CEL runtime provides; the macros (`has`, `all`, `exists`,
+`exists_one`, `map`, `filter`) expand at parse time and operators are named `_x_`, `@x`."""
+
+_MACRO_VARIABLE = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_]\w*)\s*,")
+_INPUT_BY_DOT = re.compile(r"(?<![\w.])inputs\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)\b(?!\s*\()")
+_INPUT_BY_INDEX = re.compile(r"(?<![\w.])inputs\s*\[\s*(\"[^\"]*\"|'[^']*')\s*\]")
+
 _TEMPLATE = re.compile(r"\$\{\{(.*?)\}\}", re.DOTALL)
 _STRING_LITERAL = re.compile(r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'")
 _STEP_BY_DOT = re.compile(r"(?<![\w.])steps\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
@@ -35,17 +53,35 @@ def compile_expression(source: str) -> Any:
     """Compile `source` once; raise ExpressionError naming what is wrong."""
     if not source.strip():
         raise ExpressionError("empty expression")
+    if len(source) > MAX_EXPRESSION_CHARS:
+        raise ExpressionError(
+            f"the expression is {len(source)} characters long; at most "
+            f"{MAX_EXPRESSION_CHARS} are allowed"
+        )
     import cel  # imported on first use: it costs ~150 ms, which every CLI call would pay
 
     try:
         program = cel.compile(source)
-    except (ValueError, RuntimeError, TypeError) as exc:
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # the Rust core may panic (PanicException is a BaseException)
         raise ExpressionError(_first_line(exc)) from None
-    unknown = sorted(set(program.variables()) - VARIABLES)
+    bound = set(_MACRO_VARIABLE.findall(_STRING_LITERAL.sub('""', source)))
+    unknown = sorted(set(program.variables()) - VARIABLES - bound)
     if unknown:
         raise ExpressionError(
             f"unknown variable {', '.join(map(repr, unknown))}; "
             f"expressions see only {', '.join(sorted(VARIABLES))}"
+        )
+    functions = sorted(
+        name for name in program.functions() if name[0].isalpha() and name not in FUNCTIONS
+    )
+    if functions:
+        raise ExpressionError(
+            f"unknown function {', '.join(map(repr, functions))}; expressions have size, "
+            "contains, startsWith, endsWith, matches, int, uint, double, string, bytes, "
+            "duration, timestamp, dyn, type, the timestamp getters (getFullYear, ...) and "
+            "the macros has, all, exists, exists_one, map, filter"
         )
     return program
 
@@ -57,7 +93,9 @@ def evaluate(source: str, variables: Mapping[str, Any]) -> Any:
         return program.execute(dict(variables))
     except KeyError as exc:
         raise ExpressionError(f"{source!r}: no such key {exc}") from None
-    except Exception as exc:  # the CEL runtime raises several types; all are the user's
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # the CEL runtime raises several types, and may panic
         raise ExpressionError(f"{source!r}: {_first_line(exc)}") from None
 
 
@@ -81,6 +119,14 @@ def referenced_steps(source: str) -> set[str]:
     found = {m.group(1)[1:-1] for m in _STEP_BY_INDEX.finditer(source)}
     without_strings = _STRING_LITERAL.sub('""', source)
     found.update(m.group(1) for m in _STEP_BY_DOT.finditer(without_strings))
+    return found
+
+
+def referenced_inputs(source: str) -> set[str]:
+    """Input names an expression reads (`inputs.a` or `inputs["a-b"]`)."""
+    found = {m.group(1)[1:-1] for m in _INPUT_BY_INDEX.finditer(source)}
+    without_strings = _STRING_LITERAL.sub('""', source)
+    found.update(m.group(1) for m in _INPUT_BY_DOT.finditer(without_strings))
     return found
 
 

@@ -39,12 +39,12 @@ from engine.events import (
     run_stream,
 )
 from engine.health import HealthPolicy
-from engine.loading import load_config, load_workflow
+from engine.loading import load_config
 from engine.results import RunResult, result_of
 from engine.spec import WorkflowSpec
 from engine.state import TERMINAL_RUN, RunState, evolve, fold, index_of
 from engine.telemetry import Observer
-from engine.validation import check_workflow
+from engine.validation import check_inputs, check_workflow, load_checked
 from eventstore import EventStore, Recorded
 
 log = logging.getLogger("wfa")
@@ -423,22 +423,15 @@ class Engine:
         elif isinstance(workflow, WorkflowSpec):
             spec = workflow
         else:
-            spec = load_workflow(workflow)
+            return load_checked(workflow, self.config)
         check_workflow(spec, self.config)
         return spec
 
     @staticmethod
     def _inputs(spec: WorkflowSpec, given: Mapping[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(given) - set(spec.inputs))
-        if unknown:
-            declared = ", ".join(sorted(spec.inputs)) or "none"
-            raise ValidationError(
-                [
-                    Problem(f"-i {name}", "not an input of this workflow", f"declared: {declared}")
-                    for name in unknown
-                ],
-                source=spec.name,
-            )
+        problems = check_inputs(spec, given)
+        if problems:
+            raise ValidationError(problems, source=spec.name)
         return {**spec.inputs, **msgspec.to_builtins(dict(given))}
 
     def _submit(

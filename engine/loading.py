@@ -11,12 +11,14 @@ document the walk found clean is converted whole.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import enum
 import functools
 import json
 import os
 import re
+import stat
 import tomllib
 import types
 import typing
@@ -38,6 +40,10 @@ MAX_FILE_BYTES = 1024 * 1024
 
 MAX_NODES = 200_000
 """Values walked per document; stops YAML alias bombs and self-referencing aliases."""
+
+MAX_INT = 2**63 - 1
+"""Whole numbers in `inputs` and `with` (free-form values) must fit in 64 bits, as the
+log stores them."""
 
 FORMATS: Mapping[str, Format] = {".yaml": "yaml", ".yml": "yaml", ".json": "json", ".toml": "toml"}
 
@@ -63,6 +69,8 @@ _MISSING_HINTS: Mapping[tuple[type, str], str] = {
 }
 
 
+_EMPTY = Problem("$", "the file is empty", "a workflow needs at least `name:` and `steps:`")
+
 # ---------------------------------------------------------------------------
 # Public API
 
@@ -78,10 +86,7 @@ def parse_workflow(data: bytes | str, fmt: Format, source: str = "<workflow>") -
     """Decode workflow text in `fmt`; raise ValidationError with every problem."""
     document = _parse(data, fmt, source)
     if document is None:
-        raise ValidationError(
-            [Problem("$", "the file is empty", "a workflow needs at least `name:` and `steps:`")],
-            source=source,
-        )
+        raise ValidationError([_EMPTY], source=source)
     return workflow_from_data(document, source)
 
 
@@ -131,6 +136,33 @@ def apply_env_overrides(config: EngineConfig, env: Mapping[str, str]) -> EngineC
 
 def decode(document: object, type_: type[S], source: str) -> S:
     """Check `document` against `type_` completely, then convert it; raise every problem."""
+    problems = _walk(document, type_, source)
+    if problems:
+        raise ValidationError(problems, source=source)
+    try:
+        return msgspec.convert(document, type_)
+    except msgspec.ValidationError as exc:  # the walk should have caught it; still be clear
+        message, location = _split_msgspec_error(str(exc))
+        raise ValidationError([Problem(location, message)], source=source) from None
+
+
+def load_workflow_partly(path: str | os.PathLike[str]) -> tuple[WorkflowSpec | None, list[Problem]]:
+    """The workflow at `path` and no problems; or its schema problems and a best-effort
+    spec of what did parse (None when too little did), so that the cross-field rules can
+    run on it too. A file that cannot be read or parsed raises ValidationError."""
+    source = str(path)
+    text, fmt = _read(Path(path), source)
+    document = _parse(text, fmt, source)
+    if document is None:
+        raise ValidationError([_EMPTY], source=source)
+    problems = _walk(document, WorkflowSpec, source)
+    if not problems:
+        return decode(document, WorkflowSpec, source), []
+    return _salvage_workflow(document), problems
+
+
+def _walk(document: object, type_: type[msgspec.Struct], source: str) -> list[Problem]:
+    """Every schema problem of `document`; ValidationError if it is too large to walk."""
     walker = _Walker()
     try:
         walker.check(document, type_, "$")
@@ -145,13 +177,38 @@ def decode(document: object, type_: type[S], source: str) -> S:
             ],
             source=source,
         ) from None
-    if walker.problems:
-        raise ValidationError(walker.problems, source=source)
-    try:
-        return msgspec.convert(document, type_)
-    except msgspec.ValidationError as exc:  # the walk should have caught it; still be clear
-        message, location = _split_msgspec_error(str(exc))
-        raise ValidationError([Problem(location, message)], source=source) from None
+    return walker.problems
+
+
+def _salvage_workflow(document: object) -> WorkflowSpec | None:
+    """A WorkflowSpec of the parts of a schema-invalid document that are valid on their own.
+
+    Steps keep their positions (a step that is not a mapping, or has no usable id, gets
+    a placeholder id that no `after` can name), so that locations stay true."""
+    if not isinstance(document, dict) or not isinstance(document.get("steps"), list):
+        return None
+    steps = []
+    for position, item in enumerate(document["steps"]):
+        fields = _valid_fields(item, StepSpec)
+        raw_id = item.get("id") if isinstance(item, dict) else None
+        fields["id"] = raw_id if isinstance(raw_id, str) else f"<steps[{position}]>"
+        steps.append(StepSpec(**fields))
+    fields = _valid_fields(document, WorkflowSpec)
+    fields.setdefault("name", "<workflow>")
+    fields["steps"] = tuple(steps)
+    return WorkflowSpec(**fields)
+
+
+def _valid_fields(value: object, type_: type[msgspec.Struct]) -> dict[str, Any]:
+    """The fields of mapping `value` whose values are valid for `type_`, by field name."""
+    if not isinstance(value, dict):
+        return {}
+    valid: dict[str, Any] = {}
+    for key, field in _fields_by_key(type_).items():
+        if key in value:
+            with contextlib.suppress(msgspec.ValidationError):
+                valid[field.name] = msgspec.convert(value[key], field.type)
+    return valid
 
 
 # ---------------------------------------------------------------------------
@@ -172,7 +229,14 @@ def _read(path: Path, source: str) -> tuple[str, Format]:
         )
         raise ValidationError([problem], source=source)
     try:
-        with path.open("rb") as stream:
+        # Non-blocking open: a FIFO would otherwise block until someone writes to it.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as stream:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ValidationError(
+                    [Problem("$", "is not a regular file", "name a regular file")],
+                    source=source,
+                )
             raw = stream.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise ValidationError(
@@ -354,7 +418,15 @@ class _Walker:
         if self._nodes > MAX_NODES:
             raise _TooLarge
         if type_ is Any:
-            self._count(value)
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+                self.problems.append(
+                    Problem(
+                        location,
+                        f"the number {_short(value)} is too large",
+                        f"whole numbers here lie within ±{MAX_INT}; quote it to keep it as text",
+                    )
+                )
+            self._count(value, location)
             return
         origin = typing.get_origin(type_)
         if origin is typing.Union or origin is types.UnionType:
@@ -430,15 +502,17 @@ class _Walker:
                 Problem(location + sub[1:], message, hint or _type_hint(type_, value))
             )
 
-    def _count(self, value: object) -> None:
-        """Count the values under an `Any` field toward the budget."""
+    def _count(self, value: object, location: str) -> None:
+        """Walk the values under an `Any` field: they count toward the budget, and their
+        numbers must fit the log's encoding."""
         if isinstance(value, dict):
             for key, item in value.items():
-                self.check(key, Any, "")
-                self.check(item, Any, "")
+                key_location = _key_location(location, key)
+                self.check(key, Any, key_location)
+                self.check(item, Any, key_location)
         elif isinstance(value, list | tuple):
-            for item in value:
-                self.check(item, Any, "")
+            for index, item in enumerate(value):
+                self.check(item, Any, f"{location}[{index}]")
 
 
 @functools.cache
@@ -482,7 +556,7 @@ def _type_hint(type_: Any, value: object) -> str:
                 if meta.description:
                     return str(meta.description)
                 bounds += [
-                    f"{op} {getattr(meta, a):g}"
+                    f"{op} {_number(getattr(meta, a))}"
                     for a, op in _BOUNDS
                     if getattr(meta, a) is not None
                 ]
@@ -514,6 +588,10 @@ def _key_location(location: str, key: object) -> str:
     if isinstance(key, str) and _IDENTIFIER.match(key):
         return f"{location}.{key}"
     return f"{location}[{json.dumps(key if isinstance(key, str) else str(key))}]"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def _key_list(fields: Mapping[str, Any]) -> str:

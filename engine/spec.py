@@ -31,8 +31,31 @@ CallPath = Annotated[
         description="module:function",
     ),
 ]
-Seconds = Annotated[float, Meta(gt=0)]
-NonNegative = Annotated[float, Meta(ge=0)]
+MAX_SECONDS = 31_536_000
+"""One year: the longest timeout, retry delay or cache ttl (larger ones are mistakes, and
+would overflow the timer arithmetic); also refuses .inf and .nan."""
+MAX_PRIORITY = 1_000_000
+"""Priorities lie in -MAX_PRIORITY..MAX_PRIORITY."""
+MAX_AMOUNT = 1_000_000_000
+"""The largest resource amount a step may declare (cores, MB, Mbit/s, GPUs)."""
+
+Seconds = Annotated[
+    float, Meta(gt=0, le=MAX_SECONDS, description="seconds, > 0 and at most 31536000 (a year)")
+]
+Delay = Annotated[
+    float, Meta(ge=0, le=MAX_SECONDS, description="seconds, >= 0 and at most 31536000 (a year)")
+]
+Priority = Annotated[
+    int,
+    Meta(
+        ge=-MAX_PRIORITY,
+        le=MAX_PRIORITY,
+        description="a whole number from -1000000 to 1000000; higher first",
+    ),
+]
+Amount = Annotated[
+    float, Meta(ge=0, le=MAX_AMOUNT, description="a number >= 0 and at most 1000000000")
+]
 
 DEFAULT_RETRY_ON: tuple[ErrorKind, ...] = (
     ErrorKind.USER,
@@ -68,9 +91,9 @@ class RetrySpec(_Spec, frozen=True, kw_only=True):
     """Retry policy of a step; `max_attempts=None` takes execution.default_retry_count + 1."""
 
     max_attempts: Annotated[int, Meta(ge=1, le=100)] | None = None
-    initial_delay: NonNegative = 1.0
-    backoff: Annotated[float, Meta(ge=1)] = 2.0
-    max_delay: NonNegative = 60.0
+    initial_delay: Delay = 1.0
+    backoff: Annotated[float, Meta(ge=1, le=100)] = 2.0
+    max_delay: Delay = 60.0
     on: tuple[ErrorKind, ...] = DEFAULT_RETRY_ON
 
 
@@ -81,11 +104,11 @@ class CacheSpec(_Spec, frozen=True, kw_only=True):
 class ResourcesSpec(_Spec, frozen=True, kw_only=True):
     """What one attempt of the step needs while it runs."""
 
-    cpu: NonNegative = 0.0  # cores
-    memory_mb: NonNegative = 0.0
-    storage_mb: NonNegative = 0.0
-    network_mbps: NonNegative = 0.0
-    gpu: NonNegative = 0.0
+    cpu: Amount = 0.0  # cores
+    memory_mb: Amount = 0.0
+    storage_mb: Amount = 0.0
+    network_mbps: Amount = 0.0
+    gpu: Amount = 0.0
 
 
 class StepSpec(_Spec, frozen=True, kw_only=True):
@@ -108,7 +131,7 @@ class StepSpec(_Spec, frozen=True, kw_only=True):
     on_failure: OnFailure = OnFailure.FAIL
     approval: bool = False  # wait for `wfa approve` before running
     foreach: str | None = None  # CEL list; one instance per item
-    priority: int = 0  # higher starts first when capacity is short
+    priority: Priority = 0  # higher starts first when capacity is short
 
 
 class Overlap(StrEnum):
@@ -129,7 +152,7 @@ class WorkflowSpec(_Spec, frozen=True, kw_only=True):
     description: str = ""
     mode: Mode = Mode.DAG
     timeout: Seconds | None = None  # whole-run timeout
-    priority: int = 0  # higher runs first when runs are queued
+    priority: Priority = 0  # higher runs first when runs are queued
     schedule: str | ScheduleSpec | None = None  # cron, or {cron, overlap}; for `wfa serve`
     inputs: dict[str, Any] = msgspec.field(default_factory=dict)
     steps: tuple[StepSpec, ...]

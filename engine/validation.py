@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import graphlib
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,12 +23,26 @@ from croniter import croniter
 
 from engine.config import EngineConfig
 from engine.errors import ExpressionError, Problem, ValidationError
-from engine.expressions import compile_expression, referenced_steps, template_expressions
+from engine.expressions import (
+    compile_expression,
+    referenced_inputs,
+    referenced_steps,
+    template_expressions,
+)
+from engine.loading import MAX_INT, load_workflow_partly
 from engine.policies.schedules import schedule_of
 from engine.spec import Mode, WorkflowSpec
 
 GENERIC_CAPABILITY = "default"
 """The one capability of the generic agents made when the config has no `agents:`."""
+
+
+def generic_agent_names(config: EngineConfig) -> list[str]:
+    """The names of the agents the engine runs: the configured ones, else the generic
+    `agent-1`...`agent-N` of resources.agent_pool_size (as actors/runtime.py makes them)."""
+    if config.agents is not None:
+        return [agent.name for agent in config.agents]
+    return [f"agent-{n}" for n in range(1, config.resources.agent_pool_size + 1)]
 
 
 @dataclass(frozen=True)
@@ -70,6 +85,80 @@ def check_workflow(
     if problems:
         raise ValidationError(problems, source=source)
     return spec
+
+
+def validate_file(
+    path: str | os.PathLike[str], config: EngineConfig, machine: MachineCapacity | None = None
+) -> tuple[WorkflowSpec | None, list[Problem]]:
+    """Every problem of the workflow file at `path`, schema and cross-field at once.
+
+    The cross-field rules run on whatever parsed, except where a schema problem
+    already covers the place (a step whose `run` has the wrong type is not also
+    reported as having no `run`). The spec is None when too little of it parsed."""
+    try:
+        spec, problems = load_workflow_partly(path)
+    except ValidationError as exc:
+        return None, list(exc.problems)
+    if spec is None:
+        return None, problems
+    covered = [p.location for p in problems if p.location != "$"]
+    problems += [
+        p
+        for p in validate_workflow(spec, config, machine)
+        if not any(_related(p.location, other) for other in covered)
+    ]
+    return spec, sorted(problems, key=_step_order)
+
+
+def load_checked(
+    path: str | os.PathLike[str], config: EngineConfig, machine: MachineCapacity | None = None
+) -> WorkflowSpec:
+    """The workflow at `path` if it is valid under `config`; else ValidationError with
+    every problem of the file."""
+    spec, problems = validate_file(path, config, machine)
+    if problems or spec is None:
+        raise ValidationError(problems, source=str(path))
+    return spec
+
+
+def check_inputs(spec: WorkflowSpec, given: Mapping[str, Any]) -> list[Problem]:
+    """Problems of the inputs given to a run of `spec`. A workflow that declares no
+    inputs takes any; one that declares some takes only those."""
+    problems: list[Problem] = []
+    if spec.inputs:
+        declared = ", ".join(sorted(spec.inputs))
+        problems += [
+            Problem(f"-i {name}", "not an input of this workflow", f"declared inputs: {declared}")
+            for name in sorted(set(given) - set(spec.inputs))
+        ]
+    for name, value in given.items():
+        if _too_large(value):
+            problems.append(
+                Problem(
+                    f"-i {name}",
+                    "holds a whole number too large to store",
+                    f"whole numbers lie within ±{MAX_INT}; pass it as a string",
+                )
+            )
+    return problems
+
+
+def _too_large(value: object) -> bool:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return abs(value) > MAX_INT
+    if isinstance(value, Mapping):
+        return any(_too_large(item) for item in value.values())
+    if isinstance(value, list | tuple):
+        return any(_too_large(item) for item in value)
+    return False
+
+
+def _related(location: str, other: str) -> bool:
+    """`location` is `other`, or one holds the other (`$.steps[1]` and `$.steps[1].run`)."""
+    if location == other:
+        return True
+    short, long = sorted((location, other), key=len)
+    return long.startswith(short) and long[len(short)] in ".["
 
 
 def validate_config(config: EngineConfig) -> list[Problem]:
@@ -183,14 +272,16 @@ def check_duplicate_ids(
 
 
 def check_run_or_call(spec: WorkflowSpec, config: EngineConfig, graph: _Graph) -> Iterator[Problem]:
-    """Exactly one of `run` and `call`; `run` names a program."""
+    """At most one of `run` and `call`, and none only for a gate (`approval: true`),
+    which succeeds with empty outputs once approved; `run` names a program."""
     for position, step in enumerate(spec.steps):
         where = f"$.steps[{position}]"
-        if step.run is None and step.call is None:
+        if step.run is None and step.call is None and not step.approval:
             yield Problem(
                 where,
                 f"step `{step.id}` has neither `run` nor `call`",
-                'add `run: ["program", "arg"]` or `call: module:function`',
+                'add `run: ["program", "arg"]` or `call: module:function`, or make it a '
+                "gate with `approval: true`",
             )
         elif step.run is not None and step.call is not None:
             yield Problem(
@@ -274,7 +365,7 @@ def check_agents(spec: WorkflowSpec, config: EngineConfig, graph: _Graph) -> Ite
     """The capability a step needs, and its fallback agents, exist in the config."""
     if config.agents is None:
         capabilities = {GENERIC_CAPABILITY}
-        names: list[str] | None = None
+        names = generic_agent_names(config)
         provide = (
             "without `agents:` in the engine config every agent is generic, with "
             f"capability `{GENERIC_CAPABILITY}` only; add an agent with this capability "
@@ -295,14 +386,15 @@ def check_agents(spec: WorkflowSpec, config: EngineConfig, graph: _Graph) -> Ite
                 f"{_did_you_mean(step.agent, sorted(capabilities))}",
                 provide,
             )
-        if names is None:
-            continue
         for k, name in enumerate(step.fallback):
             if name not in names:
                 yield Problem(
                     f"$.steps[{position}].fallback[{k}]",
                     f"unknown agent `{name}`{_did_you_mean(name, names)}",
-                    f"`fallback` names agents of the engine config: {_listing(names)}",
+                    f"`fallback` names agents of the engine config: {_listing(names)}"
+                    if config.agents is not None
+                    else "without `agents:` in the engine config the agents are "
+                    f"{_listing(names)}; configure named agents under `agents:` (--config)",
                 )
 
 
@@ -328,6 +420,27 @@ def check_expressions(spec: WorkflowSpec, config: EngineConfig, graph: _Graph) -
             yield from _check_templates(value, _key(f"{where}.env", key), position, graph)
         for location, text in _strings(step.params, f"{where}.with"):
             yield from _check_templates(text, location, position, graph)
+
+
+def check_call_modules(
+    spec: WorkflowSpec, config: EngineConfig, graph: _Graph
+) -> Iterator[Problem]:
+    """With execution.call_modules set, `call:` names only those modules or their
+    submodules (`mysteps` allows `mysteps` and `mysteps.sub`, not `mystepsx`)."""
+    allowed = config.execution.call_modules
+    if allowed is None:
+        return
+    for position, step in enumerate(spec.steps):
+        if step.call is None:
+            continue
+        module = step.call.partition(":")[0]
+        if not any(module == prefix or module.startswith(prefix + ".") for prefix in allowed):
+            yield Problem(
+                f"$.steps[{position}].call",
+                f"module `{module}` is not allowed by execution.call_modules",
+                f"allowed: {_listing(list(allowed))} and their submodules; add the module to "
+                "execution.call_modules in the engine config",
+            )
 
 
 def check_schedule(spec: WorkflowSpec, config: EngineConfig, graph: _Graph) -> Iterator[Problem]:
@@ -423,6 +536,7 @@ _RULES: tuple[Rule, ...] = (
     check_cycles,
     check_agents,
     check_expressions,
+    check_call_modules,
     check_schedule,
     check_env,
 )
@@ -453,6 +567,14 @@ def _check_source(
             if item
             else "build the list from `inputs` or upstream `steps`; items exist only after it",
         )
+    declared = graph.spec.inputs
+    for name in sorted(referenced_inputs(source)) if declared else ():
+        if name not in declared:
+            yield Problem(
+                where,
+                f"{what} reads unknown input `{name}`{_did_you_mean(name, sorted(declared))}",
+                f"declared inputs: {_listing(sorted(declared))}; declare it under `inputs:`",
+            )
     upstream = graph.upstream(position)
     ids = list(graph.index)
     for name in sorted(referenced_steps(source)):

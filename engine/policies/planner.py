@@ -201,6 +201,10 @@ class Planner:
             for i in range(len(items)):
                 self.release(f"{sid}[{i}]")
             return
+        if spec.run is None and spec.call is None:  # a gate only: passing it is its success
+            self.emit(StepSucceeded(at=self.now, step_id=sid, attempt=0, outputs={}))
+            self.settled(sid)
+            return
         if not self.state.settings.enable_parallel_execution and self._slot_taken():
             return
         self.emit(StepReady(at=self.now, step_id=sid))

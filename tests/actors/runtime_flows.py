@@ -61,3 +61,11 @@ def hang_first_attempt(ctx: StepContext) -> dict[str, int]:
         with log.open("a") as f:
             f.write("first returned\n")
     return {"attempt": ctx.attempt}
+
+
+free_inputs = Workflow("free-inputs")  # declares no inputs: takes any
+
+
+@free_inputs.step()
+def echo_inputs(ctx: StepContext) -> dict[str, Any]:
+    return dict(ctx.inputs)

@@ -12,9 +12,10 @@ import pytest
 
 from engine import Engine
 from engine.config import EngineConfig, ExecutionConfig, ResourcesConfig
+from engine.errors import ValidationError
 from engine.loading import workflow_from_data
 from engine.spec import WorkflowSpec
-from tests.actors.runtime_flows import flow
+from tests.actors.runtime_flows import flow, free_inputs
 from tests.support import gone, until
 
 PY = sys.executable
@@ -118,6 +119,31 @@ def test_a_step_waits_for_approval_and_runs_once_approved(engine: Engine) -> Non
     assert waiting.needs_intervention and waiting.steps["deploy"].status == "waiting"
     engine.approve(run.id, "deploy")
     assert run.wait(timeout=30).status == "succeeded"
+
+
+def test_a_gate_without_run_or_call_succeeds_once_approved_and_its_dependents_run(
+    engine: Engine,
+) -> None:
+    spec = workflow(
+        {"id": "gate", "approval": True},
+        {"id": "deploy", "after": ["gate"], "run": write_outputs("{'done': True}")},
+    )
+    run = engine.submit(spec)
+    assert run.wait(timeout=30).steps["gate"].status == "waiting"
+    engine.approve(run.id, "gate")
+    result = run.wait(timeout=30)
+    assert result.status == "succeeded"
+    assert (result.steps["gate"].status, result.steps["gate"].outputs) == ("succeeded", {})
+    assert result.steps["deploy"].outputs == {"done": True}
+
+
+def test_a_workflow_declaring_no_inputs_takes_any_and_one_declaring_some_only_those(
+    engine: Engine,
+) -> None:
+    result = engine.submit(free_inputs, inputs={"branch": "main"}).wait(timeout=30)
+    assert result.steps["echo_inputs"].outputs == {"branch": "main"}
+    with pytest.raises(ValidationError, match="brnch: not an input of this workflow"):
+        engine.submit(flow, inputs={"brnch": "main"})
 
 
 def test_cancel_kills_running_steps_and_ends_the_run_cancelled(

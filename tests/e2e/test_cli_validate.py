@@ -79,7 +79,7 @@ def test_json_output_lists_each_file_with_its_problems() -> None:
     result = wfa("validate", "--json", EXAMPLES[0], CORPUS / "unknown-dependency.yaml")
     assert result.returncode == 2
     report = json.loads(result.stdout)
-    assert report[0] == {"file": str(EXAMPLES[0]), "valid": True, "problems": []}
+    assert report[0] == {"file": str(EXAMPLES[0]), "valid": True, "problems": [], "warnings": []}
     assert report[1]["file"] == str(CORPUS / "unknown-dependency.yaml")
     assert report[1]["valid"] is False
     assert [p["location"] for p in report[1]["problems"]] == [
@@ -131,12 +131,11 @@ def test_invalid_engine_config_is_one_error_with_details(tmp_path: Path) -> None
     assert_no_traceback(result)
     first, *details = result.stderr.splitlines()
     assert first == f"error: invalid engine configuration {config}"
-    assert details == [
+    (detail,) = details
+    assert detail.startswith(
         "  $.execution.max_steps: unknown key `max_steps`; did you mean `max_steps_per_workflow`? "
         "(valid keys here: `max_concurrent_workflows`, `max_steps_per_workflow`, "
-        "`default_timeout`, `default_retry_count`, `enable_parallel_execution`, "
-        "`enable_conditional_execution`, `step_env`)"
-    ]
+    )
 
 
 def test_missing_arguments_are_a_usage_error() -> None:
@@ -151,3 +150,71 @@ def test_every_command_has_help() -> None:
     assert top.returncode == 0 and "validate" in top.stdout and "--config" in top.stdout
     sub = wfa("validate", "--help")
     assert sub.returncode == 0 and "Exit code 0 when every file is valid" in sub.stdout
+
+
+def _flow(tmp_path: Path, *steps: str) -> Path:
+    path = tmp_path / "flow.yaml"
+    path.write_text("name: calls\nsteps:\n" + "".join(f"  - {s}\n" for s in steps))
+    return path
+
+
+def test_call_module_not_found_is_a_warning_and_an_error_with_imports(tmp_path: Path) -> None:
+    flow = _flow(tmp_path, "{id: a, call: 'nosuchmodule_xyz:fn'}")
+    result = wfa("validate", flow)
+    assert result.returncode == 0
+    assert result.stdout == f"{flow}: valid\n"
+    assert result.stderr.splitlines() == [
+        f"warning: {flow}: $.steps[0].call: module `nosuchmodule_xyz` cannot be found "
+        "(put it next to the workflow file or in the working directory, or install it)"
+    ]
+    result = wfa("validate", "--imports", flow)
+    assert result.returncode == 2
+    assert_no_traceback(result)
+    assert result.stderr.splitlines() == [
+        f"{flow}: $.steps[0].call: module `nosuchmodule_xyz` cannot be found "
+        "(put it next to the workflow file or in the working directory, or install it)"
+    ]
+
+
+def test_call_modules_resolve_next_to_the_workflow_file(tmp_path: Path) -> None:
+    (tmp_path / "mysteps_here.py").write_text("def build(ctx):\n    return {}\n")
+    (tmp_path / "broken_here.py").write_text("raise RuntimeError('boom')\n")
+    flow = _flow(
+        tmp_path,
+        "{id: a, call: 'mysteps_here:build'}",
+        "{id: b, call: 'mysteps_here:nothing'}",
+        "{id: c, call: 'broken_here:fn'}",
+    )
+    result = wfa("validate", flow)  # found: no warnings, nothing imported
+    assert (result.returncode, result.stderr) == (0, "")
+    result = wfa("validate", "--imports", flow)
+    assert result.returncode == 2
+    assert_no_traceback(result)
+    lines = result.stderr.splitlines()
+    assert [line.split(": ")[1] for line in lines] == ["$.steps[1].call", "$.steps[2].call"]
+    assert "has no function `nothing`" in lines[0]
+    assert "fails to import: RuntimeError: boom" in lines[1]
+
+
+def test_run_program_not_on_path_is_a_warning(tmp_path: Path) -> None:
+    flow = _flow(tmp_path, "{id: a, run: [no-such-program-xyz]}", "{id: b, run: [python3]}")
+    result = wfa("validate", "--json", flow)
+    assert result.returncode == 0
+    (report,) = json.loads(result.stdout)
+    assert report["valid"] is True
+    assert [w["location"] for w in report["warnings"]] == ["$.steps[0].run[0]"]
+    result = wfa("validate", flow)
+    assert result.returncode == 0
+    assert result.stderr.startswith(f"warning: {flow}: $.steps[0].run[0]: program ")
+
+
+def test_call_modules_config_is_checked_by_validate(tmp_path: Path) -> None:
+    config = tmp_path / "wfa.yaml"
+    config.write_text("execution: {call_modules: [mysteps]}\n")
+    flow = _flow(tmp_path, "{id: a, call: 'os:system'}", "{id: b, call: 'mysteps.sub:fn'}")
+    result = wfa("--config", config, "validate", flow)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[0].startswith(
+        f"{flow}: $.steps[0].call: module `os` is not allowed by execution.call_modules"
+    )
+    assert len(result.stderr.splitlines()) == 1

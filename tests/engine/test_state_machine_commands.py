@@ -246,3 +246,18 @@ def test_a_retry_delay_survives_a_restart_as_an_active_timer() -> None:
     (timer,) = active_timers(replayed)
     assert timer.kind is TimerKind.RETRY and timer.at == sim.now + 30
     assert replayed.steps["a"].waiting is WaitReason.RETRY
+
+
+def test_a_gate_without_run_or_call_succeeds_with_empty_outputs_once_approved() -> None:
+    sim = Sim(workflow(step("gate", approval=True, call=None), step("b", after=("gate",))))
+    sim.start()
+    assert sim.types(sim.do(Approve(step_id="gate"))) == [
+        "StepApproved",
+        "StepSucceeded",
+        "StepReady",
+    ]
+    assert sim.state.steps["gate"].status is StepStatus.SUCCEEDED
+    assert sim.state.steps["gate"].outputs == {}
+    sim.succeed("b")
+    assert sim.state.status is RunStatus.SUCCEEDED
+    assert fold(sim.events).steps["gate"].status is StepStatus.SUCCEEDED

@@ -14,8 +14,12 @@ from engine.errors import Problem, ValidationError
 from engine.loading import FORMATS, load_workflow, workflow_from_data
 from engine.validation import (
     MachineCapacity,
+    check_inputs,
     check_workflow,
+    generic_agent_names,
+    load_checked,
     validate_config,
+    validate_file,
     validate_workflow,
 )
 
@@ -161,7 +165,22 @@ def test_unknown_fallback_agent_when_agents_are_configured() -> None:
     config = EngineConfig(agents=(AgentConfig(name="b1"), AgentConfig(name="b2")))
     spec = spec_of(step("a", fallback=["b2", "b3"]))
     assert problems(spec, config) == [("$.steps[0].fallback[1]", "unknown agent `b3`")]
-    assert problems(spec) == []  # generic agents: names are the engine's to choose
+
+
+def test_unknown_fallback_agent_without_agents_configured_is_a_problem_too() -> None:
+    spec = spec_of(step("a", fallback=["nobody", "agent-2"]))
+    found = validate_workflow(spec, EngineConfig(), MACHINE)
+    assert [(p.location, p.message) for p in found] == [
+        ("$.steps[0].fallback[0]", "unknown agent `nobody`")
+    ]
+    assert "without `agents:`" in found[0].hint
+
+
+def test_generic_agent_names_are_the_ones_the_runtime_makes() -> None:
+    from actors.runtime import configured_agents
+
+    for config in (EngineConfig(), EngineConfig(agents=(AgentConfig(name="x"),))):
+        assert generic_agent_names(config) == [a.name for a in configured_agents(config)]
 
 
 def test_when_that_does_not_compile() -> None:
@@ -332,11 +351,7 @@ def corpus_problems(name: str) -> list[Problem]:
     config = EngineConfig()
     if isinstance(entry, dict):
         config = msgspec.convert(entry.get("config", {}), EngineConfig)
-    try:
-        spec = load_workflow(CORPUS / name)
-    except ValidationError as exc:
-        return list(exc.problems)
-    return validate_workflow(spec, config, MACHINE)
+    return validate_file(CORPUS / name, config, MACHINE)[1]
 
 
 @pytest.mark.parametrize("name", CORPUS_FILES)
@@ -358,3 +373,239 @@ def test_example_workflows_are_valid(path: Path) -> None:
 
 def test_there_are_example_workflows() -> None:
     assert len(list((ROOT / "examples").glob("*.yaml"))) >= 3
+
+
+# --- bounds, gates, functions, inputs, call modules, every problem at once ----
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("priority", 10**24),
+        ("priority", -(10**24)),
+        ("priority", 1_000_001),
+        ("timeout", 10_000_000_000),
+        ("timeout", float("inf")),
+        ("timeout", float("nan")),
+        ("timeout", 31_536_001),
+    ],
+)
+def test_every_number_of_a_workflow_is_bounded(field: str, value: Any) -> None:
+    with pytest.raises(ValidationError) as run_level:
+        spec_of(step("a"), **{field: value})
+    assert [p.location for p in run_level.value.problems] == [f"$.{field}"]
+    with pytest.raises(ValidationError) as step_level:
+        spec_of(step("a", **{field: value}))
+    assert [p.location for p in step_level.value.problems] == [f"$.steps[0].{field}"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "location"),
+    [
+        ({"retry": {"initial_delay": 1e30}}, "$.steps[0].retry.initial_delay"),
+        ({"retry": {"max_delay": float("inf")}}, "$.steps[0].retry.max_delay"),
+        ({"retry": {"backoff": 1e9}}, "$.steps[0].retry.backoff"),
+        ({"retry": {"max_attempts": 10**30}}, "$.steps[0].retry.max_attempts"),
+        ({"cache": {"ttl": float("inf")}}, "$.steps[0].cache.ttl"),
+        ({"resources": {"cpu": float("nan")}}, "$.steps[0].resources.cpu"),
+        ({"resources": {"memory_mb": 1e300}}, "$.steps[0].resources.memory_mb"),
+        ({"with": {"n": 10**24}}, "$.steps[0].with.n"),
+        ({"with": {"deep": [{"n": -(10**20)}]}}, "$.steps[0].with.deep[0].n"),
+    ],
+)
+def test_nested_numbers_are_bounded_with_their_location(
+    fields: dict[str, Any], location: str
+) -> None:
+    with pytest.raises(ValidationError) as excinfo:
+        spec_of(step("a", **fields))
+    assert [p.location for p in excinfo.value.problems] == [location]
+
+
+def test_input_defaults_with_huge_numbers_are_refused() -> None:
+    with pytest.raises(ValidationError) as excinfo:
+        spec_of(step("a"), inputs={"n": 2**64})
+    assert [p.location for p in excinfo.value.problems] == ["$.inputs.n"]
+    assert "too large" in excinfo.value.problems[0].message
+
+
+def test_the_largest_allowed_numbers_are_valid() -> None:
+    spec = spec_of(
+        step("a", priority=-1_000_000, timeout=31_536_000, **{"with": {"n": 2**63 - 1}}),
+        priority=1_000_000,
+        timeout=31_536_000,
+        inputs={"n": -(2**63) + 1},
+    )
+    assert problems(spec) == []
+
+
+def test_engine_config_numbers_are_bounded() -> None:
+    from engine.loading import decode
+
+    for document, location in [
+        ({"execution": {"default_timeout": float("inf")}}, "$.execution.default_timeout"),
+        ({"execution": {"max_steps_per_workflow": 10**24}}, "$.execution.max_steps_per_workflow"),
+        ({"resources": {"agent_pool_size": 10**9}}, "$.resources.agent_pool_size"),
+        (
+            {"resources": {"network_capacity_mbps": float("inf")}},
+            "$.resources.network_capacity_mbps",
+        ),
+        ({"agents": [{"name": "a", "capacity": 10**20}]}, "$.agents[0].capacity"),
+        ({"agents": [{"name": "a", "resources": {"gpu": -1}}]}, "$.agents[0].resources.gpu"),
+        ({"monitoring": {"check_interval": 1e-9}}, "$.monitoring.check_interval"),
+        ({"monitoring": {"alert_threshold": 10**24}}, "$.monitoring.alert_threshold"),
+    ]:
+        with pytest.raises(ValidationError) as excinfo:
+            decode(document, EngineConfig, "wfa.yaml")
+        assert [p.location for p in excinfo.value.problems] == [location], document
+
+
+def test_a_gate_with_approval_needs_no_run_or_call() -> None:
+    spec = spec_of(
+        step("a"),
+        {"id": "gate", "after": ["a"], "approval": True, "when": "steps.a.outputs.ok"},
+    )
+    assert problems(spec) == []
+    ((location, message),) = problems(spec_of({"id": "nothing"}))
+    assert (location, message) == ("$.steps[0]", "step `nothing` has neither `run` nor `call`")
+
+
+def test_unknown_function_is_a_validation_error() -> None:
+    spec = spec_of(step("a", when="nosuchfn(1) == 2"), step("b", run=["x", "${{ [1].fold(1) }}"]))
+    assert [(loc, "unknown function" in msg) for loc, msg in problems(spec)] == [
+        ("$.steps[0].when", True),
+        ("$.steps[1].run[1]", True),
+    ]
+
+
+def test_standard_functions_and_macros_validate() -> None:
+    when = (
+        'size(inputs.b) > 0 && inputs.b.startsWith("m") && inputs.b.matches("^m") '
+        "&& has(inputs.b) && [1, 2].all(x, x > 0) && [1].exists(y, y == 1) "
+        "&& [1].map(z, z * 2)[0] == 2 && [1].filter(w, w > 0).size() == 1 "
+        '&& int("3") == 3 && string(1) == "1" && double(1) == 1.0 '
+        '&& timestamp("2020-01-01T00:00:00Z").getFullYear() == 2020 '
+        '&& duration("1s") > duration("0s") && type(1) == type(2) && dyn(1) == 1'
+    )
+    spec = spec_of(step("a", when=when), inputs={"b": "main"})
+    assert problems(spec) == []
+    from engine.expressions import evaluate
+
+    assert evaluate(when, {"inputs": {"b": "main"}}) is True
+
+
+def test_expression_longer_than_the_limit_is_a_problem_not_a_panic() -> None:
+    source = "inputs.a && " * 9000 + "&&"  # 100 KB: the CEL parser panics on it
+    ((location, message),) = problems(spec_of(step("a", when=source), inputs={"a": True}))
+    assert location == "$.steps[0].when"
+    assert "at most 10000 are allowed" in message
+
+
+def test_a_panic_of_the_cel_parser_is_an_expression_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import engine.expressions as expressions
+    from engine.errors import ExpressionError
+
+    monkeypatch.setattr(expressions, "MAX_EXPRESSION_CHARS", 10**6)
+    with pytest.raises(ExpressionError, match="Formatting argument out of range"):
+        expressions.compile_expression("a && " * 20000 + "&&")
+
+
+def test_undeclared_input_in_when_or_template_is_a_problem() -> None:
+    spec = spec_of(
+        step("a", when='inputs.brnch == "main"', env={"B": "${{ inputs['colour'] }}"}),
+        inputs={"branch": "main"},
+    )
+    assert problems(spec) == [
+        ("$.steps[0].when", "`when` reads unknown input `brnch`; did you mean `branch`?"),
+        ("$.steps[0].env.B", "template reads unknown input `colour`"),
+    ]
+
+
+def test_inputs_are_free_when_the_workflow_declares_none() -> None:
+    assert problems(spec_of(step("a", when='inputs.anything == "x"'))) == []
+    spec = spec_of(step("a", when="inputs.branch.size() > 0 && inputs.all(k, k != '')"))
+    assert problems(spec) == []
+
+
+def test_check_inputs_takes_any_inputs_when_none_are_declared() -> None:
+    free = spec_of(step("a"))
+    assert check_inputs(free, {"branch": "main", "n": 3}) == []
+    declared = spec_of(step("a"), inputs={"branch": "main"})
+    assert check_inputs(declared, {"branch": "dev"}) == []
+    assert [(p.location, p.hint) for p in check_inputs(declared, {"brnch": "dev"})] == [
+        ("-i brnch", "declared inputs: branch")
+    ]
+    assert [p.location for p in check_inputs(free, {"n": [1, {"m": 10**30}]})] == ["-i n"]
+
+
+@pytest.mark.parametrize(
+    ("module", "allowed"),
+    [
+        ("mysteps", True),
+        ("mysteps.sub", True),
+        ("mysteps.sub.deeper", True),
+        ("mystepsx", False),
+        ("os", False),
+        ("my", False),
+    ],
+)
+def test_call_modules_restricts_call_by_module_prefix(module: str, allowed: bool) -> None:
+    spec = spec_of(step("a", run=None, call=f"{module}:fn"))
+    config = with_execution(call_modules=("mysteps", "other.pkg"))
+    found = problems(spec, config)
+    assert found == (
+        []
+        if allowed
+        else [("$.steps[0].call", f"module `{module}` is not allowed by execution.call_modules")]
+    )
+    assert problems(spec) == []  # without call_modules any module may be named
+
+
+def test_call_modules_in_a_config_file_are_dotted_module_names() -> None:
+    from engine.loading import decode
+
+    config = decode({"execution": {"call_modules": ["a.b", "c"]}}, EngineConfig, "wfa.yaml")
+    assert config.execution.call_modules == ("a.b", "c")
+    with pytest.raises(ValidationError) as excinfo:
+        decode({"execution": {"call_modules": ["a:b", "1x"]}}, EngineConfig, "wfa.yaml")
+    assert [p.location for p in excinfo.value.problems] == [
+        "$.execution.call_modules[0]",
+        "$.execution.call_modules[1]",
+    ]
+
+
+def test_schema_and_cross_field_problems_are_reported_together(tmp_path: Path) -> None:
+    path = tmp_path / "flow.yaml"
+    path.write_text(
+        "name: both\n"
+        "colour: red\n"  # unknown key
+        "steps:\n"
+        "  - {id: a, run: [python3], timeout: soon}\n"  # wrong type
+        "  - {id: a, run: [python3]}\n"  # duplicate id
+        "  - {id: c, run: [python3], after: [zz]}\n"  # unknown dependency
+        "  - {id: d, run: ok}\n"  # wrong type: not also 'neither run nor call'
+        "  - just-a-string\n"
+        "  - {run: [python3]}\n"
+    )
+    spec, found = validate_file(path, EngineConfig(), MACHINE)
+    assert spec is not None
+    assert [p.location for p in found] == [
+        "$.colour",
+        "$.steps[0].timeout",
+        "$.steps[1].id",
+        "$.steps[2].after[0]",
+        "$.steps[3].run",
+        "$.steps[4]",
+        "$.steps[5]",
+    ]
+    with pytest.raises(ValidationError) as excinfo:
+        load_checked(path, EngineConfig(), MACHINE)
+    assert excinfo.value.problems == tuple(found)
+    assert excinfo.value.source == str(path)
+
+
+def test_a_file_that_does_not_parse_is_only_its_syntax_error(tmp_path: Path) -> None:
+    path = tmp_path / "flow.yaml"
+    path.write_text("name: [unclosed\n")
+    spec, found = validate_file(path, EngineConfig(), MACHINE)
+    assert spec is None
+    assert len(found) == 1 and "YAML syntax error" in found[0].message
