@@ -13,9 +13,10 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
+from engine.spec import Seconds  # bounded like every duration: at most MAX_DURATION
+
 Percent = Annotated[float, Meta(ge=0, le=100)]
 Positive = Annotated[int, Meta(ge=1)]
-Seconds = Annotated[float, Meta(gt=0)]
 
 
 class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -10,7 +10,7 @@ expressions) live in engine/validation.py.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import msgspec
 from msgspec import Meta
@@ -31,7 +31,16 @@ CallPath = Annotated[
         description="module:function",
     ),
 ]
-Seconds = Annotated[float, Meta(gt=0)]
+MAX_DURATION: Final = 31_536_000.0
+"""Longest duration (timeout, delay, interval, ttl) a file may give: one year, in seconds.
+Bounded so that no deadline is infinite or beyond what clocks and datetimes can hold."""
+Seconds = Annotated[
+    float,
+    Meta(gt=0, le=MAX_DURATION, description="seconds, more than 0 and at most 31536000 = 1 year"),
+]
+Delay = Annotated[
+    float, Meta(ge=0, le=MAX_DURATION, description="seconds, from 0 to 31536000 = 1 year")
+]
 NonNegative = Annotated[float, Meta(ge=0)]
 
 DEFAULT_RETRY_ON: tuple[ErrorKind, ...] = (
@@ -68,9 +77,9 @@ class RetrySpec(_Spec, frozen=True, kw_only=True):
     """Retry policy of a step; `max_attempts=None` takes execution.default_retry_count + 1."""
 
     max_attempts: Annotated[int, Meta(ge=1, le=100)] | None = None
-    initial_delay: NonNegative = 1.0
-    backoff: Annotated[float, Meta(ge=1)] = 2.0
-    max_delay: NonNegative = 60.0
+    initial_delay: Delay = 1.0
+    backoff: Annotated[float, Meta(ge=1, le=1000)] = 2.0
+    max_delay: Delay = 60.0
     on: tuple[ErrorKind, ...] = DEFAULT_RETRY_ON
 
 
