@@ -30,6 +30,8 @@ class ExecutionConfig(_Section, frozen=True, kw_only=True):
     default_retry_count: Annotated[int, Meta(ge=0, le=99)] = 3  # retries after the first attempt
     enable_parallel_execution: bool = True
     enable_conditional_execution: bool = True
+    # engine crashes in a row, during attempts that ran inside the engine, before a step fails
+    max_interrupted_attempts: Annotated[int, Meta(ge=1, le=100)] = 3
 
 
 class AllocationStrategy(StrEnum):
