@@ -135,7 +135,7 @@ def test_invalid_engine_config_is_one_error_with_details(tmp_path: Path) -> None
         "  $.execution.max_steps: unknown key `max_steps`; did you mean `max_steps_per_workflow`? "
         "(valid keys here: `max_concurrent_workflows`, `max_steps_per_workflow`, "
         "`default_timeout`, `default_retry_count`, `enable_parallel_execution`, "
-        "`enable_conditional_execution`)"
+        "`enable_conditional_execution`, `max_interrupted_attempts`)"
     ]
 
 
