@@ -49,7 +49,13 @@ from actors.scheduler import SchedulerActor
 from actors.timers import TimerService
 from engine import events as ev
 from engine.caching import CacheIndex
-from engine.config import AgentBackend, AgentConfig, AllocationStrategy, EngineConfig
+from engine.config import (
+    AgentBackend,
+    AgentConfig,
+    AllocationStrategy,
+    EngineConfig,
+    Isolation,
+)
 from engine.datadir import attempt_dir
 from engine.estimates import DurationEstimates
 from engine.health import HealthPolicy, fold_health
@@ -130,8 +136,11 @@ class Runtime:
         *,
         usage_report: UsageReport | None = None,
         health_policy: HealthPolicy | None = None,
+        after_crash: bool = True,
     ) -> None:
         self.store = store
+        self.after_crash = after_crash
+        """The engine before this one died without closing (see EngineLock)."""
         self.config = config
         self._scan_lock = threading.Lock()
         self._scanned: dict[tuple[str, str, str], list[Any]] | None = None
@@ -281,6 +290,25 @@ class Runtime:
                 # record: such processes are found by the attempt in their environment.
                 key = (state.run_id, sid, str(step.attempts))
                 end_processes(self._processes_before_start().get(key, []))
+
+    def ran_in_engine(self, state: RunState) -> frozenset[str]:
+        """The running steps whose attempt ran inside this process: a `call` on a thread.
+
+        Only such an attempt can have taken the engine down with it (os._exit, a
+        fatal signal, a crash in native code); `decide` counts those crashes.
+        """
+        found = set()
+        for sid, step in state.steps.items():
+            agent = self.agents.get(step.agent or "")
+            if (
+                step.status is StepStatus.RUNNING
+                and spec_of(state, sid).call is not None
+                and agent is not None
+                and agent.isolation is Isolation.THREAD
+                and agent.backend is AgentBackend.LOCAL
+            ):
+                found.add(sid)
+        return frozenset(found)
 
     def _processes_before_start(self) -> dict[tuple[str, str, str], list[Any]]:
         """The attempts' processes found when this engine began recovering (scanned once)."""

@@ -4,16 +4,29 @@ Timers are not the truth: the events that scheduled them are (`RetryScheduled`,
 `AttemptStarted.timeout_at`, `RunStarted.deadline`). After a restart the
 workflow actors re-arm them from state, so a timer lost with the process is
 never lost for the run. One thread and a heap, not a thread per timer.
+
+The thread must outlive anything it is given, since every run of the engine
+depends on it: it never sleeps longer than `MAX_SLEEP` at a time (a timer a
+century away is simply looked at again), a time that is not a number never
+fires, and a recipient whose `tell` raises (an actor already stopped) is
+logged and skipped.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import logging
+import math
 import threading
 import time
 from collections.abc import Hashable
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
+
+log = logging.getLogger(__name__)
+
+MAX_SLEEP: Final = 60.0
+"""Longest the thread waits at once, in seconds: below any platform's wait limit."""
 
 
 class Recipient(Protocol):
@@ -42,6 +55,9 @@ class TimerService:
         self._thread.start()
 
     def schedule(self, key: Hashable, at: float, recipient: Recipient, message: Any) -> None:
+        if math.isnan(at):  # would break the heap's order; no clock ever reaches it
+            log.warning("timer %r has no valid time (NaN): it will not fire", key)
+            at = math.inf
         with self._wake:
             seq = next(self._seq)
             self._live[key] = (seq, recipient, message)
@@ -97,8 +113,11 @@ class TimerService:
                         self._forget(key)
                         due.append((live[1], live[2]))
                 if not due:
-                    delay = self._heap[0][0] - now if self._heap else None
-                    self._wake.wait(timeout=delay)
+                    delay = self._heap[0][0] - now if self._heap else MAX_SLEEP
+                    self._wake.wait(timeout=min(delay, MAX_SLEEP))
                     continue
             for recipient, message in due:
-                recipient.tell(message)
+                try:
+                    recipient.tell(message)
+                except Exception:  # e.g. pykka's ActorDeadError: the others must still fire
+                    log.exception("a timer could not be delivered: %r", message)

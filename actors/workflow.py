@@ -106,7 +106,9 @@ class WorkflowActor(pykka.ThreadingActor):
             first = cancel or rules.Start()  # a run cancelled in the queue never starts
         else:
             self.runtime.end_leftovers(self.state)
-            first = rules.Recover()
+            first = rules.Recover(
+                crashed=self.runtime.after_crash, in_engine=self.runtime.ran_in_engine(self.state)
+            )
         self._cycle(first)
         for command in self._commands:
             if command is not first:

@@ -23,7 +23,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from engine.events import RUN_STREAM_PREFIX, Event, RunSubmitted, run_stream
+from engine.events import RUN_STREAM_PREFIX, AttemptInterrupted, Event, RunSubmitted, run_stream
 from engine.facade import Engine, UnknownRunError
 from engine.results import RunResult, StepResult, iso, result_of
 from engine.state import TERMINAL_RUN, RunState, evolve
@@ -330,8 +330,19 @@ def event_line(rec: Recorded[Event]) -> str:
     )
     if isinstance(event, RunSubmitted):
         details = f"workflow={event.spec.name} " + details
+    elif isinstance(event, AttemptInterrupted):
+        details = f"attempt={event.attempt} " + interruption_text(event)
     step = getattr(event, "step_id", None) or "-"
     return f"{rec.position:>6}  {iso(event.at)}  {type(event).__name__:<22} {step:<16} {details}"
+
+
+def interruption_text(event: AttemptInterrupted) -> str:
+    """Why an attempt ended without a result, in words, for `wfa history`."""
+    if not event.crashed:
+        return "cut short: the engine was stopped"
+    return "cut short by an engine crash" + (
+        " while it ran inside the engine" if event.in_engine else ""
+    )
 
 
 def _short(value: Any, limit: int = 60) -> str:

@@ -52,6 +52,8 @@ class ExecutionConfig(_Section, frozen=True, kw_only=True):
     step_env: StepEnvConfig = msgspec.field(default_factory=StepEnvConfig)
     # None: `call:` may name any module; else only these modules and their submodules
     call_modules: tuple[ModulePrefix, ...] | None = None
+    # engine crashes in a row, during attempts that ran inside the engine, before a step fails
+    max_interrupted_attempts: Annotated[int, Meta(ge=1, le=100)] = 3
 
 
 class AllocationStrategy(StrEnum):

@@ -58,11 +58,18 @@ def check_data_dir(path: Path, *, create: bool) -> Path:
 
 
 class EngineLock:
-    """An exclusive, non-blocking OS lock: one engine drives a data directory."""
+    """An exclusive, non-blocking OS lock: one engine drives a data directory.
+
+    The holder's PID is in the file while it drives; `release` empties it. So a
+    file found holding a PID was left by an engine that died without releasing
+    (`previous_crashed`): recovery then knows its in-flight attempts were cut
+    short by a crash, not by a clean stop.
+    """
 
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / LOCK
         self._fd: int | None = None
+        self.previous_crashed = False
 
     def acquire(self) -> bool:
         """True if this process now drives the directory; False if another engine does."""
@@ -72,6 +79,7 @@ class EngineLock:
         except BlockingIOError:
             os.close(fd)
             return False
+        self.previous_crashed = bool(os.pread(fd, 64, 0).strip())
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
@@ -79,6 +87,7 @@ class EngineLock:
 
     def release(self) -> None:
         if self._fd is not None:
+            os.ftruncate(self._fd, 0)  # a clean stop: see the class docstring
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None

@@ -20,6 +20,12 @@ Recovery (`Recover`) is at least once: a step that was running when the engine
 died becomes ready again and its next attempt (number n+1, as for a timeout)
 runs with the same key. A completed step is never re-run because its result
 is in the log. Pending work is re-derived from state, so Recover is idempotent.
+
+Each interrupted attempt is recorded (`AttemptInterrupted`). A step whose
+attempts, run inside the engine's process, were cut short by an engine crash
+`max_interrupted_attempts` times in a row is taking its engine down (os._exit,
+a fatal signal, a crash in native code): running it again would only crash
+the engine again, so it fails with kind `agent` instead, without retry.
 """
 
 from __future__ import annotations
@@ -155,7 +161,15 @@ class Resume(_Trigger, frozen=True, tag=True, kw_only=True):
 
 
 class Recover(_Trigger, frozen=True, tag=True, kw_only=True):
-    """The engine restarted: re-issue what was in flight, re-derive what is pending."""
+    """The engine restarted: re-issue what was in flight, re-derive what is pending.
+
+    `crashed`: the engine before did not stop cleanly. `in_engine`: the running
+    steps whose attempt ran inside the engine's own process (a `call` on a
+    thread). Both are facts only the runtime knows; see the module docstring.
+    """
+
+    crashed: bool = True
+    in_engine: frozenset[str] = frozenset()
 
 
 Trigger = (
@@ -268,9 +282,9 @@ def decide(state: RunState, trigger: Trigger, now: float) -> list[Event]:
                 )
             plan.emit(RunResumed(at=now))
             plan.fail_paused_steps()
-        case Recover():
+        case Recover(crashed=crashed, in_engine=in_engine):
             if state.status is not RunStatus.QUEUED:
-                plan.recover()
+                plan.recover(crashed, in_engine)
         case _:
             assert_never(trigger)
     return plan.finish()

@@ -47,6 +47,7 @@ class RunSettings(msgspec.Struct, frozen=True, kw_only=True):
     default_retry_count: int = 3
     enable_parallel_execution: bool = True
     workflow_dir: str | None = None  # the workflow file's directory: `call:` code is found there
+    max_interrupted_attempts: int = 3  # engine crashes in a row a step may cause (issue 11)
 
 
 class _Event(msgspec.Struct, frozen=True, tag=True, kw_only=True):
@@ -295,6 +296,24 @@ class CacheCleared(_Event, frozen=True, tag=True, kw_only=True):
     """`wfa cache clear`: every entry stored before this event is gone."""
 
 
+# ---- interrupted attempts (added with issue 11) ---------------------------------------------
+
+
+class AttemptInterrupted(_Event, frozen=True, tag=True, kw_only=True):
+    """Attempt `attempt` was cut short because its engine stopped; recorded at recovery.
+
+    `crashed`: the engine died without closing (else it was stopped). `in_engine`:
+    the attempt ran inside the engine's own process (a `call` on a thread), so it
+    may be what took the engine down. A StepReady (run it again) or a final
+    failure follows.
+    """
+
+    step_id: str
+    attempt: int
+    crashed: bool = True
+    in_engine: bool = False
+
+
 Event = (
     RunSubmitted
     | RunStarted
@@ -331,6 +350,7 @@ Event = (
     | ResourceCapRecovered
     | CacheEntryStored
     | CacheCleared
+    | AttemptInterrupted
 )
 
 EVENT_TYPES: Final[tuple[type[Event], ...]] = (
@@ -369,9 +389,14 @@ EVENT_TYPES: Final[tuple[type[Event], ...]] = (
     ResourceCapRecovered,
     CacheEntryStored,
     CacheCleared,
+    AttemptInterrupted,
 )
 
-RUN_EVENT_TYPES: Final = (*EVENT_TYPES[:24], StepWaitingForResources)  # what `evolve` folds
+RUN_EVENT_TYPES: Final = (
+    *EVENT_TYPES[:24],
+    StepWaitingForResources,
+    AttemptInterrupted,
+)  # what `evolve` folds
 
 _MSGPACK_DECODER: Final[msgspec.msgpack.Decoder[Event]] = msgspec.msgpack.Decoder(Event)
 _JSON_DECODER: Final[msgspec.json.Decoder[Event]] = msgspec.json.Decoder(Event)

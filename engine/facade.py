@@ -221,6 +221,7 @@ class Engine:
                 self._observer.on_batch,
                 usage_report=self._observer.set_resource_usage,
                 health_policy=self._health_policy,
+                after_crash=self._lock.previous_crashed,
             )
         except BaseException:  # e.g. a dask agent without dask installed: leave nothing open
             self._observer.close()
@@ -458,6 +459,7 @@ class Engine:
                 default_retry_count=execution.default_retry_count,
                 enable_parallel_execution=execution.enable_parallel_execution,
                 workflow_dir=workflow_dir,
+                max_interrupted_attempts=execution.max_interrupted_attempts,
             ),
             reused=reused or {},
             parent_run_id=parent,

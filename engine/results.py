@@ -112,4 +112,8 @@ def iso(at: float | None) -> str | None:
     """Unix seconds as ISO 8601 UTC with milliseconds, e.g. 2026-11-26T05:15:23.120Z."""
     if at is None:
         return None
-    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    try:
+        stamp = datetime.fromtimestamp(at, UTC)
+    except (OverflowError, ValueError, OSError):  # beyond any calendar: an old log's .inf
+        return "never" if at > 0 else repr(at)
+    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -10,7 +10,7 @@ expressions) live in engine/validation.py.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import msgspec
 from msgspec import Meta
@@ -40,10 +40,10 @@ MAX_AMOUNT = 1_000_000_000
 """The largest resource amount a step may declare (cores, MB, Mbit/s, GPUs)."""
 
 Seconds = Annotated[
-    float, Meta(gt=0, le=MAX_SECONDS, description="seconds, > 0 and at most 31536000 (a year)")
+    float, Meta(gt=0, le=MAX_SECONDS, description="seconds, > 0 and at most 31536000 = 1 year")
 ]
 Delay = Annotated[
-    float, Meta(ge=0, le=MAX_SECONDS, description="seconds, >= 0 and at most 31536000 (a year)")
+    float, Meta(ge=0, le=MAX_SECONDS, description="seconds, >= 0 and at most 31536000 = 1 year")
 ]
 Priority = Annotated[
     int,
@@ -56,6 +56,8 @@ Priority = Annotated[
 Amount = Annotated[
     float, Meta(ge=0, le=MAX_AMOUNT, description="a number >= 0 and at most 1000000000")
 ]
+MAX_DURATION: Final = float(MAX_SECONDS)
+"""MAX_SECONDS as a float, for arithmetic on durations."""
 
 DEFAULT_RETRY_ON: tuple[ErrorKind, ...] = (
     ErrorKind.USER,

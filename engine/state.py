@@ -26,6 +26,7 @@ import msgspec
 from engine.errors import ErrorKind, WorkflowAutomatorError
 from engine.events import (
     AttemptFailed,
+    AttemptInterrupted,
     AttemptStarted,
     Event,
     ForeachExpanded,
@@ -158,6 +159,7 @@ class StepState(msgspec.Struct, kw_only=True):
     item: Any = None
     items: list[Any] | None = None  # a foreach step's expanded items
     open_instances: int = 0
+    engine_crashes: int = 0  # attempts in a row cut short by a crash while run in the engine
 
 
 class RunState(msgspec.Struct, kw_only=True, dict=True):
@@ -354,13 +356,27 @@ def _finish(s: RunState, st: StepState, new: StepStatus, ev: Any) -> None:
 def _succeeded(s: RunState, ev: StepSucceeded) -> None:
     st = _step(s, ev.step_id)
     _finish(s, st, StepStatus.SUCCEEDED, ev)
-    st.outputs, st.error = ev.outputs, None
+    st.outputs, st.error, st.engine_crashes = ev.outputs, None, 0
 
 
 def _attempt_failed(s: RunState, ev: AttemptFailed) -> None:
     st = _step(s, ev.step_id)
     _move(s, st, StepStatus.RUNNING, "attempt failed")
     st.error, st.timeout_at = StepError(ev.kind, ev.message), None
+    st.engine_crashes = 0
+
+
+def _attempt_interrupted(s: RunState, ev: AttemptInterrupted) -> None:
+    st = _step(s, ev.step_id)
+    if st.status is not StepStatus.RUNNING or st.waiting is not None or st.attempts != ev.attempt:
+        raise InvalidTransition(
+            f"run {s.run_id}: step {st.id} has no attempt {ev.attempt} running to interrupt; "
+            "the log is corrupt or this is a bug: please report it"
+        )
+    _move(s, st, StepStatus.RUNNING, "attempt interrupted")
+    st.timeout_at = None
+    if ev.crashed and ev.in_engine:
+        st.engine_crashes += 1
 
 
 def _retry_scheduled(s: RunState, ev: RetryScheduled) -> None:
@@ -396,6 +412,7 @@ def _retried(s: RunState, ev: StepRetriedManually) -> None:
     st = _step(s, ev.step_id)
     _move(s, st, StepStatus.PENDING, "manual retry")
     st.waiting, st.ended_at, st.reason, st.retry_base = None, None, None, st.attempts
+    st.engine_crashes = 0
     if st.items is not None:  # a foreach step expands again
         st.items = None
 
@@ -460,6 +477,7 @@ _HANDLERS: Final[dict[type[Any], Callable[[RunState, Any], None]]] = {
     AttemptStarted: _attempt_started,
     StepSucceeded: _succeeded,
     AttemptFailed: _attempt_failed,
+    AttemptInterrupted: _attempt_interrupted,
     RetryScheduled: _retry_scheduled,
     StepMovedToFallback: _moved_to_fallback,
     StepFailed: _failed,

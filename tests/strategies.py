@@ -175,4 +175,5 @@ settings_strategy = st.builds(
     default_timeout=st.just(10.0),
     default_retry_count=st.integers(0, 2),
     enable_parallel_execution=st.booleans(),
+    max_interrupted_attempts=st.integers(1, 3),
 )

@@ -46,6 +46,7 @@ from actors.execution.files import (
     last_line,
     open_private,
     prepare_output_dir,
+    read_regular,
 )
 from actors.execution.invoke import CallResult
 from actors.execution.process_group import spawn_group_leader, supervise_attempt
@@ -56,6 +57,7 @@ __all__ = ["REQUEST_FILE", "child_pythonpath", "run_call_in_process"]
 REQUEST_FILE = "request.msgpack"
 RUNNER_MODULE = "actors.execution.call_runner"
 PACKAGES_ROOT = str(Path(__file__).resolve().parents[2])  # the directory holding `actors`
+_RESULT_OVERHEAD = 1 << 20  # room in result.msgpack beside the outputs: message, traceback
 
 
 def run_call_in_process(request: AttemptRequest, cancel: threading.Event) -> AttemptOutcome:
@@ -100,7 +102,8 @@ def run_call_in_process(request: AttemptRequest, cancel: threading.Event) -> Att
     if stopped is not None:
         return stopped
     returncode, stderr_tail = common["exit_code"], common["stderr_tail"]
-    result = _read_result(result_path) if returncode == 0 else None
+    limit = request.max_output_bytes + _RESULT_OVERHEAD
+    result = _read_result(result_path, limit) if returncode == 0 else None
     if result is None:
         message = f"the step's process {exit_description(returncode)} without a result"
         reason = last_line(stderr_tail)
@@ -132,9 +135,13 @@ def child_pythonpath(step_pythonpath: str = "") -> str:
     return os.pathsep.join(entries)
 
 
-def _read_result(path: str) -> CallResult | None:
+def _read_result(path: str, limit: int) -> CallResult | None:
+    """The child's answer; None if it left none, or left something else there (the
+    called function can replace the file: a FIFO must not block the engine)."""
     try:
-        with open(path, "rb") as f:
-            return msgspec.msgpack.decode(f.read(), type=CallResult)
+        found = read_regular(path, limit)
+        if found is None or len(found[0]) > limit:
+            return None
+        return msgspec.msgpack.decode(found[0], type=CallResult)
     except (OSError, msgspec.DecodeError):
         return None

@@ -44,9 +44,11 @@ from actors.execution.files import (
     OUTPUTS_FILE,
     STDERR_FILE,
     STDOUT_FILE,
+    NotRegularFile,
     last_line,
     open_private,
     prepare_output_dir,
+    read_regular,
 )
 from actors.execution.process_group import spawn_group_leader, supervise_attempt
 from engine.errors import ErrorKind
@@ -125,17 +127,20 @@ def run_command_attempt(request: AttemptRequest, cancel: threading.Event) -> Att
 def read_outputs_file(path: str, limit: int) -> dict[str, Any]:
     """The JSON object a step wrote to `$WFA_OUTPUTS`; `{}` when it wrote nothing.
 
-    Raises OutputsError when the file is too large, not JSON or not an object.
+    Raises OutputsError when the file is not a regular file (a FIFO, a symlink,
+    a directory...: never opened in a way that could block), is larger than
+    `limit` bytes, is not JSON or not an object.
     """
     try:
-        with open(path, "rb") as f:
-            data = f.read(limit + 1)
-    except FileNotFoundError:
-        return {}
+        found = read_regular(path, limit)
+    except NotRegularFile as exc:
+        raise OutputsError(f"$WFA_OUTPUTS ({path}) {exc}; write a JSON object to it") from None
     except OSError as exc:
         raise OutputsError(f"cannot read $WFA_OUTPUTS ({path}): {exc.strerror}") from exc
+    if found is None:
+        return {}
+    data, size = found
     if len(data) > limit:
-        size = os.path.getsize(path)
         raise OutputsError(
             f"outputs written to $WFA_OUTPUTS are {size} bytes, more than the limit of {limit}"
         )

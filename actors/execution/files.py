@@ -4,12 +4,20 @@ Layout of `output_dir`: `stdout.log` and `stderr.log` (everything the step
 printed; for a `call`, also its logger's records and a failure's traceback
 on stderr), `outputs.json` (the `$WFA_OUTPUTS` of a `run` step),
 `result.msgpack` (the child's answer in process isolation).
+
+The step can replace any of these files (it knows `$WFA_OUTPUTS`, and so the
+directory): with a FIFO, whose open() would block the engine for ever, a
+symlink, a device or a directory. So the engine reads them only through
+`read_regular` (a regular file, never following a symlink, never blocking,
+at most a given size) and appends without blocking or following either.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 from typing import BinaryIO
 
 __all__ = [
@@ -17,10 +25,12 @@ __all__ = [
     "RESULT_FILE",
     "STDERR_FILE",
     "STDOUT_FILE",
+    "NotRegularFile",
     "last_line",
     "open_append_private",
     "open_private",
     "prepare_output_dir",
+    "read_regular",
     "read_tail",
 ]
 
@@ -66,13 +76,62 @@ def open_private(path: str) -> BinaryIO:
     return os.fdopen(fd, "wb")
 
 
+class NotRegularFile(OSError):
+    """A file the engine reads is not a regular file; the message says what it is."""
+
+
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISLNK, "a symbolic link"),
+)
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def _not_regular(mode: int) -> NotRegularFile | None:
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+    return NotRegularFile(f"is {kind}, not a regular file")
+
+
+def read_regular(path: str, limit: int) -> tuple[bytes, int] | None:
+    """Up to `limit` + 1 bytes of `path` and its size; None if it does not exist.
+
+    Never blocks and never follows a symlink: anything but a regular file
+    raises NotRegularFile saying what it is (checked before opening, and
+    again on the descriptor opened, in case it was swapped in between).
+    """
+    try:
+        refused = _not_regular(os.lstat(path).st_mode)
+        if refused is not None:
+            raise refused
+        fd = os.open(path, _READ_FLAGS)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # O_NOFOLLOW: swapped for a symlink after the lstat
+            raise NotRegularFile("is a symbolic link, not a regular file") from None
+        raise
+    with os.fdopen(fd, "rb") as f:
+        size = os.fstat(fd).st_size
+        refused = _not_regular(os.fstat(fd).st_mode)
+        if refused is not None:
+            raise refused
+        return f.read(limit + 1), size
+
+
 def open_append_private(path: str) -> int:
     """A descriptor appending to `path`, creating it 0600 and its directory 0700 if missing.
 
     Thread-isolated calls create their output directory only through this,
     when they first have something to write: most calls never do.
     """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+    # A step may have put a FIFO there (whose open would wait for a reader) or a symlink.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
     try:
         return os.open(path, flags, 0o600)
     except FileNotFoundError:
@@ -89,7 +148,10 @@ def read_tail(path: str, limit: int) -> str:
     if limit <= 0:
         return ""
     try:
-        with open(path, "rb") as f:
+        fd = os.open(path, _READ_FLAGS)
+        with os.fdopen(fd, "rb") as f:
+            if _not_regular(os.fstat(fd).st_mode) is not None:
+                return ""  # the step replaced its log with something else: no tail
             size = f.seek(0, os.SEEK_END)
             f.seek(max(0, size - limit))
             data = f.read(limit)

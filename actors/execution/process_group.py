@@ -40,7 +40,7 @@ from typing import IO, Any
 import psutil
 
 from actors.execution.attempt import AttemptOutcome, AttemptRequest, cancelled_outcome
-from actors.execution.files import open_private, read_tail
+from actors.execution.files import open_private, read_regular, read_tail
 from engine.errors import ErrorKind
 
 __all__ = [
@@ -124,9 +124,11 @@ def end_leftover_group(output_dir: str, grace: float = 2.0) -> list[int]:
     side by side. Safe against PID reuse: only processes of that group started
     no earlier than its recorded leader are touched.
     """
-    try:
-        with open(os.path.join(output_dir, GROUP_FILE), "rb") as f:
-            record = json.loads(f.read())
+    try:  # the step could have replaced the record (a FIFO must not block recovery)
+        found = read_regular(os.path.join(output_dir, GROUP_FILE), 4096)
+        if found is None:
+            return []
+        record = json.loads(found[0])
         pgid, started = int(record["pgid"]), float(record["started"])
     except (OSError, ValueError, KeyError, TypeError):
         return []

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from engine.errors import ErrorKind, ExpressionError, WorkflowAutomatorError
 from engine.events import (
     AttemptFailed,
+    AttemptInterrupted,
     Event,
     ForeachExpanded,
     RetryScheduled,
@@ -228,7 +229,12 @@ class Planner:
             message = f"{message} (a {kind} failure is not retried)"
         elif used > 1:
             message = f"{message} (gave up after {used} attempts)"
-        if spec.on_failure is OnFailure.PAUSE:
+        self._give_up(sid, kind, message)
+
+    def _give_up(self, sid: str, kind: ErrorKind, message: str) -> None:
+        """The step's final failure: pause for an operator or fail, as its spec says."""
+        now = self.now
+        if spec_of(self.work, sid).on_failure is OnFailure.PAUSE:
             self.emit(StepPaused(at=now, step_id=sid, reason=f"{kind}: {message}"))
             if self.work.status is RunStatus.RUNNING:
                 reason = f"step {sid} failed ({kind}: {message}); retry, skip or cancel it"
@@ -384,11 +390,37 @@ class Planner:
             self.emit(RunCancelled(at=self.now, reason=reason))
         self._stopped = True
 
-    def recover(self) -> None:
-        """Re-issue interrupted attempts; re-derive pending work (idempotent)."""
+    def recover(self, crashed: bool, in_engine: frozenset[str]) -> None:
+        """Record and re-issue interrupted attempts; re-derive pending work (idempotent)."""
+        limit = self.state.settings.max_interrupted_attempts
         for sid, st in list(self.work.steps.items()):
             if st.status is StepStatus.RUNNING and st.waiting is None:
-                self.emit(StepReady(at=self.now, step_id=sid))
+                n = st.attempts
+                self.emit(
+                    AttemptInterrupted(
+                        at=self.now,
+                        step_id=sid,
+                        attempt=n,
+                        crashed=crashed,
+                        in_engine=sid in in_engine,
+                    )
+                )
+                crashes = self.work.steps[sid].engine_crashes
+                if crashes < limit:
+                    self.emit(StepReady(at=self.now, step_id=sid))
+                    continue
+                message = (
+                    f"its attempts were cut short by an engine crash {crashes} times in a row "
+                    f"(the last: attempt {n}): the step likely takes its engine down (os._exit, "
+                    "a fatal signal, a crash in native code); run it on an agent with "
+                    "`isolation: process`"
+                )
+                self.emit(
+                    AttemptFailed(
+                        at=self.now, step_id=sid, attempt=n, kind=ErrorKind.AGENT, message=message
+                    )
+                )
+                self._give_up(sid, ErrorKind.AGENT, message)
         self.examine(self.index.order)
         for sid, st in list(self.work.steps.items()):
             if st.waiting is WaitReason.INSTANCES:

@@ -50,7 +50,7 @@ def retry_delay(policy: RetrySpec | None, attempt: int) -> float:
         delay = p.initial_delay * p.backoff**exponent
     except OverflowError:
         delay = p.max_delay
-    return min(delay, p.max_delay)
+    return delay if delay <= p.max_delay else p.max_delay  # also for NaN (0 * inf)
 
 
 def next_retry_at(policy: RetrySpec | None, attempt: int, now: float) -> float:

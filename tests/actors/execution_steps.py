@@ -161,6 +161,21 @@ def kills_itself(ctx: StepContext) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def leaves_a_fifo_for_its_result(ctx: StepContext) -> None:
+    """In process isolation the runner's argv ends with the result file: make it a FIFO."""
+    import sys
+
+    os.mkfifo(sys.argv[-1])
+    os._exit(0)
+
+
+def logs_into_a_fifo(ctx: StepContext) -> dict[str, bool]:
+    os.makedirs(ctx.params["dir"], exist_ok=True)
+    os.mkfifo(os.path.join(ctx.params["dir"], "stderr.log"))  # where ctx.logger writes
+    ctx.logger.info("nobody reads this")
+    return {"ok": True}
+
+
 not_callable = 42
 
 

@@ -356,3 +356,27 @@ def test_sigterm_sets_ctx_cancelled_in_the_child_so_it_can_stop_within_the_grace
     assert outcome.cancelled
     assert outcome.exit_code == 0  # it returned on SIGTERM instead of being SIGKILLed
     assert gone(int(pid_file.read_text()))
+
+
+def bounded(run: Any) -> AttemptOutcome:
+    """Run the attempt, failing the test (not hanging it) if the engine side blocks."""
+    found: list[AttemptOutcome] = []
+    worker = threading.Thread(target=lambda: found.append(run()), daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert found, "the attempt never ended: a file the step replaced blocked the engine"
+    return found[0]
+
+
+def test_a_result_file_replaced_by_a_fifo_is_no_result_and_never_blocks(tmp_path: Path) -> None:
+    outcome = bounded(lambda: call(tmp_path, "leaves_a_fifo_for_its_result", isolation="process"))
+    assert not outcome.succeeded and outcome.error_kind is ErrorKind.AGENT
+    assert "without a result" in outcome.message
+
+
+def test_a_log_file_replaced_by_a_fifo_never_blocks_the_step(tmp_path: Path) -> None:
+    attempt_dir = str(tmp_path / "attempt")
+    outcome = bounded(
+        lambda: call(tmp_path, "logs_into_a_fifo", params={"dir": attempt_dir}, isolation="thread")
+    )
+    assert outcome.succeeded, outcome.message

@@ -325,3 +325,45 @@ def test_an_unrecorded_step_process_is_found_by_its_attempt_environment() -> Non
         if orphan.poll() is None:
             orphan.kill()
             orphan.wait()
+
+
+def run_bounded(tmp_path: Path, argv: list[str]) -> AttemptOutcome:
+    """`run`, failing the test (not hanging it) if the engine side blocks."""
+    found: list[AttemptOutcome] = []
+    worker = threading.Thread(target=lambda: found.append(run(tmp_path, argv)), daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert found, "the attempt never ended: reading its files blocked"
+    return found[0]
+
+
+REPLACE_OUTPUTS = "import os; p = os.environ['WFA_OUTPUTS']; os.unlink(p); {}"
+
+
+@pytest.mark.parametrize(
+    ("replace", "named"),
+    [
+        ("os.mkfifo(p)", "a FIFO"),
+        ("os.mkdir(p)", "a directory"),
+        ("os.symlink('/dev/zero', p)", "a symbolic link"),
+        ("open(p + '.real', 'w').write('{}'); os.symlink(p + '.real', p)", "a symbolic link"),
+    ],
+)
+def test_outputs_that_are_not_a_regular_file_fail_with_kind_output_and_never_block(
+    tmp_path: Path, replace: str, named: str
+) -> None:
+    outcome = run_bounded(tmp_path, py(REPLACE_OUTPUTS.format(replace)))
+    assert not outcome.succeeded and outcome.error_kind is ErrorKind.OUTPUT
+    assert "$WFA_OUTPUTS" in outcome.message and named in outcome.message
+    assert "regular file" in outcome.message
+
+
+def test_output_logs_replaced_by_fifos_never_block_the_engine(tmp_path: Path) -> None:
+    code = (
+        "import os, sys; d = os.path.dirname(os.environ['WFA_OUTPUTS'])\n"
+        "for name in ('stdout.log', 'stderr.log', 'group.json'):\n"
+        "    os.unlink(os.path.join(d, name)); os.mkfifo(os.path.join(d, name))\n"
+    )
+    outcome = run_bounded(tmp_path, py(code))
+    assert outcome.succeeded, outcome.message
+    assert outcome.stdout_tail == outcome.stderr_tail == ""

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import time
 from typing import Any
+
+import pytest
 
 from actors.timers import TimerService
 
@@ -86,3 +89,30 @@ def test_cancelling_a_group_spares_other_groups_and_forgets_fired_timers() -> No
     assert timers.pending() == 0
     timers.stop()
     assert inbox.received.empty()
+
+
+@pytest.mark.parametrize("delay", [10_000_000_000.0, 1e300, math.inf, -math.inf, math.nan])
+def test_an_absurd_time_never_stops_the_other_timers(delay: float) -> None:
+    """A delay that no clock can wait for must not end the service's thread."""
+    timers, inbox, at = TimerService(), Inbox(), time.time() + delay
+    timers.schedule("absurd", at, inbox, "absurd")
+    timers.schedule("soon", time.time() + 0.05, inbox, "soon")
+    received = {inbox.received.get(timeout=2)[1] for _ in range(2 if at < 0 else 1)}
+    timers.schedule("later", time.time() + 0.05, inbox, "later")
+    received.add(inbox.received.get(timeout=2)[1])
+    timers.stop()
+    assert received == {"soon", "later"} | ({"absurd"} if at < 0 else set())
+
+
+def test_a_recipient_that_raises_never_stops_the_other_timers() -> None:
+    """A stopped actor's `tell` raises (pykka's ActorDeadError): the next timers still fire."""
+
+    class Dead:
+        def tell(self, message: Any) -> None:
+            raise RuntimeError("actor is dead")
+
+    timers, inbox = TimerService(), Inbox()
+    timers.schedule("dead", time.time(), Dead(), "lost")
+    timers.schedule("alive", time.time() + 0.05, inbox, "kept")
+    assert inbox.received.get(timeout=2)[1] == "kept"
+    timers.stop()

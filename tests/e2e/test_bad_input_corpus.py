@@ -52,7 +52,6 @@ BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
     for i in range(8)
 )
 LONG_WHEN = "inputs.a && " * 9000 + "&&"
-CLICK = "click's own usage errors print `Usage:` first: the CLI-errors slice makes them `error:`"
 
 ROWS: list[Any] = [
     # --- numbers: every integer and float the schema takes is bounded --------------
@@ -163,8 +162,7 @@ ROWS: list[Any] = [
     ("config-env-var-unknown-key", {"f.yaml": FLOW, "c.toml": "[storage]\nbackend = 'x'\n"},
      ["--config", "c.toml", "run", "f.yaml"], ["$.storage.backend"]),
     pytest.param("config-is-a-directory", {"f.yaml": FLOW, "c.yaml": directory},
-                 ["--config", "c.yaml", "run", "f.yaml"], ["c.yaml"],
-                 marks=pytest.mark.xfail(strict=True, reason=CLICK)),
+                 ["--config", "c.yaml", "run", "f.yaml"], ["c.yaml"]),
     # --- command arguments ----------------------------------------------------------------
     ("input-huge-number", {"f.yaml": FLOW}, ["run", "f.yaml", "-i", "n=100000000000000000000000"], ["-i n"]),
     ("input-not-declared", {"f.yaml": INPUTS_FLOW}, ["run", "f.yaml", "-i", "brnch=x"], ["-i brnch", "declared inputs: branch"]),
@@ -172,11 +170,9 @@ ROWS: list[Any] = [
     ("input-empty-name", {"f.yaml": FLOW}, ["run", "f.yaml", "-i", "=x"], ["NAME=VALUE"]),
     ("show-unknown-run", {}, ["show", "nosuchrun"], ["nosuchrun"]),
     pytest.param("run-priority-option-huge", {"f.yaml": FLOW}, ["run", "f.yaml", "--priority", "1" + "0" * 24],
-                 ["--priority"], marks=pytest.mark.xfail(strict=True, reason=CLICK)),
-    pytest.param("validate-without-files", {}, ["validate"], ["FILES"],
-                 marks=pytest.mark.xfail(strict=True, reason=CLICK)),
-    pytest.param("runs-status-bogus", {}, ["runs", "--status", "bogus"], ["bogus"],
-                 marks=pytest.mark.xfail(strict=True, reason=CLICK)),
+                 ["--priority"]),
+    pytest.param("validate-without-files", {}, ["validate"], ["FILES"]),
+    pytest.param("runs-status-bogus", {}, ["runs", "--status", "bogus"], ["bogus"]),
 ]  # fmt: skip
 
 

@@ -264,3 +264,23 @@ def wfa_command() -> list[str]:
     if executable:
         return [executable]
     return [sys.executable, "-c", "from engine.cli import main; main()"]
+
+
+FIFO_OUTPUTS = """
+name: fifo-outputs
+steps:
+  - id: sneaky
+    run: ["python3", "-c", "import os; p = os.environ['WFA_OUTPUTS']; os.unlink(p); os.mkfifo(p)"]
+    retry: {max_attempts: 1}
+"""
+
+
+def test_a_step_that_leaves_a_fifo_as_its_outputs_fails_the_run_instead_of_wedging_it(
+    tmp_path: Path, data: Path
+) -> None:
+    flow = write(tmp_path, "fifo.yaml", FIFO_OUTPUTS)
+    result = cli(data, "run", flow, "--json")  # wfa() gives up after 60 s: a wedge fails
+    assert result.returncode == 1, result.stderr
+    sneaky = steps(as_json(result))["sneaky"]
+    assert sneaky["status"] == "failed" and sneaky["error"]["kind"] == "output"
+    assert "FIFO" in sneaky["error"]["message"]

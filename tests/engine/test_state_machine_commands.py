@@ -18,7 +18,7 @@ from engine.decide import (
     SkipStep,
 )
 from engine.errors import ErrorKind, WorkflowAutomatorError
-from engine.events import AttemptStarted, StepReady
+from engine.events import AttemptInterrupted, AttemptStarted, StepReady
 from engine.policies.timeouts import TimerKind
 from engine.spec import OnFailure, RetrySpec
 from engine.state import RunStatus, StepStatus, WaitReason, fold, ready_steps
@@ -211,7 +211,10 @@ def test_recover_makes_running_steps_ready_again_with_the_same_idempotency_key()
     replayed = fold(sim.events)  # the engine died; the log is all there is
     sim.state = replayed
     out = sim.do(Recover())
-    assert out == [StepReady(at=sim.now, step_id="a")]
+    assert out == [
+        AttemptInterrupted(at=sim.now, step_id="a", attempt=1),
+        StepReady(at=sim.now, step_id="a"),
+    ]
     (again,) = sim.do(AgentAssigned(step_id="a", agent="agent-2"))
     assert isinstance(first, AttemptStarted) and isinstance(again, AttemptStarted)
     assert again.idempotency_key == first.idempotency_key and again.attempt == 2

@@ -22,7 +22,15 @@ from engine.decide import (
     TimerFired,
     Trigger,
 )
-from engine.events import AttemptStarted, Event, RunSettings, decode_event, encode_event
+from engine.errors import ErrorKind
+from engine.events import (
+    AttemptInterrupted,
+    AttemptStarted,
+    Event,
+    RunSettings,
+    decode_event,
+    encode_event,
+)
 from engine.policies.timeouts import active_timers
 from engine.spec import OnFailure, TriggerRule, WorkflowSpec
 from engine.state import (
@@ -97,6 +105,20 @@ def _check_starts_after_dependencies(state: RunState, events: list[Event]) -> No
             top = state.steps[ev.step_id].parent or ev.step_id
             for dep in index.deps[top]:
                 assert state.steps[dep].status in TERMINAL_STEP, (ev.step_id, dep)
+
+
+def _check_interruptions(sim: Sim, running: list[str], out: list[Event]) -> None:
+    """Every interrupted attempt is recorded; a step runs again unless it hit the limit."""
+    limit = sim.state.settings.max_interrupted_attempts
+    assert [e.step_id for e in out if isinstance(e, AttemptInterrupted)] == running
+    for sid in running:
+        s = sim.state.steps[sid]
+        assert s.engine_crashes <= limit
+        if s.engine_crashes == limit or (s.error and "engine crash" in s.error.message):
+            assert s.status is StepStatus.FAILED or s.waiting is WaitReason.PAUSED, sid
+            assert s.error is not None and s.error.kind is ErrorKind.AGENT
+        elif sim.state.status not in TERMINAL_RUN:
+            assert s.waiting in (WaitReason.AGENT, None), (sid, s.waiting)
 
 
 def _check_serial(state: RunState) -> None:
@@ -196,7 +218,11 @@ def test_a_crash_at_any_point_recovers_from_the_log_to_the_same_end(
             options = _options(sim, set())
             sim.do(options[data.draw(st.integers(0, len(options) - 1))])
         sim.state = fold(sim.events)
-        sim.do(Recover())
-        assert sim.do(Recover()) == []  # idempotent
+        running = [k for k, s in sim.state.steps.items() if s.status is StepStatus.RUNNING]
+        crashed = data.draw(st.booleans(), label="crashed")
+        in_engine = frozenset(k for k in running if data.draw(st.booleans(), label="in engine"))
+        out = sim.do(Recover(crashed=crashed, in_engine=in_engine))
+        _check_interruptions(sim, running, out)
+        assert sim.do(Recover(crashed=crashed, in_engine=in_engine)) == []  # idempotent
     _drive(sim, data, fold_every=10)
     _reference_check(sim)
