@@ -25,7 +25,6 @@ import click
 from croniter import croniter
 
 from engine.cli import CliState, fail, main, pass_state
-from engine.cli_views import TERMINAL
 from engine.datadir import LOCK
 from engine.events import (
     CommandIssued,
@@ -38,6 +37,7 @@ from engine.events import (
 )
 from engine.facade import Engine
 from engine.loading import load_workflow
+from engine.run_index import incomplete_runs
 from engine.spec import WorkflowSpec
 from engine.validation import check_workflow
 
@@ -160,9 +160,8 @@ def _serve(engine: Engine, schedules: Schedules, stop: threading.Event) -> None:
         daemon=True,
     )
     announcer.start()
-    for run in engine.runs():
-        if run.status not in TERMINAL:
-            log_line(f"run {run.run_id} ({run.workflow}) resumed: {run.status}")
+    for run in incomplete_runs(engine.store):
+        log_line(f"run {run.run_id} ({run.workflow}) resumed: {run.status}")
     workflow_dirs = {spec.name: Path(file).parent for file, spec in schedules.specs}
     while not stop.is_set():
         now = time.time()
