@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 from datetime import UTC, datetime
 
 import click
@@ -16,7 +17,9 @@ import msgspec
 
 from engine.cli import CliState, fail, main, pass_state, print_json
 from engine.cli_complete import complete_run
+from engine.cli_observe import parse_since
 from engine.cli_views import console, event_json, event_line, print_result, runs_table
+from engine.run_index import list_runs, summary
 from engine.state import RunStatus
 
 JSON_HELP = "Print machine-readable JSON on stdout (shape in the README, Machine output)."
@@ -29,29 +32,60 @@ JSON_HELP = "Print machine-readable JSON on stdout (shape in the README, Machine
     help="Only runs with this status.",
 )
 @click.option("--workflow", metavar="NAME", help="Only runs of this workflow.")
+@click.option(
+    "--since", metavar="TIME", help="Only runs submitted since: 1h, 2d, or an ISO 8601 time."
+)
+@click.option(
+    "--before",
+    metavar="RUN|TIME",
+    help="Only runs listed after RUN (the next page), or submitted before TIME.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    help="Show at most this many runs; 0 shows every one.",
+)
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @pass_state
-def runs(state: CliState, status: str | None, workflow: str | None, as_json: bool) -> None:
-    """List the runs in the data directory, oldest first."""
+def runs(
+    state: CliState,
+    status: str | None,
+    workflow: str | None,
+    since: str | None,
+    before: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """List runs, newest first: the newest 50 unless --limit says otherwise.
+
+    Answered from the run index, so it costs what it shows, however long the log.
+    """
+    now = time.time()
     with state.engine(drive=False, create=False) as engine:
-        found = engine.runs(status=status, workflow=workflow)
-    if as_json:
-        print_json(
-            [
-                {
-                    "run_id": r.run_id,
-                    "workflow": r.workflow,
-                    "status": r.status,
-                    "submitted_at": r.to_json()["submitted_at"],
-                    "ended_at": r.to_json()["ended_at"],
-                }
-                for r in found
-            ]
+        cursor: str | float | None = None
+        if before is not None:
+            known = summary(engine.store, before) is not None
+            cursor = before if known else parse_since(before, now, option="--before")
+        found = list_runs(
+            engine.store,
+            status=status,
+            workflow=workflow,
+            since=parse_since(since, now),
+            before=cursor,
+            limit=limit or None,
         )
+    if as_json:
+        print_json([r.to_json() for r in found])
     elif not found:
-        click.echo("no runs" + (" match" if status or workflow else " yet"))
+        filtered = status or workflow or since or before
+        click.echo("no runs" + (" match" if filtered else " yet"))
     else:
         console().print(runs_table(found))
+        if limit and len(found) == limit:
+            more = f"wfa runs --before {found[-1].run_id}"
+            click.echo(f"{limit} shown, newest first; the next page: {more}", err=True)
 
 
 @main.command()

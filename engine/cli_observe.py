@@ -55,7 +55,7 @@ JSON_HELP = "Print machine-readable JSON on stdout."
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def parse_since(value: str | None, now: float) -> float | None:
+def parse_since(value: str | None, now: float, option: str = "--since") -> float | None:
     """`--since`: a duration back from now (`90s`, `30m`, `1h`, `2d`) or an ISO 8601 time."""
     if value is None:
         return None
@@ -66,8 +66,8 @@ def parse_since(value: str | None, now: float) -> float | None:
         when = datetime.fromisoformat(value)
     except ValueError:
         fail(
-            f"--since {value!r} is neither a duration nor an ISO 8601 time",
-            ["e.g. --since 1h, --since 30m, --since 2026-11-26T05:00:00Z"],
+            f"{option} {value!r} is neither a duration nor an ISO 8601 time",
+            [f"e.g. {option} 1h, {option} 30m, {option} 2026-11-26T05:00:00Z"],
         )
     return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 

@@ -31,9 +31,10 @@ from engine.cli import (
     sigterm_as_interrupt,
 )
 from engine.cli_complete import complete_run, complete_step
-from engine.cli_views import TERMINAL, follow_runs
+from engine.cli_views import follow_runs
 from engine.events import CommandIssued, run_stream
 from engine.facade import Engine, command_trigger
+from engine.run_index import incomplete_runs
 from engine.spec import MAX_PRIORITY
 from engine.validation import check_inputs, load_checked
 
@@ -149,7 +150,7 @@ def resume(state: CliState, run_ids: Sequence[str], as_json: bool) -> None:
                 "wfa serve is driving this directory; it resumes runs itself",
                 ["follow a run with `wfa show RUN`"],
             )
-        targets = list(run_ids) or [r.run_id for r in engine.runs() if r.status not in TERMINAL]
+        targets = list(run_ids) or [r.run_id for r in incomplete_runs(engine.store)]
         if not targets:
             if as_json:
                 print_json([])

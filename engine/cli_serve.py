@@ -39,6 +39,7 @@ from engine.events import (
 )
 from engine.facade import Engine
 from engine.policies.schedules import Firing, firing, next_fire, schedule_of
+from engine.run_index import incomplete_runs
 from engine.spec import WorkflowSpec
 from engine.validation import load_checked
 
@@ -181,12 +182,11 @@ def _serve(engine: Engine, schedules: Schedules, stop: threading.Event) -> None:
         daemon=True,
     )
     announcer.start()
-    for run in engine.runs():
-        if run.status not in TERMINAL:
-            log_line(f"run {run.run_id} ({run.workflow}) resumed: {run.status}")
-            for index, (_, spec) in enumerate(schedules.specs):
-                if spec.name == run.workflow:  # a run of the schedule from before a restart
-                    schedules.last_run[index] = run.run_id
+    for run in incomplete_runs(engine.store):
+        log_line(f"run {run.run_id} ({run.workflow}) resumed: {run.status}")
+        for index, (_, spec) in enumerate(schedules.specs):
+            if spec.name == run.workflow:  # a run of the schedule from before a restart
+                schedules.last_run[index] = run.run_id
     while not stop.is_set():
         for index in schedules.due(time.time()):
             _fire(engine, schedules, index)

@@ -26,6 +26,7 @@ from rich.text import Text
 from engine.events import RUN_STREAM_PREFIX, AttemptInterrupted, Event, RunSubmitted, run_stream
 from engine.facade import Engine, UnknownRunError
 from engine.results import RunResult, StepResult, iso, result_of
+from engine.run_index import RunSummary
 from engine.state import TERMINAL_RUN, RunState, evolve
 from eventstore import EventStore, Recorded
 
@@ -279,7 +280,7 @@ def print_result(result: RunResult, title: str | None = None, now: float | None 
     click.echo(summary_line(result))
 
 
-def runs_table(results: Iterable[RunResult]) -> Table:
+def runs_table(results: Iterable[RunResult | RunSummary]) -> Table:
     table = Table(box=box.SIMPLE_HEAD)
     for column in ("run", "workflow", "status", "submitted", "duration"):
         table.add_column(column, no_wrap=True)

@@ -5,7 +5,8 @@ takes the directory's lock and drives runs with the actor runtime; otherwise
 it is a client: it submits runs and commands to the log, and the engine that
 holds the lock acts on them (it follows the log). Either way every change is
 an event appended to the log before anything acts on it, and every read is a
-fold of the log.
+fold of the log. Which runs exist, and which are incomplete, comes from the run
+index (engine/run_index.py), so start-up and listing cost what they return.
 """
 
 from __future__ import annotations
@@ -29,18 +30,17 @@ from engine.datadir import EVENTS, EngineLock, check_data_dir, new_run_id
 from engine.errors import Problem, ValidationError, WorkflowAutomatorError
 from engine.events import (
     COMMANDS_STREAM,
-    RUN_STREAM_PREFIX,
     CacheCleared,
     CommandIssued,
     Event,
     RunSettings,
     RunSubmitted,
-    is_run_end,
     run_stream,
 )
 from engine.health import HealthPolicy
 from engine.loading import load_config
 from engine.results import RunResult, result_of
+from engine.run_index import RunIndexer, command_positions, incomplete_runs, list_runs
 from engine.spec import WorkflowSpec
 from engine.state import TERMINAL_RUN, RunState, evolve, fold, index_of
 from engine.telemetry import Observer
@@ -75,6 +75,13 @@ def command_trigger(command: CommandIssued) -> Any:
         case "resume":
             return rules.Resume()
     raise WorkflowAutomatorError(f"unknown command {command.command!r} in the log")
+
+
+class RunPage(list[RunResult]):
+    """A page of `Engine.runs`: a list of results, newest first, and the cursor to
+    pass as `before=` for the next page (None: there is none)."""
+
+    next_before: str | None = None
 
 
 class RunHandle:
@@ -173,6 +180,7 @@ class Engine:
             Event,
             durability=self.config.storage.durability.value,
             create=create,
+            indexer=RunIndexer(),
         )
         self._changed = threading.Condition()
         self._generation = 0
@@ -338,23 +346,14 @@ class Engine:
         """
         if self._runtime is None:
             return []
-        unseen: dict[str, list[Recorded[Any]]] = {}
-        for rec in self.store.read_stream(COMMANDS_STREAM):
-            unseen.setdefault(rec.event.run_id, []).append(rec)
-        infos = self.store.streams(RUN_STREAM_PREFIX)
-        lasts = self.store.read_positions([info.last_position for info in infos])
-        infos = [i for i, r in zip(infos, lasts, strict=True) if not is_run_end(r.event)]
-        firsts = self.store.read_positions([info.first_position for info in infos])
         found = []
-        for info, first in zip(infos, firsts, strict=True):
-            run_id = info.name[len(RUN_STREAM_PREFIX) :]
-            commands = tuple(
-                command_trigger(rec.event)
-                for rec in unseen.get(run_id, [])
-                if rec.position > info.last_position
-            )
-            self._runtime.admit(run_id, first.event.spec.priority, commands)
-            found.append(run_id)
+        for row in incomplete_runs(self.store):  # from the run index: O(incomplete runs)
+            info = self.store.stream_info(run_stream(row.run_id))
+            last = 0 if info is None else info.last_position
+            unseen = self.store.read_positions(command_positions(self.store, row.run_id, last))
+            commands = tuple(command_trigger(rec.event) for rec in unseen)
+            self._runtime.admit(row.run_id, row.priority, commands)
+            found.append(row.run_id)
         return found
 
     # -- reading -------------------------------------------------------------
@@ -386,17 +385,34 @@ class Engine:
             raise UnknownRunError(f"no run {run_id!r} in {self.data_dir}")
         return records
 
-    def runs(self, status: str | None = None, workflow: str | None = None) -> list[RunResult]:
-        """Every run in the log, oldest first, optionally filtered."""
-        found = []
-        for info in self.store.streams(RUN_STREAM_PREFIX):
-            result = result_of(fold(r.event for r in self.store.read_stream(info.name)))
-            if status is not None and result.status != status:
-                continue
-            if workflow is not None and result.workflow != workflow:
-                continue
-            found.append(result)
-        return sorted(found, key=lambda r: (r.submitted_at, r.run_id))
+    def runs(
+        self,
+        status: str | None = None,
+        workflow: str | None = None,
+        *,
+        since: float | None = None,
+        before: str | float | None = None,
+        limit: int | None = None,
+    ) -> RunPage:
+        """Runs newest first (by submission time), from the run index; each folded.
+
+        `since`: submitted at or after this unix time; `before`: a run id (the page
+        continues after it: pass the previous page's `next_before`) or a unix time;
+        `limit`: at most this many (None: all). The page's `next_before` is the
+        cursor of the next page, None when this one is the last.
+        """
+        if isinstance(before, str) and self.store.stream_version(run_stream(before)) == 0:
+            raise UnknownRunError(f"no run {before!r} in {self.data_dir}")
+        rows = list_runs(
+            self.store, status=status, workflow=workflow, since=since, before=before, limit=limit
+        )
+        page = RunPage(
+            result_of(fold(r.event for r in self.store.read_stream(run_stream(row.run_id))))
+            for row in rows
+        )
+        if limit is not None and len(rows) == limit and rows:
+            page.next_before = rows[-1].run_id
+        return page
 
     def export(self, since: int = 1) -> Iterator[Recorded[Any]]:
         return self.store.read_all(since)

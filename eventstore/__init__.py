@@ -13,6 +13,7 @@ from ._errors import (
     StoreClosedError,
     StoreFormatError,
 )
+from ._index import Indexer, IndexTxn
 from ._store import EventStore
 from ._types import Recorded, StreamInfo
 
@@ -21,6 +22,8 @@ __all__ = [
     "CorruptEventError",
     "EventStore",
     "EventStoreError",
+    "IndexTxn",
+    "Indexer",
     "PayloadTooLargeError",
     "Recorded",
     "StoreClosedError",

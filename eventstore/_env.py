@@ -21,6 +21,7 @@ import lmdb
 
 from . import _format as fmt
 from ._errors import StoreClosedError, StoreFormatError
+from ._index import Indexer, InstalledIndexer, check_installable
 from ._writer import Writer
 
 T = TypeVar("T")
@@ -89,7 +90,19 @@ class SharedEnv:
             if txn.get(fmt.KEY_FORMAT, db=self.meta) is None:
                 txn.put(fmt.KEY_FORMAT, fmt.FORMAT_MARKER, db=self.meta)
                 txn.put(fmt.KEY_VERSION, fmt.pack_version(fmt.FORMAT_VERSION), db=self.meta)
+        self.indexer: InstalledIndexer[Any] | None = None
+        """Runs inside every append's write transaction, whichever handle appends."""
         self.writer = Writer(self)
+
+    def install(self, indexer: Indexer[Any], event_type: Any) -> None:
+        """Index every append made in this process from now on, then catch up on what
+        the log holds beyond the index (written before, or by a process without it)."""
+        with _registry_lock:
+            check_installable(self.indexer, indexer)
+            if self.indexer is None:
+                with self.guard.shared():
+                    self.indexer = InstalledIndexer(self.env, self.meta, indexer, event_type)
+        self.writer.catch_up_index()
 
     def read(self, fn: Callable[[Any], T]) -> T:
         """Run ``fn(txn)`` in a short read transaction; adopt a map grown elsewhere.
@@ -209,7 +222,7 @@ def _lmdb_open(path: pathlib.Path, durability: str) -> lmdb.Environment:
         return lmdb.open(
             str(path),
             map_size=INITIAL_MAP_SIZE,
-            max_dbs=8,
+            max_dbs=16,
             max_readers=512,
             mode=0o600,
             subdir=True,

@@ -23,6 +23,7 @@ import msgspec
 from . import _env
 from . import _format as fmt
 from ._errors import CorruptEventError, PayloadTooLargeError, StoreClosedError
+from ._index import Indexer, index_range
 from ._types import Recorded, StreamInfo
 from ._writer import AppendRequest
 
@@ -65,6 +66,7 @@ class EventStore(Generic[E]):
         durability: Durability = "sync",
         max_payload: int = 1 << 20,
         create: bool = True,
+        indexer: Indexer[E] | None = None,
     ) -> EventStore[E]:
         """Open the store in directory ``path``, creating it (0700, files 0600) if allowed.
 
@@ -74,13 +76,24 @@ class EventStore(Generic[E]):
         100 ms (see docs/eventstore.md for what it can lose). Raises
         StoreFormatError, changing nothing, for anything that is not a store of
         a format this code reads, or a missing store when ``create`` is False.
+
+        ``indexer``: kept in step with the log inside every append's transaction
+        in this process (whichever handle appends), and caught up here on what the
+        log holds beyond it (see eventstore/_index.py).
         """
         if durability not in ("sync", "relaxed"):
             raise ValueError(f"durability must be 'sync' or 'relaxed', got {durability!r}")
         if max_payload < 1:
             raise ValueError(f"max_payload must be positive, got {max_payload}")
         shared = _env.acquire(pathlib.Path(path), durability, create)
-        return cls(shared, event_type, max_payload, durability)
+        store = cls(shared, event_type, max_payload, durability)
+        if indexer is not None:
+            try:
+                shared.install(indexer, event_type)
+            except BaseException:
+                store.close()
+                raise
+        return store
 
     # --- writing --------------------------------------------------------------
 
@@ -105,7 +118,7 @@ class EventStore(Generic[E]):
         for payload in payloads:
             if len(payload) > self._max_payload:
                 raise PayloadTooLargeError(stream, len(payload), self._max_payload)
-        request = AppendRequest(stream, skey, payloads, expected_version)
+        request = AppendRequest(stream, skey, payloads, expected_version, events)
         self._shared.writer.submit(request)
         request.wait()
         if request.error is not None:
@@ -341,6 +354,52 @@ class EventStore(Generic[E]):
             return rows
 
         return [_info(key, raw) for key, raw in self._shared.read(read)]
+
+    # --- indexes --------------------------------------------------------------
+
+    def index_range(
+        self,
+        db: str,
+        lo: bytes,
+        hi: bytes | None = None,
+        *,
+        reverse: bool = False,
+        limit: int | None = None,
+    ) -> list[tuple[bytes, bytes]]:
+        """Items of index database ``db`` with ``lo <= key < hi`` (``hi`` None: no upper
+        bound), ascending or descending, at most ``limit``, from one read transaction."""
+        self._check_open()
+        handle = self._index_db(db)
+        return self._shared.read(lambda txn: index_range(txn, handle, lo, hi, reverse, limit))
+
+    def index_get(self, db: str, keys: Sequence[bytes]) -> list[bytes | None]:
+        """The values under ``keys`` in index database ``db`` (None where absent)."""
+        self._check_open()
+        handle = self._index_db(db)
+        return self._shared.read(lambda txn: [txn.get(k, db=handle) for k in keys])
+
+    def index_position(self) -> int:
+        """The last log position the store's index has seen (0 without an index)."""
+        installed = self._shared.indexer
+        if installed is None:
+            return 0
+        return self._shared.read(installed.position)
+
+    def catch_up_index(self) -> None:
+        """Index what other processes appended without the index (done on open)."""
+        self._check_open()
+        self._shared.writer.catch_up_index()
+
+    def rebuild_index(self) -> None:
+        """Empty the store's index and build it again from the log alone."""
+        self._check_open()
+        self._shared.writer.rebuild_index()
+
+    def _index_db(self, db: str) -> Any:
+        installed = self._shared.indexer
+        if installed is None or db not in installed.dbs:
+            raise ValueError(f"no index database {db!r}: open the store with its indexer")
+        return installed.dbs[db]
 
     # --- lifecycle ------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import lmdb
@@ -19,6 +20,8 @@ import msgspec
 
 from . import _format as fmt
 from ._errors import ConcurrencyError, EventStoreError, StoreClosedError
+from ._index import CATCH_UP_BATCH
+from ._types import Recorded
 
 if TYPE_CHECKING:
     from ._env import SharedEnv
@@ -45,6 +48,7 @@ class AppendRequest:
         "abandoned",
         "done",
         "error",
+        "events",
         "expected",
         "next",
         "payloads",
@@ -55,9 +59,16 @@ class AppendRequest:
     )
 
     def __init__(
-        self, stream: str, skey: bytes, payloads: list[bytes], expected: int | None
+        self,
+        stream: str,
+        skey: bytes,
+        payloads: list[bytes],
+        expected: int | None,
+        events: Sequence[Any] = (),
     ) -> None:
         self.stream = stream
+        self.events = events
+        """The events themselves, handed to the store's indexer once positioned."""
         self.skey = skey
         self.payloads = payloads
         self.expected = expected
@@ -295,6 +306,8 @@ class Writer:
             event_items: list[tuple[bytes, bytes]] = []
             index_items: list[tuple[bytes, bytes]] = []
             outcomes: list[Outcome] = []
+            indexer = shared.indexer
+            records: list[Recorded[Any]] = []
             pack_u64, encode_value, index_key = fmt.pack_u64, fmt.encode_event_value, fmt.index_key
             for request in batch:
                 skey = request.skey
@@ -324,6 +337,11 @@ class Writer:
                     event_items.append((key, encode_value(position, stream, current, now, payload)))
                     index_items.append((index_key(skey, current), key))
                     position += 1
+                if indexer is not None:
+                    records.extend(
+                        Recorded(first + i, stream, current - len(request.payloads) + 1 + i, now, e)
+                        for i, e in enumerate(request.events)
+                    )
                 rows[skey] = changed[skey] = fmt.StreamRow(
                     version=current,
                     first_position=first if row is None else row.first_position,
@@ -339,6 +357,8 @@ class Writer:
                 _put_all(txn.cursor(db=shared.streams_index), index_items, append=False)
                 rows_items = [(skey, fmt.encode_row(changed[skey])) for skey in sorted(changed)]
                 _put_all(txn.cursor(db=shared.streams), rows_items, append=False)
+            if indexer is not None:
+                indexer.apply(txn, last, records, shared.events)
             self._wake_committed()
             txn.commit()
         except BaseException:
@@ -348,6 +368,63 @@ class Writer:
         cache.update(rows)
         self._rows_as_of = position - 1
         return outcomes
+
+    # --- the index ----------------------------------------------------------
+
+    def catch_up_index(self) -> None:
+        """Index what the log holds beyond the index's position, ``CATCH_UP_BATCH``
+        events per transaction (each records how far it got: a crash loses nothing).
+        Runs in the caller's thread; a read transaction only, when nothing is behind."""
+        shared = self._shared
+        installed = shared.indexer
+        if installed is None:
+            return
+
+        def last(txn: Any) -> int:
+            cursor = txn.cursor(db=shared.events)
+            return fmt.unpack_u64(cursor.key()) if cursor.last() else 0
+
+        def behind(txn: Any) -> bool:
+            return installed.position(txn) < last(txn)
+
+        def step(txn: Any) -> None:
+            seen = installed.position(txn)
+            until = min(last(txn), seen + CATCH_UP_BATCH)
+            if seen < until:
+                installed.catch_up(txn, shared.events, seen, until)
+
+        while shared.read(behind):
+            with self._commit_lock:
+                self._in_write_txn(step)
+
+    def rebuild_index(self) -> None:
+        """Empty the index and build it again from the whole log (caller's thread)."""
+        installed = self._shared.indexer
+        if installed is None:
+            raise EventStoreError("this store was opened without an index to rebuild")
+        with self._commit_lock:
+            self._in_write_txn(installed.reset)
+        self.catch_up_index()
+
+    def _in_write_txn(self, fn: Callable[[Any], None]) -> None:
+        """Run ``fn`` in a write transaction and commit; grow or adopt the map as
+        needed. The caller holds ``_commit_lock``."""
+        shared = self._shared
+        while True:
+            try:
+                with shared.guard.shared():
+                    txn = shared.env.begin(write=True)
+                    try:
+                        fn(txn)
+                        txn.commit()
+                    except BaseException:
+                        txn.abort()
+                        raise
+                return
+            except lmdb.MapFullError:
+                shared.grow_map()
+            except lmdb.MapResizedError:
+                shared.adopt_map_size()
 
     # --- flusher thread (relaxed mode) --------------------------------------
 

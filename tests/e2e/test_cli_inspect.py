@@ -27,13 +27,13 @@ def lines(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines()]
 
 
-def test_runs_json_lists_runs_oldest_first_and_filters(finished: tuple[Path, Any]) -> None:
+def test_runs_json_lists_runs_newest_first_and_filters(finished: tuple[Path, Any]) -> None:
     data, run = finished
     listed = as_json(cli(data, "runs", "--json"))
     assert [set(r) for r in listed] == [RUN_KEYS, RUN_KEYS]
-    assert [r["status"] for r in listed] == ["succeeded", "queued"]
-    assert listed[0]["run_id"] == run["run_id"]
-    assert listed[0]["submitted_at"].endswith("Z") and listed[1]["ended_at"] is None
+    assert [r["status"] for r in listed] == ["queued", "succeeded"]
+    assert listed[1]["run_id"] == run["run_id"]
+    assert listed[1]["submitted_at"].endswith("Z") and listed[0]["ended_at"] is None
     assert [r["workflow"] for r in as_json(cli(data, "runs", "--json", "--status", "queued"))] == [
         "quality-gate"
     ]

@@ -33,6 +33,8 @@ def test_public_api_is_exactly_the_documented_names() -> None:
             "PayloadTooLargeError",
             "CorruptEventError",
             "StoreClosedError",
+            "Indexer",
+            "IndexTxn",
         ]
     )
 
