@@ -1,11 +1,17 @@
 """Commands that change runs: `run`, `resume`, `restart`, `approve`, `retry`, `skip`,
 `cancel`, and `demo` (`serve` is in engine/cli_serve.py).
 
-Each opens the data directory as a driving engine unless `wfa serve` holds it
-(then the command only appends to the log and the server acts on it). A
-command that steers a run is checked against the run's state first, with a
-non-driving engine, so one that does not apply changes nothing on disk and
-starts nothing.
+Each opens the data directory as a driving engine unless another process
+holds it (`wfa serve`, or another `wfa run`): then the command only appends to
+the log and that engine acts on it. A command that steers a run is checked
+against the run's state first, with a non-driving engine, so one that does not
+apply changes nothing on disk and starts nothing.
+
+A process that drives also drives the other processes' runs (one engine per
+directory); before it exits it keeps driving them until each has ended or
+waits for a person (`finish_driving`), so it never kills another run's step.
+A process that follows a run takes the directory over when its engine is gone
+(engine/cli_views.py `TakeOver`), so every run ends with its own exit code.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from engine.cli import (
     print_json,
     sigterm_as_interrupt,
 )
-from engine.cli_views import TERMINAL, follow_runs
+from engine.cli_views import SETTLE_SECONDS, TERMINAL, follow_runs, plural
 from engine.events import CommandIssued, run_stream
 from engine.facade import Engine, command_trigger
 from engine.loading import load_workflow
@@ -65,11 +71,37 @@ def follow_to_exit(
     try:
         with sigterm_as_interrupt():
             results = follow_runs(engine, run_ids, show=not as_json, settle_after=settle_after)
+            finish_driving(engine, run_ids)
     except KeyboardInterrupt:
         interrupted(engine, run_ids)
     if as_json:
         print_json([r.to_json() for r in results] if json_list else results[0].to_json())
     raise click.exceptions.Exit(exit_code(results))
+
+
+def finish_driving(engine: Engine, own: Sequence[str]) -> None:
+    """Before exiting: drive the other runs this process holds to their end or a person."""
+    others = [run_id for run_id in engine.open_held_runs() if run_id not in own]
+    if others:
+        click.echo(
+            f"still driving {plural(len(others), 'run')} of other processes until each ends "
+            f"or waits for a person: {' '.join(others)}",
+            err=True,
+        )
+    engine.finish_held_runs()
+
+
+def handed_over(engine: Engine, run_id: str, version: int) -> bool:
+    """After logging a command as a client: True once the driving engine acted on it,
+    False if the lock came free first and this process now drives the run itself."""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while time.monotonic() < deadline:
+        if engine.store.stream_version(run_stream(run_id)) > version:
+            return True
+        if engine.take_over():
+            return False
+        time.sleep(0.05)
+    return True  # the engine has it in its queue (a run waiting for admission)
 
 
 @main.command()
@@ -146,7 +178,8 @@ def resume(state: CliState, run_ids: Sequence[str], as_json: bool) -> None:
     with state.engine(create=False) as engine:
         if not engine.drives:
             fail(
-                "wfa serve is driving this directory; it resumes runs itself",
+                f"the engine of {engine.holder() or '?'} drives this directory; "
+                "it resumes runs itself",
                 ["follow a run with `wfa show RUN`"],
             )
         targets = list(run_ids) or [r.run_id for r in engine.runs() if r.status not in TERMINAL]
@@ -216,12 +249,14 @@ def steer(
             engine.cancel(run_id)
         else:
             getattr(engine, verb)(run_id, step_id)
-        if not engine.drives:
+        if not engine.drives and handed_over(engine, run_id, version):
             if as_json:
                 print_json(engine.handle(run_id).result().to_json())
             else:
-                click.echo(f"{what}; the serving engine continues run {run_id}")
-            return
+                holder = engine.holder()
+                who = f"the engine of {holder}" if holder else "the next engine to drive"
+                click.echo(f"{what}; {who} carries run {run_id} on")
+            raise click.exceptions.Exit(EXIT_OK)
         if not as_json:
             click.echo(f"{what}; running {run_id}")
         try:
@@ -229,11 +264,14 @@ def steer(
                 (result,) = follow_runs(
                     engine, [run_id], show=not as_json, settle_after={run_id: version}
                 )
+                finish_driving(engine, [run_id])
         except KeyboardInterrupt:
             interrupted(engine, [run_id])
         if as_json:
             print_json(result.to_json())
-    raise click.exceptions.Exit(EXIT_OK)
+    # driving it, the command ends like `wfa run`: `wfa approve RUN gate && deploy` is safe;
+    # a cancel did what was asked when the run ends cancelled
+    raise click.exceptions.Exit(EXIT_OK if verb == "cancel" else exit_code([result]))
 
 
 STEP = click.argument("step_id", metavar="STEP")

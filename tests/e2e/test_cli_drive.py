@@ -1,0 +1,169 @@
+"""Which process drives a run: several `wfa run`s on one data directory at once,
+runs that pause while siblings still run, and what the commands say about who drives.
+
+Every process here is a real `wfa` in its own process group, killed by its pid
+after the test; every wait has a timeout, so a run nobody drives fails the test
+instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_cli_runs import as_json, cli, steps, wfa_command, write
+from tests.support import until
+
+MARKED = """
+name: {name}
+steps:
+  - id: slow
+    run: ["{python}", "{script}", "{marks}", "{name}", "{seconds}", "{code}"]
+    retry: {{max_attempts: 1}}
+"""
+# appends "start NAME PID" and, after sleeping, "end NAME": a step killed mid-attempt
+# has a start without an end, a step that ran twice has two starts
+MARK_SCRIPT = """
+import os, sys, time
+with open(sys.argv[1], "a") as f:
+    f.write(f"start {sys.argv[2]} {os.getpid()}\\n")
+time.sleep(float(sys.argv[3]))
+with open(sys.argv[1], "a") as f:
+    f.write(f"end {sys.argv[2]}\\n")
+sys.exit(int(sys.argv[4]))
+"""
+GATE = """
+  - id: gate
+    after: [slow]
+    approval: true
+    run: ["{python}", "-c", "pass"]
+"""
+
+
+def marked(tmp_path: Path, name: str, seconds: float, code: int = 0, gate: bool = False) -> Path:
+    script = tmp_path / "mark.py"
+    script.write_text(MARK_SCRIPT)
+    text = MARKED.format(
+        name=name,
+        python=sys.executable,
+        script=script,
+        marks=tmp_path / "marks",
+        seconds=seconds,
+        code=code,
+    )
+    return write(tmp_path, f"{name}.yaml", text + (GATE.format(python=sys.executable) if gate else ""))
+
+
+def marks(tmp_path: Path) -> list[str]:
+    path = tmp_path / "marks"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def started(tmp_path: Path, name: str) -> bool:
+    return any(line.startswith(f"start {name} ") for line in marks(tmp_path))
+
+
+# no machine-wide caps: a busy test machine must not hold the steps back
+UNCAPPED = """
+resources: {max_cpu_usage: 100, max_memory_usage: 100, max_storage_usage: 100,
+            max_network_usage: 100}
+"""
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Start a `wfa` command in its own process group; killed (by its pid) after the test."""
+    started_: list[subprocess.Popen[str]] = []
+    config = write(tmp_path, "wfa.yaml", UNCAPPED)
+
+    def start(*args: str | Path) -> subprocess.Popen[str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("WFA_CONFIG", "WFA_DATA")}
+        process = subprocess.Popen(
+            [*wfa_command(), "--config", str(config), *map(str, args)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )
+        started_.append(process)
+        return process
+
+    yield start
+    for process in started_:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+
+
+def finish(process: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str, str]:
+    out, err = process.communicate(timeout=timeout)
+    assert "Traceback" not in out + err
+    return process.returncode, out, err
+
+
+def assert_each_step_ran_once(tmp_path: Path, data: Path, names: list[str]) -> None:
+    lines = marks(tmp_path)
+    for name in names:
+        assert sum(line.startswith(f"start {name} ") for line in lines) == 1, lines
+        assert lines.count(f"end {name}") == 1, lines
+    for run in as_json(cli(data, "runs", "--json")):
+        shown = as_json(cli(data, "show", run["run_id"], "--json"))
+        assert steps(shown)["slow"]["attempts"] == 1, shown
+        history = cli(data, "history", run["run_id"], "--json").stdout.splitlines()
+        types = [json.loads(line)["type"] for line in history]
+        assert types.count("AttemptStarted") == 1 + ("gate" in steps(shown)) * (
+            steps(shown).get("gate", {}).get("attempts", 0)
+        ), types
+
+
+def test_two_concurrent_runs_each_end_with_their_own_exit_code_and_no_step_is_killed(
+    tmp_path: Path, spawn: Callable[..., subprocess.Popen[str]]
+) -> None:
+    data = tmp_path / "data"
+    first = spawn("--data", data, "run", marked(tmp_path, "a", 1.0))
+    until(lambda: started(tmp_path, "a"), 30)
+    second = spawn("--data", data, "run", marked(tmp_path, "b", 4.0, code=1))
+    until(lambda: started(tmp_path, "b"), 30)
+    code_a, out_a, _ = finish(first)
+    code_b, out_b, _ = finish(second)
+    assert (code_a, code_b) == (0, 1), (out_a, out_b)
+    assert_each_step_ran_once(tmp_path, data, ["a", "b"])
+
+
+def test_three_concurrent_runs_each_end_with_their_own_exit_code_and_no_step_is_killed(
+    tmp_path: Path, spawn: Callable[..., subprocess.Popen[str]]
+) -> None:
+    data = tmp_path / "data"
+    first = spawn("--data", data, "run", marked(tmp_path, "a", 1.0))
+    until(lambda: started(tmp_path, "a"), 30)
+    second = spawn("--data", data, "run", marked(tmp_path, "b", 3.0, code=1))
+    until(lambda: started(tmp_path, "b"), 30)
+    third = spawn("--data", data, "run", marked(tmp_path, "c", 5.0, gate=True))
+    until(lambda: started(tmp_path, "c"), 30)
+    codes = [finish(p)[0] for p in (first, second, third)]
+    assert codes == [0, 1, 3]
+    assert_each_step_ran_once(tmp_path, data, ["a", "b", "c"])
+
+
+def test_a_follower_takes_over_its_run_when_the_driving_process_is_gone(
+    tmp_path: Path, spawn: Callable[..., subprocess.Popen[str]]
+) -> None:
+    """The driver is killed outright: the follower notices the free lock and drives its run."""
+    data = tmp_path / "data"
+    first = spawn("--data", data, "run", marked(tmp_path, "a", 6.0))
+    until(lambda: started(tmp_path, "a"), 30)
+    second = spawn("--data", data, "run", marked(tmp_path, "b", 1.0))
+    until(lambda: started(tmp_path, "b"), 30)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.communicate(timeout=30)
+    code, out, err = finish(second)
+    assert code == 0, (out, err)
+    assert "driving" in err
