@@ -264,3 +264,13 @@ def wfa_command() -> list[str]:
     if executable:
         return [executable]
     return [sys.executable, "-c", "from engine.cli import main; main()"]
+
+
+def test_skip_outputs_of_a_run_step_must_be_a_json_object(tmp_path: Path, data: Path) -> None:
+    run_id = as_json(cli(data, "run", write(tmp_path, "p.yaml", PAUSING), "--json"))["run_id"]
+    before = cli(data, "export").stdout
+    refused = cli(data, "skip", run_id, "build", "--outputs", "[1,2]")
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("error: ") and "must be a JSON object" in refused.stderr
+    assert len(refused.stderr.splitlines()) == 1
+    assert cli(data, "export").stdout == before
