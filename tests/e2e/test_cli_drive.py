@@ -188,3 +188,52 @@ def test_a_run_that_pauses_lets_its_running_sibling_finish_before_it_exits_3(
     assert steps(run)["slow"]["status"] == "succeeded"
     assert steps(run)["boom"]["status"] == "waiting"
     assert_each_step_ran_once(tmp_path, data, ["sibling"])
+
+
+GATED_FAILURE = """
+name: gated-failure
+steps:
+  - id: gate
+    approval: true
+    run: ["{python}", "-c", "pass"]
+  - id: deploy
+    after: [gate]
+    run: ["{python}", "-c", "import sys; sys.exit(1)"]
+    retry: {{max_attempts: 1}}
+"""
+
+
+def test_approve_that_drives_the_run_exits_like_run_and_one_that_hands_it_over_exits_0(
+    tmp_path: Path, spawn: Callable[..., subprocess.Popen[str]]
+) -> None:
+    data = tmp_path / "data"
+    flow = write(tmp_path, "g.yaml", GATED_FAILURE.format(python=sys.executable))
+    code, out, _ = finish(spawn("--data", data, "run", flow, "--json"))
+    assert code == 3
+    code, out, err = finish(spawn("--data", data, "approve", json.loads(out)["run_id"], "gate"))
+    assert code == 1, (out, err)  # `wfa approve RUN gate && deploy` stops here
+    assert "failed" in out.splitlines()[-1]
+
+    server = spawn("--data", data, "serve")
+    until(lambda: (data / "engine.lock").read_text().strip() != "", 30)
+    run_id = json.loads(finish(spawn("--data", data, "run", flow, "--detach", "--json"))[1])[
+        "run_id"
+    ]
+    until(lambda: as_json(cli(data, "show", run_id, "--json"))["waiting_for"] != [], 30)
+    code, out, err = finish(spawn("--data", data, "approve", run_id, "gate"))
+    assert code == 0, (out, err)
+    assert f"pid {server.pid}" in out and "serve" in out
+
+
+def test_cancel_names_the_process_that_drives_the_run(
+    tmp_path: Path, spawn: Callable[..., subprocess.Popen[str]]
+) -> None:
+    data = tmp_path / "data"
+    first = spawn("--data", data, "run", marked(tmp_path, "long", 30.0))
+    until(lambda: started(tmp_path, "long"), 30)
+    run_id = as_json(cli(data, "runs", "--json"))[0]["run_id"]
+    code, out, err = finish(spawn("--data", data, "cancel", run_id))
+    assert code == 0, err
+    assert f"pid {first.pid}" in out and "wfa" in out and "run" in out, out
+    assert "serving engine" not in out
+    assert finish(first)[0] == 1

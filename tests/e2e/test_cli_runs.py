@@ -201,7 +201,7 @@ def test_skip_with_outputs_lets_dependents_run_and_retry_runs_again(
     assert paused.returncode == 3
     run_id = as_json(paused)["run_id"]
     retried = cli(data, "retry", run_id, "build", "--json")
-    assert retried.returncode == 0, retried.stderr
+    assert retried.returncode == 3, retried.stderr  # it drove the run: paused again
     assert steps(as_json(retried))["build"]["attempts"] == 2
     skipped = cli(data, "skip", run_id, "build", "--outputs", '{"artifact": "x.tar"}')
     assert skipped.returncode == 0, skipped.stderr
