@@ -15,7 +15,15 @@ import click
 import msgspec
 
 from engine.cli import CliState, fail, main, pass_state, print_json
-from engine.cli_views import console, event_json, event_line, print_result, runs_table
+from engine.cli_views import (
+    TERMINAL,
+    console,
+    driver_line,
+    event_json,
+    event_line,
+    print_result,
+    runs_table,
+)
 from engine.state import RunStatus
 
 JSON_HELP = "Print machine-readable JSON on stdout (shape in SPEC §3)."
@@ -34,6 +42,9 @@ def runs(state: CliState, status: str | None, workflow: str | None, as_json: boo
     """List the runs in the data directory, oldest first."""
     with state.engine(drive=False, create=False) as engine:
         found = engine.runs(status=status, workflow=workflow)
+        open_runs = any(r.status not in TERMINAL for r in found)
+        driver = driver_line(engine) if open_runs else None
+        held = engine.holder() is not None
     if as_json:
         print_json(
             [
@@ -43,6 +54,7 @@ def runs(state: CliState, status: str | None, workflow: str | None, as_json: boo
                     "status": r.status,
                     "submitted_at": r.to_json()["submitted_at"],
                     "ended_at": r.to_json()["ended_at"],
+                    "driven": held and r.status not in TERMINAL,
                 }
                 for r in found
             ]
@@ -51,6 +63,8 @@ def runs(state: CliState, status: str | None, workflow: str | None, as_json: boo
         click.echo("no runs" + (" match" if status or workflow else " yet"))
     else:
         console().print(runs_table(found))
+        if driver is not None:
+            click.echo(driver)
 
 
 @main.command()
@@ -64,10 +78,15 @@ def show(state: CliState, run_id: str, as_json: bool) -> None:
     """
     with state.engine(drive=False, create=False) as engine:
         result = engine.handle(run_id).result()
+        ended = result.status in TERMINAL
+        driver = None if ended else driver_line(engine)
+        driven = not ended and engine.holder() is not None
     if as_json:
-        print_json(result.to_json())
+        print_json({**result.to_json(), "driven": driven})
     else:
         print_result(result)
+        if driver is not None:
+            click.echo(driver)
 
 
 @main.command()

@@ -36,7 +36,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from engine.cli import EXIT_FAILED, CliState, fail, main, pass_state, print_json
-from engine.cli_views import STATUS_STYLE, console, duration
+from engine.cli_views import STATUS_STYLE, console, driver_line, duration
 from engine.results import iso
 from engine.stats import compute_stats
 from engine.telemetry.export import export_now, make_exporter, to_jaeger_json, traces_url
@@ -254,20 +254,21 @@ def watch(state: CliState, once: bool) -> None:
     with state.engine(drive=False, create=False) as engine:
         view = LiveView(engine.store)
         if once or not sys.stdout.isatty():
-            console().print(frame(view, config))
+            console().print(frame(view, config, driver_line(engine)))
             return
         try:
-            with Live(frame(view, config), console=console(), auto_refresh=False) as live:
+            first = frame(view, config, driver_line(engine))
+            with Live(first, console=console(), auto_refresh=False) as live:
                 while True:
                     time.sleep(WATCH_REFRESH)
                     view.refresh()
-                    live.update(frame(view, config), refresh=True)
+                    live.update(frame(view, config, driver_line(engine)), refresh=True)
         except KeyboardInterrupt:
             pass
 
 
-def frame(view: Any, config: Any) -> Group:
-    """One frame of `wfa watch`: runs, agents, resources, alerts."""
+def frame(view: Any, config: Any, driver: str | None = None) -> Group:
+    """One frame of `wfa watch`: runs (and who drives them), agents, resources, alerts."""
     now = time.time()
     runs = _table("run", "workflow", "status", "steps", "for")
     for state in sorted(view.active.values(), key=lambda s: s.submitted_at):
@@ -296,6 +297,7 @@ def frame(view: Any, config: Any) -> Group:
     parts: list[Any] = [
         Text(f"wfa watch  {iso(now)}  {len(view.active)} active runs", style="bold"),
         runs,
+        *([Text(driver, style="bold yellow")] if driver and view.active else []),
         agents,
         _resources(config),
     ]

@@ -187,6 +187,16 @@ def _follow_plain(watches: list[RunWatch], show: bool, take_over: TakeOver) -> N
 
 # ---- text pieces ---------------------------------------------------------------
 
+NOT_DRIVEN = "not driven: no engine holds this directory"
+
+
+def driver_line(engine: Engine) -> str:
+    """Who drives the directory's runs now, or that nobody does (and what to do)."""
+    holder = engine.holder()
+    if holder is None:
+        return f"{NOT_DRIVEN}; `wfa resume` (or `wfa serve`) drives its runs"
+    return f"driven by the engine of {holder}"
+
 
 def duration(start: float | None, end: float | None, now: float | None = None) -> str:
     """How long from start to end (or to `now`, the present unless replaying)."""

@@ -58,7 +58,9 @@ def marked(tmp_path: Path, name: str, seconds: float, code: int = 0, gate: bool 
         seconds=seconds,
         code=code,
     )
-    return write(tmp_path, f"{name}.yaml", text + (GATE.format(python=sys.executable) if gate else ""))
+    return write(
+        tmp_path, f"{name}.yaml", text + (GATE.format(python=sys.executable) if gate else "")
+    )
 
 
 def marks(tmp_path: Path) -> list[str]:
@@ -75,6 +77,12 @@ UNCAPPED = """
 resources: {max_cpu_usage: 100, max_memory_usage: 100, max_storage_usage: 100,
             max_network_usage: 100}
 """
+
+
+def held(data: Path) -> bool:
+    """An engine has written itself into the directory's lock file."""
+    lock = data / "engine.lock"
+    return lock.exists() and lock.read_text().strip() != ""
 
 
 @pytest.fixture
@@ -215,7 +223,7 @@ def test_approve_that_drives_the_run_exits_like_run_and_one_that_hands_it_over_e
     assert "failed" in out.splitlines()[-1]
 
     server = spawn("--data", data, "serve")
-    until(lambda: (data / "engine.lock").read_text().strip() != "", 30)
+    until(lambda: held(data), 30)
     run_id = json.loads(finish(spawn("--data", data, "run", flow, "--detach", "--json"))[1])[
         "run_id"
     ]
@@ -237,3 +245,29 @@ def test_cancel_names_the_process_that_drives_the_run(
     assert f"pid {first.pid}" in out and "wfa" in out and "run" in out, out
     assert "serving engine" not in out
     assert finish(first)[0] == 1
+
+
+def test_show_runs_and_watch_say_when_no_engine_drives_an_open_run(
+    tmp_path: Path, spawn: Callable[..., subprocess.Popen[str]]
+) -> None:
+    data = tmp_path / "data"
+    flow = write(tmp_path, "g.yaml", GATED_FAILURE.format(python=sys.executable))
+    server = spawn("--data", data, "serve")
+    until(lambda: held(data), 30)
+    run_id = json.loads(finish(spawn("--data", data, "run", flow, "--detach", "--json"))[1])[
+        "run_id"
+    ]
+    until(lambda: as_json(cli(data, "show", run_id, "--json"))["waiting_for"] != [], 30)
+    shown = as_json(cli(data, "show", run_id, "--json"))
+    assert list(shown)[-1] == "driven" and shown["driven"] is True
+    assert f"driven by the engine of pid {server.pid}" in cli(data, "show", run_id).stdout
+
+    server.send_signal(signal.SIGTERM)
+    server.communicate(timeout=30)
+    not_driven = "not driven: no engine holds this directory"
+    assert not_driven in cli(data, "show", run_id).stdout
+    assert not_driven in cli(data, "runs").stdout
+    assert not_driven in cli(data, "watch", "--once").stdout
+    assert as_json(cli(data, "show", run_id, "--json"))["driven"] is False
+    (listed,) = as_json(cli(data, "runs", "--json"))
+    assert list(listed)[-1] == "driven" and listed["driven"] is False
