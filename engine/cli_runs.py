@@ -37,6 +37,7 @@ from engine.cli import (
     sigterm_as_interrupt,
 )
 from engine.cli_views import SETTLE_SECONDS, TERMINAL, follow_runs, plural
+from engine.datadir import LockHolder
 from engine.events import CommandIssued, run_stream
 from engine.facade import Engine, command_trigger
 from engine.loading import load_workflow
@@ -91,17 +92,21 @@ def finish_driving(engine: Engine, own: Sequence[str]) -> None:
     engine.finish_held_runs()
 
 
-def handed_over(engine: Engine, run_id: str, version: int) -> bool:
-    """After logging a command as a client: True once the driving engine acted on it,
-    False if the lock came free first and this process now drives the run itself."""
+def handed_over(engine: Engine, run_id: str, version: int) -> tuple[bool, LockHolder | None]:
+    """After logging a command as a client: (True, the engine that holds the directory)
+    once it acted on it; (False, None) if the lock came free first and this process
+    now drives the run itself. The holder is read while waiting: one that acted and
+    then exited (its runs ended) has let go of the lock by the time we look again."""
     deadline = time.monotonic() + SETTLE_SECONDS
+    holder = engine.holder()
     while time.monotonic() < deadline:
         if engine.store.stream_version(run_stream(run_id)) > version:
-            return True
+            return True, holder
         if engine.take_over():
-            return False
+            return False, None
+        holder = engine.holder() or holder
         time.sleep(0.05)
-    return True  # the engine has it in its queue (a run waiting for admission)
+    return True, holder  # the engine has it in its queue (a run waiting for admission)
 
 
 @main.command()
@@ -249,13 +254,14 @@ def steer(
             engine.cancel(run_id)
         else:
             getattr(engine, verb)(run_id, step_id)
-        if not engine.drives and handed_over(engine, run_id, version):
+        handed, holder = (False, None) if engine.drives else handed_over(engine, run_id, version)
+        if handed:
             if as_json:
                 print_json(engine.handle(run_id).result().to_json())
             else:
-                holder = engine.holder()
                 who = f"the engine of {holder}" if holder else "the next engine to drive"
-                click.echo(f"{what}; {who} carries run {run_id} on")
+                does = f"stops run {run_id}" if verb == "cancel" else f"carries run {run_id} on"
+                click.echo(f"{what}; {who} {does}")
             raise click.exceptions.Exit(EXIT_OK)
         if not as_json:
             click.echo(f"{what}; running {run_id}")
