@@ -136,13 +136,16 @@ def sigterm_as_interrupt() -> Iterator[None]:
 def interrupted(engine: Engine, run_ids: Sequence[str]) -> NoReturn:
     """Ctrl-C while following: stop driving cleanly; the runs stay in the log, resumable."""
     drove = engine.drives
+    holder = None if drove else engine.holder()
     engine.close()
     click.echo("", err=True)
-    if drove:
-        names = " ".join(run_ids)
+    names = " ".join(run_ids)
+    if holder is not None:
+        click.echo(f"interrupted; the engine of {holder} continues the run", err=True)
+    elif drove:
         click.echo(f"interrupted; the run stays resumable: wfa resume {names}", err=True)
     else:
-        click.echo("interrupted; the serving engine continues the run", err=True)
+        click.echo(f"interrupted; no engine drives the run: wfa resume {names}", err=True)
     raise click.exceptions.Exit(EXIT_INTERRUPTED)
 
 

@@ -18,7 +18,15 @@ import msgspec
 from engine.cli import CliState, fail, main, pass_state, print_json
 from engine.cli_complete import complete_run
 from engine.cli_observe import parse_since
-from engine.cli_views import console, event_json, event_line, print_result, runs_table
+from engine.cli_views import (
+    TERMINAL,
+    console,
+    driver_line,
+    event_json,
+    event_line,
+    print_result,
+    runs_table,
+)
 from engine.run_index import list_runs, summary
 from engine.state import RunStatus
 
@@ -76,13 +84,18 @@ def runs(
             before=cursor,
             limit=limit or None,
         )
+        open_runs = any(r.status not in TERMINAL for r in found)
+        driver = driver_line(engine) if open_runs else None
+        held = engine.holder() is not None
     if as_json:
-        print_json([r.to_json() for r in found])
+        print_json([{**r.to_json(), "driven": held and r.status not in TERMINAL} for r in found])
     elif not found:
         filtered = status or workflow or since or before
         click.echo("no runs" + (" match" if filtered else " yet"))
     else:
         console().print(runs_table(found))
+        if driver is not None:
+            click.echo(driver)
         if limit and len(found) == limit:
             more = f"wfa runs --before {found[-1].run_id}"
             click.echo(f"{limit} shown, newest first; the next page: {more}", err=True)
@@ -99,10 +112,15 @@ def show(state: CliState, run_id: str, as_json: bool) -> None:
     """
     with state.engine(drive=False, create=False) as engine:
         result = engine.handle(run_id).result()
+        ended = result.status in TERMINAL
+        driver = None if ended else driver_line(engine)
+        driven = not ended and engine.holder() is not None
     if as_json:
-        print_json(result.to_json())
+        print_json({**result.to_json(), "driven": driven})
     else:
         print_result(result)
+        if driver is not None:
+            click.echo(driver)
 
 
 @main.command()

@@ -44,7 +44,7 @@ from rich.tree import Tree
 
 from engine.cli import EXIT_FAILED, CliState, fail, main, pass_state, print_json
 from engine.cli_complete import complete_run
-from engine.cli_views import STATUS_STYLE, console, duration
+from engine.cli_views import STATUS_STYLE, console, driver_line, duration
 from engine.config import EngineConfig
 from engine.results import iso
 from engine.stats import compute_stats
@@ -279,16 +279,17 @@ def watch(state: CliState, once: bool, interval: float, as_json: bool) -> None:
     with state.engine(drive=False, create=False) as engine, _stopped_by_signals(stop):
         view = LiveView(engine.store)
         if sys.stdout.isatty() and not (once or as_json):
-            with Live(frame(snapshot(view, config)), console=console(), auto_refresh=False) as live:
+            first = frame(snapshot(view, config), driver_line(engine))
+            with Live(first, console=console(), auto_refresh=False) as live:
                 while not stop.wait(interval):
                     view.refresh()
-                    live.update(frame(snapshot(view, config)), refresh=True)
+                    live.update(frame(snapshot(view, config), driver_line(engine)), refresh=True)
             return
         while True:
             if as_json:
                 click.echo(json.dumps(snapshot(view, config), ensure_ascii=False))
             else:
-                console().print(frame(snapshot(view, config)), "")
+                console().print(frame(snapshot(view, config), driver_line(engine)), "")
             sys.stdout.flush()  # a reader at the other end of a pipe sees each frame as it comes
             if once or stop.wait(interval):
                 return
@@ -365,8 +366,9 @@ def snapshot(view: Any, config: EngineConfig) -> dict[str, Any]:
     }
 
 
-def frame(snap: dict[str, Any]) -> Group:
-    """One frame of `wfa watch`, drawn from its snapshot: runs, agents, resources, alerts."""
+def frame(snap: dict[str, Any], driver: str | None = None) -> Group:
+    """One frame of `wfa watch`, drawn from its snapshot: runs (and who drives them),
+    agents, resources, alerts."""
     runs = _table("run", "workflow", "status", "steps", "for")
     for run in snap["runs"]:
         steps = ", ".join(f"{n} {s}" for s, n in run["steps"].items())
@@ -393,6 +395,7 @@ def frame(snap: dict[str, Any]) -> Group:
     parts: list[Any] = [
         Text(f"wfa watch  {snap['at']}  {len(snap['runs'])} active runs", style="bold"),
         runs,
+        *([Text(driver, style="bold yellow")] if driver and snap["runs"] else []),
         agents,
         resources,
     ]

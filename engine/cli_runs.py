@@ -1,11 +1,17 @@
 """Commands that change runs: `run`, `resume`, `restart`, `approve`, `retry`, `skip`,
 `cancel`, and `demo` (`serve` is in engine/cli_serve.py).
 
-Each opens the data directory as a driving engine unless `wfa serve` holds it
-(then the command only appends to the log and the server acts on it). A
-command that steers a run is checked against the run's state first, with a
-non-driving engine, so one that does not apply changes nothing on disk and
-starts nothing.
+Each opens the data directory as a driving engine unless another process
+holds it (`wfa serve`, or another `wfa run`): then the command only appends to
+the log and that engine acts on it. A command that steers a run is checked
+against the run's state first, with a non-driving engine, so one that does not
+apply changes nothing on disk and starts nothing.
+
+A process that drives also drives the other processes' runs (one engine per
+directory); before it exits it keeps driving them until each has ended or
+waits for a person (`finish_driving`), so it never kills another run's step.
+A process that follows a run takes the directory over when its engine is gone
+(engine/cli_views.py `TakeOver`), so every run ends with its own exit code.
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ from engine.cli import (
     sigterm_as_interrupt,
 )
 from engine.cli_complete import complete_run, complete_step
-from engine.cli_views import follow_runs
+from engine.cli_views import SETTLE_SECONDS, follow_runs, plural
+from engine.datadir import LockHolder
 from engine.events import CommandIssued, run_stream
 from engine.facade import Engine, command_trigger
 from engine.run_index import incomplete_runs
@@ -67,11 +74,41 @@ def follow_to_exit(
     try:
         with sigterm_as_interrupt():
             results = follow_runs(engine, run_ids, show=not as_json, settle_after=settle_after)
+            finish_driving(engine, run_ids)
     except KeyboardInterrupt:
         interrupted(engine, run_ids)
     if as_json:
         print_json([r.to_json() for r in results] if json_list else results[0].to_json())
     raise click.exceptions.Exit(exit_code(results))
+
+
+def finish_driving(engine: Engine, own: Sequence[str]) -> None:
+    """Before exiting: drive the other runs this process holds to their end or a person."""
+    others = [run_id for run_id in engine.open_held_runs() if run_id not in own]
+    if others:
+        click.echo(
+            f"still driving {plural(len(others), 'run')} of other processes until each ends "
+            f"or waits for a person: {' '.join(others)}",
+            err=True,
+        )
+    engine.finish_held_runs()
+
+
+def handed_over(engine: Engine, run_id: str, version: int) -> tuple[bool, LockHolder | None]:
+    """After logging a command as a client: (True, the engine that holds the directory)
+    once it acted on it; (False, None) if the lock came free first and this process
+    now drives the run itself. The holder is read while waiting: one that acted and
+    then exited (its runs ended) has let go of the lock by the time we look again."""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    holder = engine.holder()
+    while time.monotonic() < deadline:
+        if engine.store.stream_version(run_stream(run_id)) > version:
+            return True, holder
+        if engine.take_over():
+            return False, None
+        holder = engine.holder() or holder
+        time.sleep(0.05)
+    return True, holder  # the engine has it in its queue (a run waiting for admission)
 
 
 @main.command()
@@ -147,7 +184,8 @@ def resume(state: CliState, run_ids: Sequence[str], as_json: bool) -> None:
     with state.engine(create=False) as engine:
         if not engine.drives:
             fail(
-                "wfa serve is driving this directory; it resumes runs itself",
+                f"the engine of {engine.holder() or '?'} drives this directory; "
+                "it resumes runs itself",
                 ["follow a run with `wfa show RUN`"],
             )
         targets = list(run_ids) or [r.run_id for r in incomplete_runs(engine.store)]
@@ -218,12 +256,15 @@ def steer(
             engine.cancel(run_id)
         else:
             getattr(engine, verb)(run_id, step_id)
-        if not engine.drives:
+        handed, holder = (False, None) if engine.drives else handed_over(engine, run_id, version)
+        if handed:
             if as_json:
                 print_json(engine.handle(run_id).result().to_json())
             else:
-                click.echo(f"{what}; the serving engine continues run {run_id}")
-            return
+                who = f"the engine of {holder}" if holder else "the next engine to drive"
+                does = f"stops run {run_id}" if verb == "cancel" else f"carries run {run_id} on"
+                click.echo(f"{what}; {who} {does}")
+            raise click.exceptions.Exit(EXIT_OK)
         if not as_json:
             click.echo(f"{what}; running {run_id}")
         try:
@@ -231,11 +272,14 @@ def steer(
                 (result,) = follow_runs(
                     engine, [run_id], show=not as_json, settle_after={run_id: version}
                 )
+                finish_driving(engine, [run_id])
         except KeyboardInterrupt:
             interrupted(engine, [run_id])
         if as_json:
             print_json(result.to_json())
-    raise click.exceptions.Exit(EXIT_OK)
+    # driving it, the command ends like `wfa run`: `wfa approve RUN gate && deploy` is safe;
+    # a cancel did what was asked when the run ends cancelled
+    raise click.exceptions.Exit(EXIT_OK if verb == "cancel" else exit_code([result]))
 
 
 STEP = click.argument("step_id", metavar="STEP", shell_complete=complete_step)

@@ -27,7 +27,6 @@ import click
 
 from engine.cli import CliState, fail, main, pass_state
 from engine.cli_views import TERMINAL
-from engine.datadir import LOCK
 from engine.events import (
     CommandIssued,
     RunFailed,
@@ -147,9 +146,8 @@ def serve(state: CliState, files: Sequence[Path]) -> None:
 
     with state.engine() as engine:
         if not engine.drives:
-            holder = (engine.data_dir / LOCK).read_text().strip() or "?"
             fail(
-                f"another engine (pid {holder}) already serves {engine.data_dir}",
+                f"another engine ({engine.holder() or '?'}) already serves {engine.data_dir}",
                 ["stop it first, or send runs to it with `wfa run --detach`"],
             )
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}

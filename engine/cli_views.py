@@ -9,6 +9,7 @@ one plain line per step status change, so logs stay readable and greppable.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -97,15 +98,38 @@ def follow_runs(
     watches = [RunWatch(engine.store, rid, (settle_after or {}).get(rid, 0)) for rid in run_ids]
     for watch in watches:
         watch.refresh()
+    take_over = TakeOver(engine)
     if show and sys.stdout.isatty():
-        _follow_live(watches)
+        _follow_live(watches, take_over)
     else:
-        _follow_plain(watches, show)
+        _follow_plain(watches, show, take_over)
     return [w.result for w in watches if w.result is not None]
 
 
-def _step_once(watches: list[RunWatch]) -> bool:
+class TakeOver:
+    """While following: once no engine holds the directory any more, drive it here."""
+
+    EVERY = 0.5  # seconds between looks at the lock
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.next = time.monotonic() + self.EVERY
+
+    def __call__(self) -> None:
+        if self.engine.drives or time.monotonic() < self.next:
+            return
+        self.next = time.monotonic() + self.EVERY
+        if self.engine.take_over():
+            click.echo(
+                f"no engine drives {self.engine.data_dir} any more: "
+                f"driving its runs here (pid {os.getpid()})",
+                err=True,
+            )
+
+
+def _step_once(watches: list[RunWatch], take_over: TakeOver) -> bool:
     """Refresh every watch; True once all are done. Sleeps a little when nothing moved."""
+    take_over()
     changed = False
     for watch in watches:
         changed = watch.refresh() or changed
@@ -116,14 +140,14 @@ def _step_once(watches: list[RunWatch]) -> bool:
     return False
 
 
-def _follow_live(watches: list[RunWatch]) -> None:
+def _follow_live(watches: list[RunWatch], take_over: TakeOver) -> None:
     console = Console()
 
     def view() -> Group:
         return Group(*(steps_table(w.result) for w in watches if w.result is not None))
 
     with Live(view(), console=console, refresh_per_second=10, transient=False) as live:
-        while not _step_once(watches):
+        while not _step_once(watches, take_over):
             live.update(view())
         live.update(view())
     for watch in watches:
@@ -131,7 +155,7 @@ def _follow_live(watches: list[RunWatch]) -> None:
             click.echo(summary_line(watch.result))
 
 
-def _follow_plain(watches: list[RunWatch], show: bool) -> None:
+def _follow_plain(watches: list[RunWatch], show: bool, take_over: TakeOver) -> None:
     seen: dict[tuple[str, str], tuple[str, int]] = {}
 
     def report() -> None:
@@ -153,7 +177,7 @@ def _follow_plain(watches: list[RunWatch], show: bool) -> None:
             for step in watch.result.steps.values():
                 seen[(watch.run_id, step.id)] = (step.status, step.attempts)
     report()
-    while not _step_once(watches):
+    while not _step_once(watches, take_over):
         report()
     report()
     if show:
@@ -163,6 +187,16 @@ def _follow_plain(watches: list[RunWatch], show: bool) -> None:
 
 
 # ---- text pieces ---------------------------------------------------------------
+
+NOT_DRIVEN = "not driven: no engine holds this directory"
+
+
+def driver_line(engine: Engine) -> str:
+    """Who drives the directory's runs now, or that nobody does (and what to do)."""
+    holder = engine.holder()
+    if holder is None:
+        return f"{NOT_DRIVEN}; `wfa resume` (or `wfa serve`) drives its runs"
+    return f"driven by the engine of {holder}"
 
 
 def duration(start: float | None, end: float | None, now: float | None = None) -> str:

@@ -3,7 +3,8 @@
 Layout (all owner-only):
     <data>/events/       the LMDB event log (eventstore)
     <data>/attempts/     full stdout/stderr of every attempt, by run and step
-    <data>/engine.lock   held (flock) by the one engine that drives this directory
+    <data>/engine.lock   held (flock) by the one engine that drives this directory;
+                         it names its holder: `{"pid": ..., "command": ...}`
 
 A directory that exists, is not empty and does not look like ours is refused
 before anything is written, so a typo in `--data` never scribbles over a
@@ -15,8 +16,12 @@ from __future__ import annotations
 import fcntl
 import os
 import secrets
+import shlex
+import sys
 import time
 from pathlib import Path
+
+import msgspec
 
 from engine.errors import WorkflowAutomatorError
 
@@ -57,14 +62,36 @@ def check_data_dir(path: Path, *, create: bool) -> Path:
     return path.resolve()
 
 
+class LockHolder(msgspec.Struct, frozen=True):
+    """The process that drives a data directory, as it wrote itself into the lock file."""
+
+    pid: int
+    command: str = "?"
+
+    def __str__(self) -> str:
+        return f"pid {self.pid}, `{self.command}`"
+
+
+def this_command() -> str:
+    """How this process was started, for the lock file: `wfa run a.yaml`."""
+    argv = [Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python", *sys.argv[1:]]
+    text = shlex.join(argv)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
 class EngineLock:
     """An exclusive, non-blocking OS lock: one engine drives a data directory.
 
-    The holder's PID is in the file while it drives; `release` empties it. So a
-    file found holding a PID was left by an engine that died without releasing
-    (`previous_crashed`): recovery then knows its in-flight attempts were cut
-    short by a crash, not by a clean stop.
+    The holder writes its pid and command line into the file while it drives,
+    so that other processes can say who drives (`holder()`); `release` empties
+    it. So a file found holding a holder was left by an engine that died without
+    releasing (`previous_crashed`): recovery then knows its in-flight attempts
+    were cut short by a crash, not by a clean stop. A probe takes a shared lock
+    for an instant, so `acquire` tries a few times before it concludes that
+    another engine holds the directory.
     """
+
+    ATTEMPTS = 5  # a probe's shared lock lasts microseconds; 5 x 10 ms outlasts any
 
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / LOCK
@@ -74,16 +101,39 @@ class EngineLock:
     def acquire(self) -> bool:
         """True if this process now drives the directory; False if another engine does."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
+        for attempt in range(self.ATTEMPTS):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt == self.ATTEMPTS - 1:
+                    os.close(fd)
+                    return False
+                time.sleep(0.01)
         self.previous_crashed = bool(os.pread(fd, 64, 0).strip())
         os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        holder = LockHolder(os.getpid(), this_command())
+        os.write(fd, msgspec.json.encode(holder) + b"\n")
         self._fd = fd
         return True
+
+    def holder(self) -> LockHolder | None:
+        """Who holds the lock now (this process included); None when nobody does."""
+        if self._fd is not None:
+            return LockHolder(os.getpid(), this_command())
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return _read_holder(os.read(fd, 4096))
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
 
     def release(self) -> None:
         if self._fd is not None:
@@ -95,6 +145,15 @@ class EngineLock:
     @property
     def held(self) -> bool:
         return self._fd is not None
+
+
+def _read_holder(text: bytes) -> LockHolder:
+    """The lock file's record; an older engine wrote only its pid, a writer may be mid-way."""
+    try:
+        return msgspec.json.decode(text, type=LockHolder)
+    except msgspec.DecodeError:
+        first = text.split()[:1]
+        return LockHolder(int(first[0]) if first and first[0].isdigit() else 0)
 
 
 def new_run_id(now: float | None = None) -> str:

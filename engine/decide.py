@@ -269,6 +269,12 @@ def decide(state: RunState, trigger: Trigger, now: float) -> list[Event]:
                 raise plan.not_applicable(
                     sid, "skipped", "only a step that has not started, waits, or failed"
                 )
+            is_run = spec_of(state, sid).run is not None
+            if is_run and outputs is not None and not isinstance(outputs, dict):
+                raise CommandNotApplicable(
+                    f"outputs for step {sid} must be a JSON object, like a `run` step's "
+                    f"$WFA_OUTPUTS, not {type(outputs).__name__}; e.g. '{{\"version\": 2}}'"
+                )
             plan.require_undecided_dependents(sid, "skip")
             plan.emit(StepSkippedManually(at=now, step_id=sid, outputs=outputs))
             plan.resume_if_unpaused()

@@ -7,6 +7,17 @@ holds the lock acts on them (it follows the log). Either way every change is
 an event appended to the log before anything acts on it, and every read is a
 fold of the log. Which runs exist, and which are incomplete, comes from the run
 index (engine/run_index.py), so start-up and listing cost what they return.
+
+
+Who drives, when several processes use one directory: the lock holder drives
+every run in it. It never hands a run over mid-attempt (a step's process lives
+and dies with the engine that started it), so a process that is done with its
+own runs calls `finish_held_runs()` before `close()`: it admits nothing new and
+keeps driving what it holds until each run has ended or waits for a person. A
+client that may drive (`drive=True`) calls `take_over()` while it follows: once
+the lock is free (its holder finished or died) it drives, recovering every
+incomplete run. Handing over only at quiet points costs the first process some
+waiting; in return no step is ever killed or run twice by a hand-over.
 """
 
 from __future__ import annotations
@@ -26,7 +37,7 @@ from engine.alerts import AlertMonitor
 from engine.builder import Workflow
 from engine.caching import CACHE_STREAM, CacheIndex
 from engine.config import EngineConfig
-from engine.datadir import EVENTS, EngineLock, check_data_dir, new_run_id
+from engine.datadir import EVENTS, EngineLock, LockHolder, check_data_dir, new_run_id
 from engine.errors import Problem, ValidationError, WorkflowAutomatorError
 from engine.events import (
     COMMANDS_STREAM,
@@ -191,6 +202,14 @@ class Engine:
         self._alerts: AlertMonitor | None = None
         self._stop = threading.Event()
         self._health_policy = health_policy  # the agents' circuit breaker; defaults if None
+        self._may_drive = drive
+        # Runs this engine admitted, followed by `finish_held_runs`; while finishing,
+        # new submissions are left to their submitters and, at the very end, commands
+        # are held back (they stay in the log for the next engine's recovery).
+        self._held: dict[str, _StateFollower] = {}
+        self._gate = threading.Lock()
+        self._finishing = False
+        self._holding_back: list[CommandIssued] | None = None
         if drive and self._lock.acquire():
             self._start_driving()
         start = self.store.last_position() + 1
@@ -243,6 +262,54 @@ class Engine:
     def drives(self) -> bool:
         """True if this engine runs the steps; False if another engine does."""
         return self._runtime is not None
+
+    def holder(self) -> LockHolder | None:
+        """The process that drives this directory now (maybe this one); None if none does."""
+        return self._lock.holder()
+
+    def take_over(self) -> bool:
+        """Drive here if this engine may and the lock is free (its holder ended or died).
+
+        Recovers every incomplete run, as on start. True if this engine drives now.
+        """
+        if self._runtime is not None:
+            return True
+        if not self._may_drive or self._stop.is_set() or not self._lock.acquire():
+            return False
+        self._start_driving()
+        self.recover()
+        return True
+
+    def open_held_runs(self) -> list[str]:
+        """Runs this engine drives that neither ended nor only wait for a person."""
+        with self._gate:
+            followers = list(self._held.values())
+        return [f.run_id for f in followers if not _quiet(f)]
+
+    def finish_held_runs(self) -> None:
+        """Admit no new runs; drive those held until each ended or waits for a person.
+
+        Returns once that holds with every command delivered, and from then on
+        holds commands back, so that `close()` stops no step: what arrives later
+        stays in the log for the next engine. The runs left waiting for a person
+        are resumed by whichever process next drives the directory.
+        """
+        if self._runtime is None:
+            return
+        with self._gate:
+            self._finishing = True
+        while True:
+            generation = self._generation
+            if not self.open_held_runs():
+                with self._gate:
+                    self._holding_back = []
+                if not self.open_held_runs():
+                    return
+                with self._gate:  # a command came in meanwhile: deliver it, go on
+                    for command in self._holding_back or []:
+                        self._runtime.deliver(command.run_id, command_trigger(command))
+                    self._holding_back = None
+            self._wait_for_change(generation, 0.1)
 
     def close(self) -> None:
         """Stop driving (runs stay resumable), stop every thread, close the log."""
@@ -352,9 +419,16 @@ class Engine:
             last = 0 if info is None else info.last_position
             unseen = self.store.read_positions(command_positions(self.store, row.run_id, last))
             commands = tuple(command_trigger(rec.event) for rec in unseen)
-            self._runtime.admit(row.run_id, row.priority, commands)
+            self._admit(row.run_id, row.priority, commands)
             found.append(row.run_id)
         return found
+
+    def _admit(self, run_id: str, priority: int, commands: tuple[Any, ...] = ()) -> None:
+        with self._gate:
+            if self._finishing:
+                return  # its submitter takes over once this engine has let go
+            self._held.setdefault(run_id, _StateFollower(self.store, run_id))
+        self._runtime.admit(run_id, priority, commands)
 
     # -- reading -------------------------------------------------------------
 
@@ -503,9 +577,13 @@ class Engine:
                 if record.stream == CACHE_STREAM:
                     runtime.cache.apply(event)
                 elif isinstance(event, RunSubmitted):
-                    runtime.admit(event.run_id, event.spec.priority)
+                    self._admit(event.run_id, event.spec.priority)
                 elif isinstance(event, CommandIssued):
-                    runtime.deliver(event.run_id, command_trigger(event))
+                    with self._gate:
+                        if self._holding_back is not None:
+                            self._holding_back.append(event)
+                        else:
+                            runtime.deliver(event.run_id, command_trigger(event))
             self._notify()
 
     def _notify(self) -> None:
@@ -517,6 +595,16 @@ class Engine:
         with self._changed:
             if self._generation == generation:
                 self._changed.wait(timeout)
+
+
+def _quiet(follower: _StateFollower) -> bool:
+    """The run has ended, or waits only for a person and has no command in flight."""
+    follower.refresh()
+    state = follower.state
+    assert state is not None
+    if state.status in TERMINAL_RUN:
+        return True
+    return result_of(state).needs_intervention and not follower.command_pending()
 
 
 def _downstream(state: RunState, step_id: str) -> set[str]:

@@ -54,9 +54,12 @@ class RunResult(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def needs_intervention(self) -> bool:
-        """Paused, or every thing it waits for is a person (an approval, a decision)."""
-        if self.status == "paused":
-            return True
+        """Every thing it waits for is a person (an approval, a decision on a paused step).
+
+        A paused run whose other steps still run, or wait for a retry, is not yet
+        a person's turn: its followers (and the engine driving it) let those
+        attempts finish and record their ends first.
+        """
         return bool(self.waiting_for) and all(
             w.split(" ", 1)[0] in HUMAN_WAITS for w in self.waiting_for
         )

@@ -11,7 +11,7 @@ import pytest
 
 from tests.e2e.test_cli_runs import EXAMPLES, as_json, cli, steps
 
-RUN_KEYS = {"run_id", "workflow", "status", "submitted_at", "ended_at"}
+RUN_KEYS = {"run_id", "workflow", "status", "submitted_at", "ended_at", "driven"}
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_runs_json_lists_runs_newest_first_and_filters(finished: tuple[Path, Any
 
 def test_show_json_is_the_run_result_and_text_has_every_step(finished: tuple[Path, Any]) -> None:
     data, run = finished
-    assert as_json(cli(data, "show", run["run_id"], "--json")) == run
+    assert as_json(cli(data, "show", run["run_id"], "--json")) == {**run, "driven": False}
     text = cli(data, "show", run["run_id"]).stdout
     for step in ("design", "ui", "api", "integration"):
         assert step in text

@@ -201,7 +201,7 @@ def test_skip_with_outputs_lets_dependents_run_and_retry_runs_again(
     assert paused.returncode == 3
     run_id = as_json(paused)["run_id"]
     retried = cli(data, "retry", run_id, "build", "--json")
-    assert retried.returncode == 0, retried.stderr
+    assert retried.returncode == 3, retried.stderr  # it drove the run: paused again
     assert steps(as_json(retried))["build"]["attempts"] == 2
     skipped = cli(data, "skip", run_id, "build", "--outputs", '{"artifact": "x.tar"}')
     assert skipped.returncode == 0, skipped.stderr
@@ -284,3 +284,13 @@ def test_a_step_that_leaves_a_fifo_as_its_outputs_fails_the_run_instead_of_wedgi
     sneaky = steps(as_json(result))["sneaky"]
     assert sneaky["status"] == "failed" and sneaky["error"]["kind"] == "output"
     assert "FIFO" in sneaky["error"]["message"]
+
+
+def test_skip_outputs_of_a_run_step_must_be_a_json_object(tmp_path: Path, data: Path) -> None:
+    run_id = as_json(cli(data, "run", write(tmp_path, "p.yaml", PAUSING), "--json"))["run_id"]
+    before = cli(data, "export").stdout
+    refused = cli(data, "skip", run_id, "build", "--outputs", "[1,2]")
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("error: ") and "must be a JSON object" in refused.stderr
+    assert len(refused.stderr.splitlines()) == 1
+    assert cli(data, "export").stdout == before

@@ -83,13 +83,17 @@ def test_serve_runs_detached_runs_takes_approvals_from_other_processes_and_stops
     )
     approved = cli(data, "approve", run_id, "gate")
     assert approved.returncode == 0, approved.stderr
-    assert approved.stdout.strip() == f"approved gate; the serving engine continues run {run_id}"
+    assert approved.stdout.strip() == (
+        f"approved gate; the engine of pid {server.pid}, "
+        f"`wfa --data {data} serve` carries run {run_id} on"
+    )
     eventually(lambda: as_json(cli(data, "show", run_id, "--json"))["status"] == "succeeded")
 
     followed = cli(data, "run", EXAMPLES / "parallel-build.yaml", "--json")
     assert followed.returncode == 0 and as_json(followed)["status"] == "succeeded"
     resumed = cli(data, "resume")
-    assert resumed.returncode == 2 and "wfa serve is driving this directory" in resumed.stderr
+    assert resumed.returncode == 2
+    assert f"the engine of pid {server.pid}, `wfa --data {data} serve` drives" in resumed.stderr
 
     began = time.monotonic()
     server.send_signal(signal.SIGTERM)

@@ -130,6 +130,18 @@ def test_manual_skip_with_outputs_stands_in_so_dependents_run() -> None:
     assert ready_steps(sim.state) == ["b"]
 
 
+def test_manual_skip_of_a_run_step_takes_only_an_object_as_outputs() -> None:
+    sim = Sim(workflow(step("a", call=None, run=("false",), on_failure=OnFailure.PAUSE,
+                            retry=ONCE), step("b", after=("a",))))  # fmt: skip
+    sim.start()
+    sim.fail("a")
+    for outputs in ([1, 2], "x", 3):
+        with pytest.raises(CommandNotApplicable, match="must be a JSON object"):
+            sim.do(SkipStep(step_id="a", outputs=outputs))
+    sim.do(SkipStep(step_id="a", outputs={"v": 1}))
+    assert sim.state.steps["a"].outputs == {"v": 1}
+
+
 def test_manual_skip_without_outputs_propagates_like_any_skip() -> None:
     sim = _paused_sim()
     sim.do(SkipStep(step_id="a"))

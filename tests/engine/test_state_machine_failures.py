@@ -14,6 +14,7 @@ from engine.events import (
 )
 from engine.policies.retry import RetryDecision, max_attempts, next_retry_at, retry_decision
 from engine.policies.timeouts import TimerKind, active_timers
+from engine.results import result_of
 from engine.spec import OnFailure, RetrySpec, TriggerRule
 from engine.state import RunStatus, StepStatus, WaitReason, ready_steps
 from tests.strategies import Sim, step, workflow
@@ -251,6 +252,20 @@ def test_a_paused_run_lets_independent_steps_go_on() -> None:
     sim.fail("a")
     out = sim.succeed("b")
     assert sim.types(out) == ["StepSucceeded"] and sim.state.status is RunStatus.PAUSED
+
+
+def test_a_paused_run_needs_a_person_only_once_its_running_siblings_have_ended() -> None:
+    spec = workflow(
+        step("a", on_failure=OnFailure.PAUSE, retry=RetrySpec(max_attempts=1)), step("b")
+    )
+    sim = Sim(spec)
+    sim.start()
+    sim.assign("b")
+    sim.fail("a")
+    assert sim.state.status is RunStatus.PAUSED and sim.status("b") is StepStatus.RUNNING
+    assert not result_of(sim.state).needs_intervention  # b's attempt must finish first
+    sim.succeed("b")
+    assert result_of(sim.state).needs_intervention
 
 
 def test_disabled_parallel_execution_holds_the_slot_during_a_retry_delay() -> None:
