@@ -8,10 +8,12 @@ from __future__ import annotations
 from ._errors import (
     ConcurrencyError,
     CorruptEventError,
+    CorruptStoreError,
     EventStoreError,
     PayloadTooLargeError,
     StoreClosedError,
     StoreFormatError,
+    StoreReadOnlyError,
 )
 from ._store import EventStore
 from ._types import Recorded, StreamInfo
@@ -19,11 +21,13 @@ from ._types import Recorded, StreamInfo
 __all__ = [
     "ConcurrencyError",
     "CorruptEventError",
+    "CorruptStoreError",
     "EventStore",
     "EventStoreError",
     "PayloadTooLargeError",
     "Recorded",
     "StoreClosedError",
     "StoreFormatError",
+    "StoreReadOnlyError",
     "StreamInfo",
 ]

@@ -32,7 +32,9 @@ def test_public_api_is_exactly_the_documented_names() -> None:
             "StoreFormatError",
             "PayloadTooLargeError",
             "CorruptEventError",
+            "CorruptStoreError",
             "StoreClosedError",
+            "StoreReadOnlyError",
         ]
     )
 
