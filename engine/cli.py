@@ -30,7 +30,7 @@ from engine.config import EngineConfig
 from engine.errors import Problem, ValidationError, WorkflowAutomatorError
 from engine.loading import load_config, load_workflow
 from engine.validation import validate_config, validate_workflow
-from eventstore import EventStoreError
+from eventstore import CorruptEventError, CorruptStoreError, EventStoreError, StoreReadOnlyError
 
 if TYPE_CHECKING:
     from engine.facade import Engine
@@ -42,6 +42,10 @@ EXIT_BAD_INPUT = 2  # invalid workflow, config, command or run id
 EXIT_PAUSED = 3  # a run waits for manual intervention
 EXIT_INTERNAL = 70  # a bug in wfa (EX_SOFTWARE)
 EXIT_INTERRUPTED = 130  # Ctrl-C while following: the run stays resumable
+DAMAGE_ADVICE = (
+    "restore the data directory from a backup; `wfa export` may still save the events",
+    "before the damage, and `wfa check` lists what is damaged",
+)
 
 
 @dataclass
@@ -160,6 +164,12 @@ class WfaGroup(click.Group):
             fail(f"{where}invalid", [str(p) for p in exc.problems])
         except WorkflowAutomatorError as exc:
             fail(str(exc))
+        except CorruptStoreError as exc:
+            fail(f"the event log {exc.path} is damaged: {exc.reason}", DAMAGE_ADVICE)
+        except CorruptEventError as exc:
+            fail(f"the event log is damaged: {exc}", DAMAGE_ADVICE)
+        except StoreReadOnlyError as exc:
+            fail(f"{exc}: the data directory is not writable; run as its owner")
         except EventStoreError as exc:
             fail(f"cannot use the event log: {exc}")
         except Exception as exc:
@@ -173,7 +183,7 @@ class WfaGroup(click.Group):
 @click.group(cls=WfaGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--data",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),  # checked by engine.datadir, with a clear error
     envvar="WFA_DATA",
     help="Data directory holding the event log (default: storage.path, `.wfa`).",
 )
@@ -240,7 +250,7 @@ def _problems(path: Path, config: EngineConfig) -> list[Problem]:
 
 
 # The other commands register themselves on `main` when imported.
-from engine import cli_inspect, cli_observe, cli_runs, cli_serve  # noqa: E402, F401
+from engine import cli_check, cli_inspect, cli_observe, cli_runs, cli_serve  # noqa: E402, F401
 
 if __name__ == "__main__":
     from engine.cli import main as registered  # the module the commands registered on

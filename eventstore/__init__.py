@@ -5,6 +5,7 @@ The whole public API is re-exported here; everything in ``_``-modules is private
 
 from __future__ import annotations
 
+from ._check import StoreCheck, StoreProblem, check_store
 from ._errors import (
     ConcurrencyError,
     CorruptEventError,
@@ -26,8 +27,11 @@ __all__ = [
     "EventStoreError",
     "PayloadTooLargeError",
     "Recorded",
+    "StoreCheck",
     "StoreClosedError",
     "StoreFormatError",
+    "StoreProblem",
     "StoreReadOnlyError",
     "StreamInfo",
+    "check_store",
 ]

@@ -96,14 +96,20 @@ class SharedEnv:
         self.closed = False
         self.damage: CorruptStoreError | None = None
         """Set at the first sign of damage; from then on every use raises it."""
-        with env.begin(write=not readonly) as txn:
-            self.meta = env.open_db(fmt.DB_META, txn=txn, create=not readonly)
-            self.events = env.open_db(fmt.DB_EVENTS, txn=txn, create=not readonly)
-            self.streams_index = env.open_db(fmt.DB_STREAMS_INDEX, txn=txn, create=not readonly)
-            self.streams = env.open_db(fmt.DB_STREAMS, txn=txn, create=not readonly)
-            if not readonly and txn.get(fmt.KEY_FORMAT, db=self.meta) is None:
-                txn.put(fmt.KEY_FORMAT, fmt.FORMAT_MARKER, db=self.meta)
-                txn.put(fmt.KEY_VERSION, fmt.pack_version(fmt.FORMAT_VERSION), db=self.meta)
+        if readonly:  # py-lmdb keeps handles opened in its own read txn, not in ours
+            self.meta = env.open_db(fmt.DB_META, create=False)
+            self.events = env.open_db(fmt.DB_EVENTS, create=False)
+            self.streams_index = env.open_db(fmt.DB_STREAMS_INDEX, create=False)
+            self.streams = env.open_db(fmt.DB_STREAMS, create=False)
+        else:
+            with env.begin(write=True) as txn:
+                self.meta = env.open_db(fmt.DB_META, txn=txn)
+                self.events = env.open_db(fmt.DB_EVENTS, txn=txn)
+                self.streams_index = env.open_db(fmt.DB_STREAMS_INDEX, txn=txn)
+                self.streams = env.open_db(fmt.DB_STREAMS, txn=txn)
+                if txn.get(fmt.KEY_FORMAT, db=self.meta) is None:
+                    txn.put(fmt.KEY_FORMAT, fmt.FORMAT_MARKER, db=self.meta)
+                    txn.put(fmt.KEY_VERSION, fmt.pack_version(fmt.FORMAT_VERSION), db=self.meta)
         self.writer = Writer(self)
 
     def damaged(self, exc: lmdb.Error) -> EventStoreError:

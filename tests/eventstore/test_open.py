@@ -35,6 +35,9 @@ def test_public_api_is_exactly_the_documented_names() -> None:
             "CorruptStoreError",
             "StoreClosedError",
             "StoreReadOnlyError",
+            "StoreCheck",
+            "StoreProblem",
+            "check_store",
         ]
     )
 

@@ -1,0 +1,71 @@
+"""`wfa check`: verify the whole data directory's log and say what was found.
+
+Only reads: it never drives, creates or writes, so it is safe on a damaged
+directory, a read-only one, or one another engine serves. Each check is one
+function from the data directory to a section of the report, so that checks
+of indexes the engine keeps beside the log join the list (`CHECKS`).
+
+`wfa check --json` prints one object: `{"data", "sound", "pages", "events",
+"streams", "problems": [{"position", "problem"}]}` (`position` is null for a
+problem that has none). Exit code 0 when sound, 2 when damaged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from engine.cli import DAMAGE_ADVICE, EXIT_BAD_INPUT, CliState, main, pass_state, print_json
+from engine.datadir import EVENTS, check_data_dir
+from engine.events import Event
+from eventstore import StoreCheck, check_store
+
+
+def check_log(data_dir: Path) -> StoreCheck:
+    """Every page, every event, positions, stream versions, the stream indexes."""
+    return check_store(data_dir / EVENTS, Event)
+
+
+CHECKS: list[Callable[[Path], StoreCheck]] = [check_log]
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@pass_state
+def check(state: CliState, as_json: bool) -> None:
+    """Verify the event log: every page and event, and that the indexes match.
+
+    Reads only. Exit code 0 when the log is sound, 2 when it is damaged (each
+    problem is listed with its event position where it has one).
+    """
+    data_dir = check_data_dir(Path(state.config().storage.path), create=False)
+    reports = [run(data_dir) for run in CHECKS]
+    problems = [p for report in reports for p in report.problems]
+    summary = {
+        "data": str(data_dir),
+        "sound": not problems,
+        "pages": sum(r.pages for r in reports),
+        "events": sum(r.events for r in reports),
+        "streams": sum(r.streams for r in reports),
+        "problems": [{"position": p.position, "problem": p.message} for p in problems],
+    }
+    if as_json:
+        print_json(summary)
+    elif not problems:
+        click.echo(
+            f"{data_dir}: sound ({summary['events']} events in {summary['streams']} streams, "
+            f"{summary['pages']} pages checked)"
+        )
+    else:
+        click.echo(
+            f"error: the event log in {data_dir} is damaged: {len(problems)} problem(s)", err=True
+        )
+        for problem in problems:
+            where = f"position {problem.position}: " if problem.position is not None else ""
+            click.echo(f"  {where}{problem.message}", err=True)
+        for line in DAMAGE_ADVICE:
+            click.echo(f"  {line}", err=True)
+    if problems:
+        raise click.exceptions.Exit(EXIT_BAD_INPUT)
