@@ -114,7 +114,10 @@ def read_meta(data_file: str | os.PathLike[str]) -> Meta:
             except PageError:
                 raise NotLmdbError("it is not an LMDB file") from None
             raise PageError("meta page 0 is overwritten") from None
-        meta1 = _parse_meta(os.pread(file.fileno(), 4096, meta0.page_size), 1)
+        try:
+            meta1 = _parse_meta(os.pread(file.fileno(), 4096, meta0.page_size), 1)
+        except NotLmdbError as exc:  # meta page 0 is LMDB's: this is damage, not foreign
+            raise PageError(str(exc)) from None
     meta = meta0 if meta0.txnid > meta1.txnid else meta1
     needed = (meta.last_page + 1) * meta.page_size
     if size < needed:
@@ -154,8 +157,8 @@ def precheck(data_file: str | os.PathLike[str]) -> Meta:
 class WalkReport:
     """What ``walk`` found: every page reachable from the newest meta page."""
 
-    pages: set[int] = field(default_factory=set)
-    """Numbers of the reachable pages (branch, leaf, overflow; not the metas)."""
+    pages: dict[int, str] = field(default_factory=dict)
+    """Each reachable page (branch, leaf, overflow; not the metas) and its tree's name."""
     databases: dict[bytes, Tree] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
@@ -234,7 +237,7 @@ class _Walker:
         if pgno in self.report.pages:
             self.report.problems.append(f"{name}: page {pgno} is reachable twice")
             return False
-        self.report.pages.add(pgno)
+        self.report.pages[pgno] = name
         return True
 
     def _node_page(

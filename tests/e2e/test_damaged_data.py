@@ -59,8 +59,24 @@ class Log:
         self.main_root = meta.main.root
         self.last_page = meta.last_page
         self.newest_meta = 0 if _meta_txnid(self.bytes, 0) > _meta_txnid(self.bytes, 1) else 1
-        roots = {tree.root for tree in walked.databases.values()} | {meta.main.root}
-        self.leaves = sorted(walked.pages - roots)
+        events = walked.databases[b"events"].root
+
+        def pages_of(tree: bytes, flags: int) -> list[int]:
+            name = f"database {tree.decode()!r}"
+            return sorted(
+                page
+                for page, owner in walked.pages.items()
+                if owner == name and page != events and self.flags(page) == flags
+            )
+
+        self.events_leaves = pages_of(b"events", _pages.P_LEAF)
+        self.index_leaves = pages_of(b"streams_index", _pages.P_LEAF)
+        self.overflow_starts = pages_of(b"events", _pages.P_OVERFLOW)
+
+    def flags(self, page: int) -> int:
+        header = self.bytes[page * self.page_size :][: _pages.HEADER_SIZE]
+        pgno, _, flags, _, _ = _pages.PAGE_HEADER.unpack(header)
+        return int(flags) if pgno == page else -1
 
 
 def _meta_txnid(data: bytes, page: int) -> int:
@@ -132,14 +148,20 @@ EVERYWHERE: dict[str, Damage] = {
     "flipped-meta-last-page": flipped(lambda log: log.newest_meta, LAST_PAGE, 0x40),
     "flipped-meta-map-size": flipped(lambda log: log.newest_meta, MAP_SIZE + 3, 0x04),
 }
-# Damage deeper in the log: found by what reads it (check, export), harmless to the rest.
-DEEP: dict[str, Damage] = {
-    "zeroed-first-leaf": zeroed(lambda log: log.leaves[0]),
-    "zeroed-middle-leaf": zeroed(lambda log: log.leaves[len(log.leaves) // 2]),
-    "zeroed-last-leaf": zeroed(lambda log: log.leaves[-1]),
-    "flipped-leaf-flags": flipped(lambda log: log.leaves[1], FLAGS),
-    "flipped-leaf-node-offset": flipped(lambda log: log.leaves[2], FIRST_NODE),
-    "flipped-leaf-header-page-number": flipped(lambda log: log.leaves[3], 0),
+# Damage deeper in the log: an error for the commands that read it (at least `check`,
+# and `export` where LMDB itself sees the damage), harmless to the rest.
+READS_ALL = ("check", "export")
+DEEP: dict[str, tuple[Damage, tuple[str, ...]]] = {
+    "zeroed-first-events-leaf": (zeroed(lambda log: log.events_leaves[0]), READS_ALL),
+    "zeroed-last-events-leaf": (zeroed(lambda log: log.events_leaves[-1]), READS_ALL),
+    "zeroed-stream-index-leaf": (zeroed(lambda log: log.index_leaves[0]), ("check",)),
+    "zeroed-overflow-header": (zeroed(lambda log: log.overflow_starts[0]), ("check",)),
+    "flipped-events-leaf-flags": (flipped(lambda log: log.events_leaves[1], FLAGS), READS_ALL),
+    "flipped-events-leaf-node-offset": (
+        flipped(lambda log: log.events_leaves[1], FIRST_NODE + 1, 0x0F),
+        ("check",),
+    ),
+    "flipped-events-leaf-page-number": (flipped(lambda log: log.events_leaves[0], 0), ("check",)),
 }
 
 
@@ -219,14 +241,15 @@ def test_every_command_refuses_damage_to_what_it_reads_first(
 def test_damage_deep_in_the_log_is_an_error_for_what_reads_it_never_a_signal(
     log: Log, name: str, tmp_path: Path
 ) -> None:
-    """`check` and `export` (which read everything) exit 2; no command dies by a
-    signal, hangs or shows a traceback, and none that fails has changed a byte."""
-    data = damaged_copy(log, DEEP[name], tmp_path)
+    """What reads the damage exits 2 (`check` always); no command dies by a signal,
+    hangs or shows a traceback, and none that fails has changed a byte."""
+    damage, refusers = DEEP[name]
+    data = damaged_copy(log, damage, tmp_path)
     before = digest(data / "events" / "data.mdb")
     for command, args in commands(log).items():
         result = run_wfa(data, args)
         what = f"{name}: wfa {command}"
-        if command in ("check", "export") or result.returncode != 0:
+        if command in refusers or result.returncode != 0:
             assert_one_error_line(result, what)
         if command != "run" or result.returncode != 0:
             assert digest(data / "events" / "data.mdb") == before, f"{what} wrote"
@@ -247,7 +270,7 @@ def test_check_on_a_sound_log_counts_what_it_verified(log: Log) -> None:
 
 def test_check_lists_each_damaged_record_with_its_position(log: Log, tmp_path: Path) -> None:
     """A garbled record inside a sound page: the page walk passes, the record check names it."""
-    leaf = log.leaves[len(log.leaves) // 2]
+    leaf = log.events_leaves[len(log.events_leaves) // 2]
     page = log.bytes[leaf * log.page_size : (leaf + 1) * log.page_size]
     upper = int.from_bytes(page[14:16], "little")
     # the record's msgpack starts right after its node header (8 bytes) and 8-byte key
