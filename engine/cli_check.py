@@ -32,15 +32,20 @@ CHECKS: list[Callable[[Path], StoreCheck]] = [check_log]
 
 
 @main.command()
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    help="The data directory to check (as the global --data, which it overrides).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @pass_state
-def check(state: CliState, as_json: bool) -> None:
+def check(state: CliState, data: Path | None, as_json: bool) -> None:
     """Verify the event log: every page and event, and that the indexes match.
 
     Reads only. Exit code 0 when the log is sound, 2 when it is damaged (each
     problem is listed with its event position where it has one).
     """
-    data_dir = check_data_dir(Path(state.config().storage.path), create=False)
+    data_dir = check_data_dir(data or Path(state.config().storage.path), create=False)
     reports = [run(data_dir) for run in CHECKS]
     problems = [p for report in reports for p in report.problems]
     summary = {

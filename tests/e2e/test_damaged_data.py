@@ -265,6 +265,7 @@ def test_check_on_a_sound_log_counts_what_it_verified(log: Log) -> None:
     assert report["events"] == len(exported)
     assert report["streams"] >= 3 and report["pages"] >= 10
     assert "sound" in run_wfa(log.data, ["check"]).stdout
+    assert wfa("check", "--data", log.data).returncode == 0  # --data after the command too
     assert digest(log.file) == before
 
 
