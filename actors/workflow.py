@@ -56,6 +56,7 @@ from engine.state import (
     ready_steps,
     spec_of,
 )
+from eventstore import CorruptStoreError
 
 if TYPE_CHECKING:
     from actors.runtime import Runtime
@@ -81,8 +82,10 @@ class WorkflowActor(pykka.ThreadingActor):
     def on_start(self) -> None:
         try:
             self._begin()
-        except Exception:  # pykka calls no on_failure for on_start: report it ourselves
-            self.on_failure(None, "failed to start", None)
+        except Exception as exc:  # pykka calls no on_failure for on_start: report it ourselves
+            self.on_failure(
+                None, exc if isinstance(exc, CorruptStoreError) else "failed to start", None
+            )
             raise
 
     def _begin(self) -> None:
@@ -155,9 +158,17 @@ class WorkflowActor(pykka.ThreadingActor):
         self.runtime.pool.withdraw(self.run_id, ended=True)
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
-        log.error("run %s: workflow actor crashed: %s", self.run_id, exception_value)
+        # A damaged log refuses every later use, so a restart cannot help, and whoever
+        # uses the store next (the command, the engine) reports the damage once.
+        damaged = isinstance(exception_value, CorruptStoreError)
+        log.log(
+            logging.DEBUG if damaged else logging.ERROR,
+            "run %s: workflow actor crashed: %s",
+            self.run_id,
+            exception_value,
+        )
         self.runtime.pool.withdraw(self.run_id)
-        self.runtime.scheduler.tell(RunEnded(self.run_id, crashed=True))
+        self.runtime.scheduler.tell(RunEnded(self.run_id, crashed=not damaged))
 
     # -- the cycle -----------------------------------------------------------
 

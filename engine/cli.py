@@ -31,7 +31,7 @@ from engine.errors import Problem, ValidationError, WorkflowAutomatorError
 from engine.loading import load_config
 from engine.preflight import call_problems, run_problems
 from engine.validation import validate_config, validate_file
-from eventstore import EventStoreError
+from eventstore import CorruptEventError, CorruptStoreError, EventStoreError, StoreReadOnlyError
 
 if TYPE_CHECKING:
     from engine.facade import Engine
@@ -45,6 +45,10 @@ EXIT_INTERNAL = 70  # a bug in wfa (EX_SOFTWARE)
 EXIT_INTERRUPTED = 130  # Ctrl-C while following: the run stays resumable
 JSON_META = "wfa.json"  # the global --json, in click's context meta
 BUG_HINT = "this is a bug in wfa; please report it with the output of `wfa -v ...`"
+DAMAGE_ADVICE = (
+    "restore the data directory from a backup; `wfa export` may still save the events",
+    "before the damage, and `wfa check` lists what is damaged",
+)
 
 
 @dataclass
@@ -221,6 +225,12 @@ class WfaGroup(click.Group):
             fail(f"{where}invalid", [str(p) for p in exc.problems])
         except WorkflowAutomatorError as exc:
             fail(str(exc))
+        except CorruptStoreError as exc:
+            fail(f"the event log {exc.path} is damaged: {exc.reason}", DAMAGE_ADVICE)
+        except CorruptEventError as exc:
+            fail(f"the event log is damaged: {exc}", DAMAGE_ADVICE)
+        except StoreReadOnlyError as exc:
+            fail(f"{exc}: the data directory is not writable; run as its owner")
         except EventStoreError as exc:
             fail(f"cannot use the event log: {exc}")
         except Exception as exc:
@@ -234,7 +244,7 @@ class WfaGroup(click.Group):
 @click.group(cls=WfaGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--data",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),  # checked by engine.datadir, with a clear error
     envvar="WFA_DATA",
     help="Data directory holding the event log (default: storage.path, `.wfa`).",
 )
@@ -324,7 +334,7 @@ def _report(path: Path, config: EngineConfig, imports: bool) -> tuple[list[Probl
 
 
 # The other commands register themselves on `main` when imported.
-from engine import cli_index, cli_inspect, cli_logs, cli_observe, cli_runs, cli_serve  # noqa: E402, F401
+from engine import cli_check, cli_inspect, cli_logs, cli_observe, cli_runs, cli_serve  # noqa: E402, F401
 
 if __name__ == "__main__":
     from engine.cli import main as registered  # the module the commands registered on

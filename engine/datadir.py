@@ -41,12 +41,28 @@ class DataDirError(WorkflowAutomatorError):
 
 
 def check_data_dir(path: Path, *, create: bool) -> Path:
-    """Return the resolved data dir; create it (0700) only when `create`."""
+    """Return the resolved data dir; create it (0700) only when `create`.
+
+    Every way the path can be unusable (a file, under a file, a dangling
+    symlink, no permission) is a DataDirError naming the path and the fix.
+    """
     path = path.expanduser()
+    if path.is_symlink() and not path.exists():
+        raise DataDirError(
+            f"data directory {path} is a symlink to {os.readlink(path)}, which does not exist; "
+            "create its target or pass --data with a directory"
+        )
     if path.exists() and not path.is_dir():
         raise DataDirError(f"data directory {path} is a file; pass --data with a directory")
     if path.is_dir():
-        foreign = sorted(p.name for p in path.iterdir() if p.name not in _OURS)
+        try:
+            names = [p.name for p in path.iterdir()]
+        except OSError as exc:
+            raise DataDirError(
+                f"cannot read data directory {path}: {exc.strerror}; "
+                "run as its owner or pass --data with a directory you can read"
+            ) from None
+        foreign = sorted(name for name in names if name not in _OURS)
         if foreign:
             shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
             raise DataDirError(
@@ -54,11 +70,25 @@ def check_data_dir(path: Path, *, create: bool) -> Path:
                 "pass --data with an empty or new directory"
             )
         return path.resolve()
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise DataDirError(
+            f"cannot use data directory {path}: {blocker} is a file, not a directory; "
+            "pass --data with a path under a directory"
+        )
     if not create:
         raise DataDirError(
             f"no data directory at {path}; run a workflow first or pass --data / WFA_DATA"
         )
-    path.mkdir(mode=0o700, parents=True)
+    try:
+        path.mkdir(mode=0o700, parents=True)
+    except FileExistsError:  # another process made it first
+        return check_data_dir(path, create=False)
+    except OSError as exc:
+        raise DataDirError(
+            f"cannot create data directory {path}: {exc.strerror}; "
+            "pass --data with a directory you can write"
+        ) from None
     return path.resolve()
 
 
@@ -77,6 +107,20 @@ def this_command() -> str:
     argv = [Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python", *sys.argv[1:]]
     text = shlex.join(argv)
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+def writable(data_dir: Path) -> bool:
+    """Whether this process may write the directory and the log in it."""
+    events = data_dir / EVENTS
+    paths = [data_dir, events, *(events / name for name in ("data.mdb", "lock.mdb"))]
+    return all(os.access(p, os.W_OK) for p in paths if p.exists())
+
+
+def not_writable(data_dir: Path) -> DataDirError:
+    return DataDirError(
+        f"data directory {data_dir} is not writable; this command changes the log, so run "
+        "it as the directory's owner (read commands such as `wfa runs` still work)"
+    )
 
 
 class EngineLock:

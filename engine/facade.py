@@ -37,7 +37,15 @@ from engine.alerts import AlertMonitor
 from engine.builder import Workflow
 from engine.caching import CACHE_STREAM, CacheIndex
 from engine.config import EngineConfig
-from engine.datadir import EVENTS, EngineLock, LockHolder, check_data_dir, new_run_id
+from engine.datadir import (
+    EVENTS,
+    EngineLock,
+    LockHolder,
+    check_data_dir,
+    new_run_id,
+    not_writable,
+    writable,
+)
 from engine.errors import Problem, ValidationError, WorkflowAutomatorError
 from engine.events import (
     COMMANDS_STREAM,
@@ -56,7 +64,7 @@ from engine.spec import WorkflowSpec
 from engine.state import TERMINAL_RUN, RunState, evolve, fold, index_of
 from engine.telemetry import Observer
 from engine.validation import check_inputs, check_workflow, load_checked
-from eventstore import EventStore, Recorded
+from eventstore import CorruptStoreError, EventStore, Recorded
 
 log = logging.getLogger("wfa")
 log.addHandler(logging.NullHandler())
@@ -186,12 +194,16 @@ class Engine:
         )
         where = data_dir or os.environ.get("WFA_DATA") or self.config.storage.path
         self.data_dir = check_data_dir(Path(where), create=create)
+        readonly = not writable(self.data_dir)
+        if readonly and (drive or create):  # only a reader that creates nothing may read
+            raise not_writable(self.data_dir)
         self.store: EventStore[Any] = EventStore.open(
             self.data_dir / EVENTS,
             Event,
             durability=self.config.storage.durability.value,
             create=create,
             indexer=RunIndexer(),
+            readonly=readonly,
         )
         self._changed = threading.Condition()
         self._generation = 0
@@ -210,11 +222,16 @@ class Engine:
         self._gate = threading.Lock()
         self._finishing = False
         self._holding_back: list[CommandIssued] | None = None
-        if drive and self._lock.acquire():
-            self._start_driving()
-        start = self.store.last_position() + 1
-        if self._runtime is not None:
-            self.recover()
+        self._follower: threading.Thread | None = None
+        try:  # a log found damaged here must not leave the actors it started running
+            if drive and self._lock.acquire():
+                self._start_driving()
+            start = self.store.last_position() + 1
+            if self._runtime is not None:
+                self.recover()
+        except BaseException:
+            self.close()
+            raise
         self._follower = threading.Thread(
             target=self._follow, args=(start,), name="wfa-follow", daemon=True
         )
@@ -321,7 +338,8 @@ class Engine:
             self._alerts.stop()
         if self._observer is not None:
             self._observer.close()  # waits at most ~2 s for the trace exporter process
-        self._follower.join(timeout=5)
+        if self._follower is not None:
+            self._follower.join(timeout=5)
         self._lock.release()
         self.store.close()
 
@@ -569,7 +587,17 @@ class Engine:
         self.store.append(COMMANDS_STREAM, [command])
 
     def _follow(self, start: int) -> None:
-        """Follower thread: admit submitted runs, deliver commands, wake waiters."""
+        """Follower thread: admit submitted runs, deliver commands, wake waiters.
+
+        A damaged log ends it quietly: the store then refuses every use, so the
+        caller's next read or append raises the damage where it can be reported.
+        """
+        try:
+            self._follow_records(start)
+        except CorruptStoreError:
+            self._notify()
+
+    def _follow_records(self, start: int) -> None:
         for record in self.store.follow(start, stop=self._stop, gather=FOLLOW_GATHER):
             event = record.event
             runtime = self._runtime

@@ -5,13 +5,16 @@ The whole public API is re-exported here; everything in ``_``-modules is private
 
 from __future__ import annotations
 
+from ._check import StoreCheck, StoreProblem, check_store
 from ._errors import (
     ConcurrencyError,
     CorruptEventError,
+    CorruptStoreError,
     EventStoreError,
     PayloadTooLargeError,
     StoreClosedError,
     StoreFormatError,
+    StoreReadOnlyError,
 )
 from ._index import Indexer, IndexTxn
 from ._store import EventStore
@@ -20,13 +23,18 @@ from ._types import Recorded, StreamInfo
 __all__ = [
     "ConcurrencyError",
     "CorruptEventError",
+    "CorruptStoreError",
     "EventStore",
     "EventStoreError",
     "IndexTxn",
     "Indexer",
     "PayloadTooLargeError",
     "Recorded",
+    "StoreCheck",
     "StoreClosedError",
     "StoreFormatError",
+    "StoreProblem",
+    "StoreReadOnlyError",
     "StreamInfo",
+    "check_store",
 ]

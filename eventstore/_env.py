@@ -20,13 +20,23 @@ from typing import Any, TypeVar
 import lmdb
 
 from . import _format as fmt
-from ._errors import StoreClosedError, StoreFormatError
+from . import _pages
+from ._errors import CorruptStoreError, EventStoreError, StoreClosedError, StoreFormatError
 from ._index import Indexer, InstalledIndexer, check_installable
 from ._writer import Writer
 
 T = TypeVar("T")
 
 INITIAL_MAP_SIZE = 64 << 20
+DAMAGE_ERRORS = (
+    lmdb.CorruptedError,
+    lmdb.PageNotFoundError,
+    lmdb.InvalidError,
+    lmdb.VersionMismatchError,
+    lmdb.PanicError,
+    lmdb.BadTxnError,
+)
+"""LMDB errors that mean the file is damaged, not that the caller did something wrong."""
 
 
 class MapGuard:
@@ -74,22 +84,33 @@ class MapGuard:
 class SharedEnv:
     """An open LMDB environment with its database handles and resize logic."""
 
-    def __init__(self, path: pathlib.Path, env: lmdb.Environment, durability: str) -> None:
+    def __init__(
+        self, path: pathlib.Path, env: lmdb.Environment, durability: str, readonly: bool
+    ) -> None:
         self.path = path
         self.env = env
         self.durability = durability
+        self.readonly = readonly
         self.guard = MapGuard()
         self.refs = 0
         self.key = path.resolve()
         self.closed = False
-        with env.begin(write=True) as txn:
-            self.meta = env.open_db(fmt.DB_META, txn=txn)
-            self.events = env.open_db(fmt.DB_EVENTS, txn=txn)
-            self.streams_index = env.open_db(fmt.DB_STREAMS_INDEX, txn=txn)
-            self.streams = env.open_db(fmt.DB_STREAMS, txn=txn)
-            if txn.get(fmt.KEY_FORMAT, db=self.meta) is None:
-                txn.put(fmt.KEY_FORMAT, fmt.FORMAT_MARKER, db=self.meta)
-                txn.put(fmt.KEY_VERSION, fmt.pack_version(fmt.FORMAT_VERSION), db=self.meta)
+        self.damage: CorruptStoreError | None = None
+        """Set at the first sign of damage; from then on every use raises it."""
+        if readonly:  # py-lmdb keeps handles opened in its own read txn, not in ours
+            self.meta = env.open_db(fmt.DB_META, create=False)
+            self.events = env.open_db(fmt.DB_EVENTS, create=False)
+            self.streams_index = env.open_db(fmt.DB_STREAMS_INDEX, create=False)
+            self.streams = env.open_db(fmt.DB_STREAMS, create=False)
+        else:
+            with env.begin(write=True) as txn:
+                self.meta = env.open_db(fmt.DB_META, txn=txn)
+                self.events = env.open_db(fmt.DB_EVENTS, txn=txn)
+                self.streams_index = env.open_db(fmt.DB_STREAMS_INDEX, txn=txn)
+                self.streams = env.open_db(fmt.DB_STREAMS, txn=txn)
+                if txn.get(fmt.KEY_FORMAT, db=self.meta) is None:
+                    txn.put(fmt.KEY_FORMAT, fmt.FORMAT_MARKER, db=self.meta)
+                    txn.put(fmt.KEY_VERSION, fmt.pack_version(fmt.FORMAT_VERSION), db=self.meta)
         self.indexer: InstalledIndexer[Any] | None = None
         """Runs inside every append's write transaction, whichever handle appends."""
         self.writer = Writer(self)
@@ -101,8 +122,19 @@ class SharedEnv:
             check_installable(self.indexer, indexer)
             if self.indexer is None:
                 with self.guard.shared():
-                    self.indexer = InstalledIndexer(self.env, self.meta, indexer, event_type)
-        self.writer.catch_up_index()
+                    self.indexer = InstalledIndexer(
+                        self.env, self.meta, indexer, event_type, self.readonly
+                    )
+        if not self.readonly:  # read-only: the index answers as of its last writer
+            self.writer.catch_up_index()
+
+    def damaged(self, exc: lmdb.Error) -> EventStoreError:
+        """The store's error for an LMDB error; damage is remembered for good."""
+        if not isinstance(exc, DAMAGE_ERRORS):
+            return EventStoreError(f"{self.path / 'data.mdb'}: {exc}")
+        if self.damage is None:
+            self.damage = damage_error(self.path, str(exc))
+        return self.damage
 
     def read(self, fn: Callable[[Any], T]) -> T:
         """Run ``fn(txn)`` in a short read transaction; adopt a map grown elsewhere.
@@ -114,13 +146,19 @@ class SharedEnv:
             with self.guard.shared():
                 if self.closed:
                     raise StoreClosedError(f"event store {str(self.path)!r} is closed")
+                if self.damage is not None:
+                    raise self.damage
                 try:
                     txn = self.env.begin(buffers=False)
                 except lmdb.MapResizedError:
                     pass
+                except lmdb.Error as exc:
+                    raise self.damaged(exc) from exc
                 else:
                     try:
                         return fn(txn)
+                    except lmdb.Error as exc:
+                        raise self.damaged(exc) from exc
                     finally:
                         txn.abort()
             self.adopt_map_size()
@@ -140,22 +178,27 @@ _registry_lock = threading.Lock()
 _registry: dict[pathlib.Path, SharedEnv] = {}
 
 
-def acquire(path: pathlib.Path, durability: str, create: bool) -> SharedEnv:
+def damage_error(path: pathlib.Path, reason: str) -> CorruptStoreError:
+    return CorruptStoreError(str(path / "data.mdb"), reason)
+
+
+def acquire(path: pathlib.Path, durability: str, create: bool, readonly: bool) -> SharedEnv:
     """Open (or share) the environment at ``path``, validating it first.
 
     Refuses, touching nothing, a path that is not a directory, a directory with
-    files other than LMDB's, an LMDB without our marker, or a newer format.
+    files other than LMDB's, an LMDB without our marker, a newer format, or a
+    damaged file (CorruptStoreError, found before LMDB maps it).
     """
     with _registry_lock:
         key = path.resolve() if path.exists() else path.absolute()
         shared = _registry.get(key)
         if shared is None:
-            shared = _open(path, durability, create)
+            shared = _open(path, durability, create, readonly)
             _registry[shared.key] = shared
-        elif shared.durability != durability:
+        elif shared.durability != durability or shared.readonly != readonly:
             raise StoreFormatError(
                 f"store {str(path)!r} is already open in this process with "
-                f"durability={shared.durability!r}, not {durability!r}"
+                f"durability={shared.durability!r}, readonly={shared.readonly}"
             )
         shared.refs += 1
         return shared
@@ -175,11 +218,11 @@ def release(shared: SharedEnv) -> bool:
     return True
 
 
-def _open(path: pathlib.Path, durability: str, create: bool) -> SharedEnv:
+def _open(path: pathlib.Path, durability: str, create: bool, readonly: bool) -> SharedEnv:
     if path.exists() and not path.is_dir():
         raise StoreFormatError(f"{str(path)!r} is a file, not an event store directory")
     if not path.exists():
-        if not create:
+        if not create or readonly:
             raise StoreFormatError(f"no event store at {str(path)!r}")
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -199,13 +242,19 @@ def _open(path: pathlib.Path, durability: str, create: bool) -> SharedEnv:
     fresh = "data.mdb" not in entries or (path / "data.mdb").stat().st_size == 0
     if not fresh:
         _check_untouched(path)
-    elif not create:
+    elif not create or readonly:
         raise StoreFormatError(f"no event store at {str(path)!r}")
-    env = _lmdb_open(path, durability)
+    try:
+        env = _lmdb_open(path, durability, readonly)
+    except lmdb.Error as exc:
+        raise EventStoreError(f"cannot open {str(path)!r}: {exc}") from exc
     try:
         if not fresh:
             _check_env(env, path)
-        shared = SharedEnv(path, env, durability)
+        shared = SharedEnv(path, env, durability, readonly)
+    except DAMAGE_ERRORS as exc:
+        env.close()
+        raise damage_error(path, str(exc)) from exc
     except BaseException:
         env.close()
         raise
@@ -215,7 +264,10 @@ def _open(path: pathlib.Path, durability: str, create: bool) -> SharedEnv:
     return shared
 
 
-def _lmdb_open(path: pathlib.Path, durability: str) -> lmdb.Environment:
+def _lmdb_open(path: pathlib.Path, durability: str, readonly: bool) -> lmdb.Environment:
+    if readonly:  # without a writable lock file, readers go unregistered: nobody can write
+        lock = os.access(path / "lock.mdb", os.W_OK)
+        return lmdb.open(str(path), readonly=True, lock=lock, max_dbs=16, subdir=True, create=False)
     sync = durability == "sync"
     old_umask = os.umask(0o077)
     try:
@@ -240,12 +292,20 @@ def _check_untouched(path: pathlib.Path) -> None:
 
     A lockless reader is not registered in LMDB's reader table, so under heavy
     concurrent writes it could read a recycled page; the marker never changes,
-    so a failure is retried before it is believed.
+    so a failure is retried before it is believed. Before LMDB maps the file,
+    its meta and root pages are read with ``pread`` (``_pages.precheck``): a
+    truncated file would be a SIGBUS through the map, a bad root an abort.
     """
+    try:
+        _pages.precheck(path / "data.mdb")
+    except _pages.NotLmdbError:
+        raise StoreFormatError(f"{str(path)!r} is not an event store: not an LMDB file") from None
+    except _pages.PageError as exc:
+        raise damage_error(path, str(exc)) from None
     for attempt in range(_CHECK_ATTEMPTS):
         try:
             env = lmdb.open(
-                str(path), readonly=True, lock=False, max_dbs=8, subdir=True, create=False
+                str(path), readonly=True, lock=False, max_dbs=16, subdir=True, create=False
             )
             try:
                 _check_env(env, path)
@@ -256,6 +316,8 @@ def _check_untouched(path: pathlib.Path) -> None:
             if isinstance(exc, _NewerFormatError) or attempt == _CHECK_ATTEMPTS - 1:
                 if isinstance(exc, StoreFormatError):
                     raise
+                if isinstance(exc, DAMAGE_ERRORS):
+                    raise damage_error(path, str(exc)) from exc
                 raise StoreFormatError(f"{str(path)!r} is not an event store: {exc}") from exc
             time.sleep(0.01)
 
@@ -278,6 +340,8 @@ def _check_env(env: lmdb.Environment, path: pathlib.Path) -> None:
             meta = env.open_db(fmt.DB_META, txn=txn, create=False)
             marker = txn.get(fmt.KEY_FORMAT, db=meta)
             raw_version = txn.get(fmt.KEY_VERSION, db=meta)
+        except DAMAGE_ERRORS:
+            raise
         except lmdb.Error as exc:
             raise StoreFormatError(f"{str(path)!r} is not an event store: {exc}") from exc
     if marker != fmt.FORMAT_MARKER or raw_version is None or len(raw_version) != 4:

@@ -50,5 +50,23 @@ class CorruptEventError(EventStoreError):
         super().__init__(f"event at position {position} is corrupt or undecodable: {reason}")
 
 
+class CorruptStoreError(EventStoreError):
+    """The store's file is damaged (truncated, overwritten, garbled); nothing was written.
+
+    Raised before LMDB maps a file that cannot be sound, and for every LMDB
+    error that means damage. Once raised, the handle stays unusable: every later
+    read or append raises it again, so nothing waits for a log that cannot move.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path} is damaged: {reason}; restore it from a backup")
+
+
+class StoreReadOnlyError(EventStoreError):
+    """An append to a store opened read-only (its directory is not writable)."""
+
+
 class StoreClosedError(EventStoreError):
     """The store was used after ``close()``."""

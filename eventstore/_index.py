@@ -19,10 +19,11 @@ from collections.abc import Sequence
 from itertools import islice
 from typing import Any, Generic, Protocol, TypeVar
 
+import lmdb
 import msgspec
 
 from . import _format as fmt
-from ._errors import CorruptEventError, EventStoreError
+from ._errors import CorruptEventError, EventStoreError, StoreReadOnlyError
 from ._types import Recorded
 
 E = TypeVar("E")
@@ -80,13 +81,26 @@ def database_name(name: str) -> bytes:
 class InstalledIndexer(Generic[E]):
     """An indexer bound to an environment: its database handles, decoder and position."""
 
-    def __init__(self, env: Any, meta_db: Any, indexer: Indexer[E], event_type: Any) -> None:
+    def __init__(
+        self, env: Any, meta_db: Any, indexer: Indexer[E], event_type: Any, readonly: bool = False
+    ) -> None:
         self.indexer = indexer
         self.name = indexer.name
         self.position_key = b"indexed:" + indexer.name.encode("utf-8")
         self.meta_db = meta_db
-        with env.begin(write=True) as txn:
-            self.dbs = {db: env.open_db(database_name(db), txn=txn) for db in indexer.databases}
+        if readonly:  # the index must exist already: a read-only open writes nothing
+            try:
+                self.dbs = {
+                    db: env.open_db(database_name(db), create=False) for db in indexer.databases
+                }
+            except lmdb.NotFoundError:
+                raise StoreReadOnlyError(
+                    f"the log has no {indexer.name} index yet, and read-only it cannot build "
+                    "one: run any command once as the directory's owner"
+                ) from None
+        else:
+            with env.begin(write=True) as txn:
+                self.dbs = {db: env.open_db(database_name(db), txn=txn) for db in indexer.databases}
         self._decoder = fmt.event_decoder(event_type)
 
     def position(self, txn: Any) -> int:

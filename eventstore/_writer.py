@@ -186,8 +186,9 @@ class Writer:
         self._stop_flusher.set()
         if self._flusher is not None:
             self._flusher.join()
-        with self._shared.guard.shared():
-            self._shared.env.sync(True)
+        if not self._shared.readonly:
+            with self._shared.guard.shared():
+                self._shared.env.sync(True)
         with self.commit_cv:
             self.commit_seq += 1
             self.commit_cv.notify_all()
@@ -255,6 +256,10 @@ class Writer:
             except lmdb.MapResizedError:
                 self._wake_committed()
                 self._shared.adopt_map_size()
+            except lmdb.Error as exc:  # damage, disk, permissions: named by the store
+                error = self._shared.damaged(exc)
+                outcomes = [error for _ in batch]
+                break
             except Exception as exc:  # deliver, never let the writer thread die
                 outcomes = [_failed(exc) for _ in batch]
                 break

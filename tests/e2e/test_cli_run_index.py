@@ -6,13 +6,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lmdb
+import msgspec
 import pytest
 
 from engine import Engine
 from engine.datadir import EVENTS
 from engine.events import Event, RunStarted, RunSubmitted, RunSucceeded, run_stream
-from engine.run_index import KEYS, ROWS, RunIndexer
+from engine.run_index import KEYS, ROWS, RunIndexer, RunSummary
+from engine.state import RunStatus
 from eventstore import EventStore
+from eventstore._index import database_name
 from tests.e2e.test_cli_runs import as_json, cli
 from tests.strategies import step, workflow
 
@@ -104,5 +108,27 @@ def test_a_rebuilt_index_equals_the_live_one(tmp_path: Path) -> None:
 
     live = snapshot()
     assert len(live[0]) == 3
-    assert as_json(cli(data, "check", "--rebuild-index", "--json")) == {"runs": 3}
+    rebuilt = cli(data, "check", "--rebuild-index", "--json")
+    assert rebuilt.returncode == 0 and as_json(rebuilt)["sound"] is True
     assert snapshot() == live
+
+
+def test_check_finds_an_index_row_that_disagrees_with_the_log_and_a_rebuild_mends_it(
+    old_data: tuple[Path, list[str]],
+) -> None:
+    data, ids = old_data
+    assert cli(data, "check").returncode == 0  # an index not built yet is no damage
+    assert cli(data, "runs").returncode == 0  # a writable open builds it
+    env = lmdb.open(str(data / EVENTS), max_dbs=16)
+    rows = env.open_db(database_name(ROWS))
+    with env.begin(write=True) as txn:
+        row = msgspec.msgpack.decode(txn.get(ids[0].encode(), db=rows), type=RunSummary)
+        wrong = msgspec.structs.replace(row, status=RunStatus.FAILED)
+        txn.put(ids[0].encode(), msgspec.msgpack.encode(wrong), db=rows)
+    env.close()
+    found = cli(data, "check")
+    assert found.returncode == 2, found.stdout
+    assert found.stderr.startswith("error: ") and f"run {ids[0]} disagrees" in found.stderr
+    mended = cli(data, "check", "--rebuild-index")
+    assert mended.returncode == 0, mended.stderr
+    assert "run index rebuilt from the log: 7 runs" in mended.stdout

@@ -32,9 +32,14 @@ def test_public_api_is_exactly_the_documented_names() -> None:
             "StoreFormatError",
             "PayloadTooLargeError",
             "CorruptEventError",
+            "CorruptStoreError",
             "StoreClosedError",
             "Indexer",
             "IndexTxn",
+            "StoreReadOnlyError",
+            "StoreCheck",
+            "StoreProblem",
+            "check_store",
         ]
     )
 
