@@ -17,6 +17,7 @@ import msgspec
 from engine.cli import CliState, fail, main, pass_state, print_json
 from engine.cli_views import console, event_json, event_line, print_result, runs_table
 from engine.state import RunStatus
+from engine.telemetry.spans import trace_id_of
 
 JSON_HELP = "Print machine-readable JSON on stdout (shape in SPEC §3)."
 
@@ -68,6 +69,7 @@ def show(state: CliState, run_id: str, as_json: bool) -> None:
         print_json(result.to_json())
     else:
         print_result(result)
+        click.echo(f"trace {trace_id_of(run_id)} (its id in Jaeger: wfa traces RUN --export)")
 
 
 @main.command()
