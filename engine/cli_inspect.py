@@ -69,7 +69,7 @@ def show(state: CliState, run_id: str, as_json: bool) -> None:
         print_json(result.to_json())
     else:
         print_result(result)
-        click.echo(f"trace {trace_id_of(run_id)} (its id in Jaeger: wfa traces RUN --export)")
+        click.echo(f"trace {trace_id_of(run_id)}")
 
 
 @main.command()
