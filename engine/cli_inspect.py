@@ -29,6 +29,7 @@ from engine.cli_views import (
 )
 from engine.run_index import list_runs, summary
 from engine.state import RunStatus
+from engine.telemetry.spans import trace_id_of
 
 JSON_HELP = "Print machine-readable JSON on stdout (shape in the README, Machine output)."
 
@@ -121,6 +122,7 @@ def show(state: CliState, run_id: str, as_json: bool) -> None:
         print_result(result)
         if driver is not None:
             click.echo(driver)
+        click.echo(f"trace {trace_id_of(run_id)}")
 
 
 @main.command()

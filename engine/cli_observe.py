@@ -210,6 +210,7 @@ def traces(state: CliState, run_id: str, send: bool, form: str, as_json: bool) -
     elif form == "jaeger-json":
         print_json(to_jaeger_json(spans, service))
     else:
+        click.echo(f"trace {spans[0].trace_id}")
         console().print(trace_tree(spans))
 
 

@@ -278,41 +278,54 @@ def _tag(key: str, value: Any) -> dict[str, Any]:
 
 
 def _us(seconds: float) -> int:
-    return round(seconds * 1e6)
+    """Microseconds as Jaeger stores them: the OTLP nanoseconds we send, truncated."""
+    return _ns(seconds) // 1000
 
 
 def to_jaeger_json(spans: Sequence[SpanData], service_name: str) -> dict[str, Any]:
-    """`{"data": [trace...]}` as Jaeger's /api/traces returns it; one trace per trace id."""
+    """`{"data": [trace...]}` as Jaeger's /api/traces returns it; one trace per trace id.
+
+    Field for field what Jaeger answers for the spans we send it over OTLP
+    (tests/e2e/test_jaeger.py compares the two): the tags it derives from the
+    scope, kind and status, sorted by key; log fields `event` first, then
+    sorted; times in microseconds truncated from the nanoseconds on the wire.
+    """
     traces: dict[str, list[dict[str, Any]]] = {}
     for span in spans:
-        tags = [_tag(k, v) for k, v in span.attributes.items()]
-        tags.append(_tag("span.kind", "internal"))
+        tags = {k: _tag(k, v) for k, v in span.attributes.items()}
+        tags["otel.scope.name"] = _tag("otel.scope.name", SCOPE.name)
+        tags["span.kind"] = _tag("span.kind", "internal")
         if span.status == "error":
-            tags.append(_tag("error", True))
-            tags.append(_tag("otel.status_description", span.status_message))
+            tags["error"] = _tag("error", True)
+            tags["otel.status_code"] = _tag("otel.status_code", "ERROR")
+            if span.status_message:
+                tags["otel.status_description"] = _tag(
+                    "otel.status_description", span.status_message
+                )
         elif span.status == "ok":
-            tags.append(_tag("otel.status_code", "OK"))
+            tags["otel.status_code"] = _tag("otel.status_code", "OK")
         if span.open:
-            tags.append(_tag("wfa.open", True))
+            tags["wfa.open"] = _tag("wfa.open", True)
         references = (
             [{"refType": "CHILD_OF", "traceID": span.trace_id, "spanID": span.parent_id}]
             if span.parent_id
             else []
         )
+        start = _ns(span.start)
         traces.setdefault(span.trace_id, []).append(
             {
                 "traceID": span.trace_id,
                 "spanID": span.span_id,
                 "operationName": span.name,
                 "references": references,
-                "startTime": _us(span.start),
-                "duration": max(0, _us(span.end) - _us(span.start)),
-                "tags": tags,
+                "startTime": start // 1000,
+                "duration": max(0, _ns(span.end) - start) // 1000,
+                "tags": [tags[k] for k in sorted(tags)],
                 "logs": [
                     {
                         "timestamp": _us(e.at),
                         "fields": [_tag("event", e.name)]
-                        + [_tag(k, v) for k, v in e.attributes.items()],
+                        + [_tag(k, e.attributes[k]) for k in sorted(e.attributes)],
                     }
                     for e in span.events
                 ],
