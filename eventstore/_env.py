@@ -87,6 +87,7 @@ class SharedEnv:
             self.events = env.open_db(fmt.DB_EVENTS, txn=txn)
             self.streams_index = env.open_db(fmt.DB_STREAMS_INDEX, txn=txn)
             self.streams = env.open_db(fmt.DB_STREAMS, txn=txn)
+            self.pruned = env.open_db(fmt.DB_PRUNED, txn=txn)
             if txn.get(fmt.KEY_FORMAT, db=self.meta) is None:
                 txn.put(fmt.KEY_FORMAT, fmt.FORMAT_MARKER, db=self.meta)
                 txn.put(fmt.KEY_VERSION, fmt.pack_version(fmt.FORMAT_VERSION), db=self.meta)
