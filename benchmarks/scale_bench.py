@@ -207,7 +207,7 @@ TARGETS = {
     "wfa runs": "< 0.6 s",
     "wfa runs --status failed --limit 50": "< 0.6 s",
     "wfa show RUN": "< 0.6 s, <= 1.5x at 10k",
-    "wfa stats --since 1h": "~ the window (not windowed yet)",
+    "wfa stats --since 1h": "~ the window, not the log",
     "bytes per ended run": "(report)",
 }
 

@@ -36,7 +36,7 @@ import msgspec
 
 from engine import events as ev
 from engine.config import MonitoringConfig
-from engine.stats import percentile
+from engine.stats import WINDOW_SLACK, event_time, percentile
 
 log = logging.getLogger("wfa.alerts")
 log.addHandler(logging.NullHandler())
@@ -208,6 +208,10 @@ class AlertMonitor:
 
     def start(self) -> None:
         already = open_alerts(r.event for r in self.store.read_stream(ALERTS_STREAM))
+        # Only the window matters to the rules: skip the history before it (an
+        # attempt started earlier is then not timed, the price of a bounded start).
+        since = time.time() - self.state.rules.window_seconds - WINDOW_SLACK
+        self._position = self.store.position_at(since, key=event_time) - 1
         self.state = msgspec.structs.replace(self.state, open=frozenset(already))
         self._thread = threading.Thread(target=self._loop, name="wfa-alerts", daemon=True)
         self._thread.start()

@@ -47,7 +47,7 @@ from engine.cli_complete import complete_run
 from engine.cli_views import STATUS_STYLE, console, driver_line, duration
 from engine.config import EngineConfig
 from engine.results import iso
-from engine.stats import compute_stats
+from engine.stats import compute_stats, window_records
 from engine.telemetry.export import export_now, make_exporter, to_jaeger_json, traces_url
 from engine.telemetry.spans import SpanData, spans_for_run
 
@@ -89,7 +89,8 @@ def stats(state: CliState, since: str | None, workflow: str | None, as_json: boo
     now = time.time()
     start = parse_since(since, now)
     with state.engine(drive=False, create=False) as engine:
-        figures = compute_stats(engine.store.read_all(), start, workflow, now if start else None)
+        records = window_records(engine.store, start)
+        figures = compute_stats(records, start, workflow, now if start else None)
     if as_json:
         window = figures["window"]
         print_json(

@@ -151,6 +151,10 @@ def serve(state: CliState, files: Sequence[Path]) -> None:
                 ["stop it first, or send runs to it with `wfa run --detach`"],
             )
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        retention = threading.Thread(
+            target=_apply_retention, args=(engine, stop), name="wfa-retention", daemon=True
+        )
+        retention.start()
         try:
             _serve(engine, Schedules(scheduled), stop)
         finally:
@@ -158,6 +162,30 @@ def serve(state: CliState, files: Sequence[Path]) -> None:
                 signal.signal(sig, handler)
             log_line("stopping: running steps are stopped, their runs stay resumable")
     log_line("stopped")
+
+
+RETENTION_INTERVAL = 3600.0
+
+
+def _apply_retention(engine: Engine, stop: threading.Event) -> None:
+    """`storage.retention`: prune ended runs older than the limit, now and hourly."""
+    from engine.retention import candidates, default_archive, prune
+
+    days = engine.config.storage.retention.ended_runs_days
+    if days is None:
+        return
+    while not stop.is_set():
+        now = time.time()
+        try:
+            run_ids = candidates(engine.store, now - days * 86400)
+            if run_ids:
+                report = prune(engine.store, engine.data_dir, run_ids,
+                               default_archive(engine.data_dir, now), now)  # fmt: skip
+                log_line(f"retention: pruned {report.runs} runs into {report.archive}")
+        except Exception as exc:  # retention must never stop serving
+            log_line(f"retention: prune failed: {exc}")
+        if stop.wait(RETENTION_INTERVAL):
+            return
 
 
 def _serve(engine: Engine, schedules: Schedules, stop: threading.Event) -> None:

@@ -110,9 +110,15 @@ class Durability(StrEnum):
     RELAXED = "relaxed"  # flushed every 100 ms
 
 
+class RetentionConfig(_Section, frozen=True, kw_only=True):
+    ended_runs_days: Annotated[float, Meta(gt=0)] | None = None
+    """`wfa serve` prunes runs that ended more than this many days ago (hourly)."""
+
+
 class StorageConfig(_Section, frozen=True, kw_only=True):
     path: str = ".wfa"
     durability: Durability = Durability.SYNC
+    retention: RetentionConfig = RetentionConfig()
 
 
 class TraceExport(StrEnum):

@@ -27,8 +27,10 @@ from engine.errors import WorkflowAutomatorError
 
 EVENTS = "events"
 ATTEMPTS = "attempts"
+ARCHIVE = "archive"  # wfa prune's default archives
+COMPACTING = "events.compacting"  # wfa compact's copy, before it is swapped in
 LOCK = "engine.lock"
-_OURS = {EVENTS, ATTEMPTS, LOCK}
+_OURS = {EVENTS, ATTEMPTS, LOCK, ARCHIVE, COMPACTING}
 
 
 def attempt_dir(data_dir: Path, run_id: str, step_id: str, attempt: int) -> Path:

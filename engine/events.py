@@ -31,6 +31,7 @@ SCHEMA_VERSION: Final = 1
 
 RUN_STREAM_PREFIX: Final = "run/"  # a run's events live in stream "run/<run_id>"
 COMMANDS_STREAM: Final = "commands"  # operators' commands, from any process
+PRUNED_STREAM: Final = "pruned"  # tombstones of runs removed from the log (wfa prune)
 
 
 def run_stream(run_id: str) -> str:
@@ -314,6 +315,15 @@ class AttemptInterrupted(_Event, frozen=True, tag=True, kw_only=True):
     in_engine: bool = False
 
 
+class RunsPruned(_Event, frozen=True, tag=True, kw_only=True):
+    """These ended runs were removed from the log (`wfa prune`), their events having
+    first been written, fsynced, to `archive`; logged (stream "pruned") in the very
+    transaction that removed them. Their positions are gaps from then on."""
+
+    run_ids: tuple[str, ...]
+    archive: str
+
+
 Event = (
     RunSubmitted
     | RunStarted
@@ -351,6 +361,7 @@ Event = (
     | CacheEntryStored
     | CacheCleared
     | AttemptInterrupted
+    | RunsPruned
 )
 
 EVENT_TYPES: Final[tuple[type[Event], ...]] = (
@@ -390,6 +401,7 @@ EVENT_TYPES: Final[tuple[type[Event], ...]] = (
     CacheEntryStored,
     CacheCleared,
     AttemptInterrupted,
+    RunsPruned,
 )
 
 RUN_EVENT_TYPES: Final = (

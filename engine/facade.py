@@ -59,7 +59,13 @@ from engine.events import (
 from engine.health import HealthPolicy
 from engine.loading import load_config
 from engine.results import RunResult, result_of
-from engine.run_index import RunIndexer, command_positions, incomplete_runs, list_runs
+from engine.run_index import (
+    RunIndexer,
+    command_positions,
+    incomplete_runs,
+    list_runs,
+    missing_run,
+)
 from engine.spec import WorkflowSpec
 from engine.state import TERMINAL_RUN, RunState, evolve, fold, index_of
 from engine.telemetry import Observer
@@ -159,7 +165,7 @@ class _StateFollower:
             self.state = evolve(self.state, rec.event)
             self.version, self.position = rec.version, rec.position
         if self.state is None:
-            raise UnknownRunError(f"no run {self.run_id!r} in {self.store.path}")
+            raise UnknownRunError(missing_run(self.store, self.run_id, self.store.path))
         return self.version != before
 
     def command_pending(self) -> bool:
@@ -452,7 +458,7 @@ class Engine:
 
     def handle(self, run_id: str) -> RunHandle:
         if self.store.stream_version(run_stream(run_id)) == 0:
-            raise UnknownRunError(f"no run {run_id!r} in {self.data_dir}")
+            raise UnknownRunError(missing_run(self.store, run_id, self.data_dir))
         return RunHandle(self, run_id)
 
     def state(self, run_id: str, at: float | int | None = None) -> RunState:
@@ -474,7 +480,7 @@ class Engine:
     def history(self, run_id: str) -> list[Recorded[Any]]:
         records = list(self.store.read_stream(run_stream(run_id)))
         if not records:
-            raise UnknownRunError(f"no run {run_id!r} in {self.data_dir}")
+            raise UnknownRunError(missing_run(self.store, run_id, self.data_dir))
         return records
 
     def runs(

@@ -17,7 +17,9 @@ Two databases:
   newest first and a cursor is the key of the last run shown:
   `t T` every run; `s STATUS\\0 T`; `w WORKFLOW\\0 T`; `x WORKFLOW\\0 STATUS\\0 T`;
   and `c RUN\\0 POSITION` for every operator command (recovery delivers a run's
-  commands logged after its last event, without reading every command ever).
+  commands logged after its last event, without reading every command ever);
+  `p RUN` -> archive path for every run removed by `wfa prune` (`RunsPruned`),
+  whose row and other keys go in the same transaction.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from engine.events import (
     RunFailed,
     RunPaused,
     RunResumed,
+    RunsPruned,
     RunStarted,
     RunSubmitted,
     RunSucceeded,
@@ -143,6 +146,24 @@ def keys_of(row: RunSummary) -> set[bytes]:
     }
 
 
+def pruned_key(run_id: str) -> bytes:
+    return b"p" + run_id.encode()
+
+
+def pruned_into(store: EventStore[Any], run_id: str) -> str | None:
+    """The archive a pruned run's events went to; None if it was never pruned."""
+    (raw,) = store.index_get(KEYS, [pruned_key(run_id)])
+    return None if raw is None else raw.decode()
+
+
+def missing_run(store: EventStore[Any], run_id: str, where: object) -> str:
+    """Why `run_id` is not in the log: never there, or pruned (and into which archive)."""
+    archive = pruned_into(store, run_id)
+    if archive is not None:
+        return f"run {run_id!r} was pruned from {where} into {archive}"
+    return f"no run {run_id!r} in {where}"
+
+
 def command_key(run_id: str, position: int) -> bytes:
     return b"c" + run_id.encode() + b"\0" + _U64.pack(position)
 
@@ -158,6 +179,16 @@ class RunIndexer:
         rows: dict[str, RunSummary | None] = {}
         for rec in records:
             event = rec.event
+            if isinstance(event, RunsPruned):
+                for run_id in event.run_ids:
+                    raw = txn.get(ROWS, run_id.encode())
+                    if raw is not None:
+                        for key in sorted(keys_of(_decode_row(raw))):
+                            txn.delete(KEYS, key)
+                        txn.delete(ROWS, run_id.encode())
+                    rows.pop(run_id, None)
+                    txn.put(KEYS, pruned_key(run_id), event.archive.encode())
+                continue
             if isinstance(event, CommandIssued):
                 if rec.stream == COMMANDS_STREAM:
                     txn.put(KEYS, command_key(event.run_id, rec.position), b"")

@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from . import _env, _pages
+from . import _env, _gaps, _pages
 from . import _format as fmt
 from ._errors import EventStoreError, StoreFormatError
 
@@ -52,8 +52,9 @@ def check_store(path: str | os.PathLike[str], event_type: Any) -> StoreCheck:
 
     Checks every reachable page (numbers, types, bounds, tree counts), that
     every event decodes as ``event_type`` at the position it is stored under,
-    that positions are dense from 1, that each stream's versions are dense
-    from 1, and that ``streams_index`` and ``streams`` say exactly what the
+    that positions are dense from 1 (but for the recorded gaps of removed
+    streams), that each stream's versions are dense from 1, and that
+    ``streams_index`` and ``streams`` say exactly what the
     events say. Raises StoreFormatError for what is not a store at all.
     Safe while other processes append: a page walk overtaken by a commit is
     repeated; the records are read in one LMDB snapshot.
@@ -106,7 +107,9 @@ def _check_records(txn: Any, shared: _env.SharedEnv, event_type: Any, report: St
         except Exception:
             problems.append(StoreProblem(f"a key that is not a position: {key!r}", position + 1))
             continue
-        if stored != position + 1:
+        if stored != position + 1 and not _gaps.covered(
+            txn, shared.pruned, position + 1, stored - 1
+        ):  # removed streams leave recorded gaps; any other hole is damage
             problems.append(
                 StoreProblem(f"positions {position + 1}..{stored - 1} are missing", position + 1)
             )

@@ -21,7 +21,13 @@ import lmdb
 
 from . import _format as fmt
 from . import _pages
-from ._errors import CorruptStoreError, EventStoreError, StoreClosedError, StoreFormatError
+from ._errors import (
+    CorruptStoreError,
+    EventStoreError,
+    StoreClosedError,
+    StoreFormatError,
+    StoreReadOnlyError,
+)
 from ._index import Indexer, InstalledIndexer, check_installable
 from ._writer import Writer
 
@@ -102,12 +108,21 @@ class SharedEnv:
             self.events = env.open_db(fmt.DB_EVENTS, create=False)
             self.streams_index = env.open_db(fmt.DB_STREAMS_INDEX, create=False)
             self.streams = env.open_db(fmt.DB_STREAMS, create=False)
+            try:
+                self.pruned = env.open_db(fmt.DB_PRUNED, create=False)
+            except lmdb.NotFoundError:  # a log last written by a version before pruning
+                env.close()
+                raise StoreReadOnlyError(
+                    f"{path}: this log was written by an older version and, read-only, cannot "
+                    "be brought up to date: run any command once as the directory's owner"
+                ) from None
         else:
             with env.begin(write=True) as txn:
                 self.meta = env.open_db(fmt.DB_META, txn=txn)
                 self.events = env.open_db(fmt.DB_EVENTS, txn=txn)
                 self.streams_index = env.open_db(fmt.DB_STREAMS_INDEX, txn=txn)
                 self.streams = env.open_db(fmt.DB_STREAMS, txn=txn)
+                self.pruned = env.open_db(fmt.DB_PRUNED, txn=txn)
                 if txn.get(fmt.KEY_FORMAT, db=self.meta) is None:
                     txn.put(fmt.KEY_FORMAT, fmt.FORMAT_MARKER, db=self.meta)
                     txn.put(fmt.KEY_VERSION, fmt.pack_version(fmt.FORMAT_VERSION), db=self.meta)

@@ -12,6 +12,8 @@ An LMDB environment (``data.mdb`` + ``lock.mdb``) holding four named databases:
   big-endian position.
 * ``streams``: utf-8 stream -> msgpack array
   ``[version, first_position, last_position, created_at, updated_at]``.
+* ``pruned``: 8-byte big-endian first position -> 8-byte big-endian last position
+  of each range of removed positions (gaps; eventstore/_gaps.py).
 
 Big-endian integer keys sort in numeric order under LMDB's byte ordering, which
 is what makes "last key + 1" the next position and a cursor scan the log order.
@@ -35,6 +37,8 @@ DB_META: Final = b"meta"
 DB_EVENTS: Final = b"events"
 DB_STREAMS_INDEX: Final = b"streams_index"
 DB_STREAMS: Final = b"streams"
+DB_PRUNED: Final = b"pruned"
+"""Removed positions (gaps), as ranges: see eventstore/_gaps.py."""
 
 LMDB_FILES: Final = frozenset({"data.mdb", "lock.mdb"})
 MAX_STREAM_BYTES: Final = 400

@@ -23,6 +23,7 @@ import lmdb
 import msgspec
 
 from . import _format as fmt
+from . import _gaps
 from ._errors import CorruptEventError, EventStoreError, StoreReadOnlyError
 from ._types import Recorded
 
@@ -108,35 +109,56 @@ class InstalledIndexer(Generic[E]):
         raw = txn.get(self.position_key, db=self.meta_db)
         return 0 if raw is None else fmt.unpack_u64(raw)
 
-    def apply(self, txn: Any, last: int, records: Sequence[Recorded[E]], events_db: Any) -> None:
+    def apply(
+        self,
+        txn: Any,
+        last: int,
+        records: Sequence[Recorded[E]],
+        events_db: Any,
+        pruned_db: Any,
+    ) -> None:
         """Index a batch appended after position ``last``; first catch up on any gap
         left by appenders that did not index."""
         seen = self.position(txn)
         if seen < last:
-            self.catch_up(txn, events_db, seen, last)
+            self.catch_up(txn, events_db, seen, last, pruned_db)
         if records:
             self.indexer.apply(IndexTxn(txn, self.dbs), records)
             txn.put(self.position_key, fmt.pack_u64(records[-1].position), db=self.meta_db)
 
-    def catch_up(self, txn: Any, events_db: Any, seen: int, until: int) -> int:
-        """Index the log's positions ``seen+1 .. until`` from the events database;
-        return the new position."""
+    def catch_up(self, txn: Any, events_db: Any, seen: int, until: int, pruned_db: Any) -> int:
+        """Index the log's positions ``seen+1 .. until`` from the events database
+        (skipping recorded gaps); return the new position."""
         cursor = txn.cursor(db=events_db)
         position = seen + 1
         index_txn = IndexTxn(txn, self.dbs)
         while position <= until:
-            if not cursor.set_key(fmt.pack_u64(position)):
-                raise CorruptEventError(position, "missing from the log")
-            count = min(2048, until - position + 1)
-            values = list(islice(cursor.iternext(keys=False, values=True), count))
+            if not cursor.set_range(fmt.pack_u64(position)):
+                if not _gaps.covered(txn, pruned_db, position, until):
+                    raise CorruptEventError(position, "missing from the log")
+                break
+            items = list(islice(cursor.iternext(keys=True, values=True), 2048))
+            values: list[bytes] = []
+            expected = position
+            for key, value in items:
+                found = fmt.unpack_u64(key)
+                if found > until:
+                    break
+                if found != expected and not _gaps.covered(txn, pruned_db, expected, found - 1):
+                    raise CorruptEventError(expected, "missing from the log")
+                values.append(value)
+                expected = found + 1
             try:
                 records: list[Recorded[E]] = [self._decoder.decode(v) for v in values]
             except msgspec.DecodeError as exc:
                 raise CorruptEventError(position, str(exc)) from exc
-            if [r.position for r in records] != list(range(position, position + len(records))):
-                raise CorruptEventError(position, "a position is missing or misplaced")
-            self.indexer.apply(index_txn, records)
-            position += len(records)
+            if records:
+                self.indexer.apply(index_txn, records)
+            if expected == position or (items and fmt.unpack_u64(items[-1][0]) > until):
+                if not _gaps.covered(txn, pruned_db, expected, until):
+                    raise CorruptEventError(expected, "missing from the log")
+                break
+            position = expected
         txn.put(self.position_key, fmt.pack_u64(until), db=self.meta_db)
         return until
 

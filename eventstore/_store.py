@@ -12,7 +12,7 @@ import pathlib
 import struct
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import chain
 from operator import attrgetter
 from types import TracebackType
@@ -20,7 +20,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 import msgspec
 
-from . import _env
+from . import _env, _gaps
 from . import _format as fmt
 from ._errors import (
     CorruptEventError,
@@ -148,8 +148,9 @@ class EventStore(Generic[E]):
         """Yield events in log order from ``from_position`` to ``to_position`` inclusive.
 
         Without ``to_position`` the iterator stops at the last position that
-        existed when iteration started. Raises CorruptEventError at the first
-        record that cannot be decoded; never skips one.
+        existed when iteration started. Positions of removed streams are gaps
+        (``remove_streams``) and are skipped; raises CorruptEventError at the first
+        record that cannot be decoded or is missing without having been removed.
         """
         self._check_open()
         return self._iter_all(max(1, from_position), to_position)
@@ -161,7 +162,7 @@ class EventStore(Generic[E]):
     def _batches_all(self, position: int, to_position: int | None) -> Iterator[list[Recorded[E]]]:
         end = self.last_position() if to_position is None else to_position
         while position <= end:
-            batch = self._read_batch(position, min(READ_BATCH, end - position + 1))
+            batch = self._read_batch(position, min(READ_BATCH, end - position + 1), end)
             if not batch:
                 return
             yield batch
@@ -255,29 +256,36 @@ class EventStore(Generic[E]):
                 if writer.commit_seq == seen and not self._closed:
                     writer.commit_cv.wait(poll_interval)
 
-    def _read_batch(self, start: int, limit: int) -> list[Recorded[E]]:
-        """Read and decode up to ``limit`` records from ``start`` in one read txn."""
-        events_db = self._shared.events
+    def _read_batch(self, start: int, limit: int, end: int | None = None) -> list[Recorded[E]]:
+        """Read and decode up to ``limit`` records from ``start`` (to ``end``) in one
+        read txn, skipping recorded gaps."""
+        events_db, pruned_db = self._shared.events, self._shared.pruned
 
-        def read(txn: Any) -> list[bytes]:
+        def read(txn: Any) -> tuple[Sequence[int], list[bytes]]:
             cursor = txn.cursor(db=events_db)
             if not cursor.last():
-                return []
-            count = min(limit, self._unpack_position(cursor.key()) - start + 1)
+                return (), []
+            top = self._unpack_position(cursor.key())
+            if end is not None:
+                top = min(top, end)
+            count = min(limit, top - start + 1)
             if count <= 0:
-                return []
+                return (), []
             # By key, not by stepping the cursor: stepping onto the next page
             # trusts it (a zeroed page there is an LMDB assertion, SIGABRT), a
             # lookup checks each page's type on the way down (MDB_CORRUPTED).
             # Keys in one page are found without leaving it, so this is as fast.
             positions = range(start, start + count)
-            return _values_at(cursor, [fmt.pack_u64(p) for p in positions], positions)
+            found = cursor.getmulti([fmt.pack_u64(p) for p in positions])
+            if len(found) == count:  # the common, gapless case
+                return positions, [value for _, value in found]
+            return _read_gapped(txn, cursor, pruned_db, start, top, limit)
 
         self._check_open()
-        values = self._shared.read(read)
+        positions, values = self._shared.read(read)
         if not values:
             return []
-        return self._decode(range(start, start + len(values)), values)
+        return self._decode(positions, values)
 
     def read_positions(self, positions: Sequence[int]) -> list[Recorded[E]]:
         """The events at these global positions, in that order, read in one transaction
@@ -324,15 +332,100 @@ class EventStore(Generic[E]):
         return 0 if info is None else info.version
 
     def last_position(self) -> int:
-        """The highest global position; 0 for an empty store. A cheap read txn."""
+        """The highest global position given out (a removed one counts); 0 for an
+        empty store. A cheap read txn."""
         self._check_open()
+        shared = self._shared
+        return shared.read(lambda txn: _gaps.last_position(txn, shared.events, shared.pruned))
+
+    def position_at(self, at: float, key: Callable[[Recorded[E]], float] | None = None) -> int:
+        """The first position whose record has ``key(record) >= at`` (default key:
+        ``recorded_at``), by binary search: assumes the key never decreases along
+        the log, as the time of append does (to the clock's honesty). Returns
+        ``last_position() + 1`` when no record qualifies. O(log n) reads."""
+        self._check_open()
+        time_of = key if key is not None else attrgetter("recorded_at")
+        lo, hi = 1, self.last_position() + 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            found = self._first_at_or_after(mid, hi)
+            if found is None or time_of(found) >= at:
+                hi = mid
+            else:
+                lo = found.position + 1
+        found = self._first_at_or_after(lo, lo + READ_BATCH)
+        return lo if found is None else found.position
+
+    def _first_at_or_after(self, position: int, below: int) -> Recorded[E] | None:
         events_db = self._shared.events
 
-        def read(txn: Any) -> int:
+        def read(txn: Any) -> tuple[int, bytes] | None:
             cursor = txn.cursor(db=events_db)
-            return self._unpack_position(cursor.key()) if cursor.last() else 0
+            if not cursor.set_range(fmt.pack_u64(position)):
+                return None
+            found = self._unpack_position(cursor.key())
+            return (found, cursor.value()) if found < below else None
 
-        return self._shared.read(read)
+        row = self._shared.read(read)
+        return None if row is None else self._decode([row[0]], [row[1]])[0]
+
+    # --- space ----------------------------------------------------------------
+
+    def copy_compacted(self, path: str | os.PathLike[str]) -> None:
+        """Write a compacted copy of the environment's ``data.mdb`` into directory
+        ``path`` (which must exist and be empty), fsynced: free pages are left out,
+        so it is as small as what the log holds. Swapping it in is the caller's
+        business, and only safe while no other process has the store open."""
+        self._check_open()
+        target = pathlib.Path(path)
+        with self._shared.guard.shared():
+            self._shared.env.copy(str(target), compact=True)
+        fd = os.open(target / "data.mdb", os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def other_readers(self) -> int:
+        """How many other processes hold this environment open (LMDB's reader table)."""
+        self._check_open()
+        text = self._shared.env.readers()
+        pids = {line.split()[0] for line in text.splitlines()[1:] if line.strip()}
+        pids.discard(str(os.getpid()))
+        return len(pids)
+
+    # --- removal --------------------------------------------------------------
+
+    def remove_streams(
+        self, streams: Sequence[str], tombstone_stream: str, tombstone: Sequence[E]
+    ) -> list[int]:
+        """Remove ``streams`` (every event, its index entries and metadata) and append
+        ``tombstone`` to ``tombstone_stream``, in one write transaction; return the
+        tombstone's positions. The removed positions become gaps that every reader
+        skips; positions are never reused. Streams that do not exist are skipped,
+        so a repeated removal is harmless. Readers iterating meanwhile see each
+        stream whole or not at all per read batch (removal is one transaction).
+        """
+        self._check_open()
+        skeys = [fmt.stream_key(stream) for stream in streams]
+        tkey = fmt.stream_key(tombstone_stream)
+        if tkey in skeys:
+            raise ValueError(f"cannot remove the tombstone's own stream {tombstone_stream!r}")
+        if not tombstone:
+            raise ValueError("a removal needs a tombstone event")
+        payloads = [self._encoder.encode(event) for event in tombstone]
+        request = AppendRequest(tombstone_stream, tkey, payloads, None, tombstone)
+        self._shared.writer.remove_streams(skeys, request)
+        request.wait()
+        if request.error is not None:
+            raise request.error
+        return request.positions
+
+    def removed_positions(self) -> int:
+        """How many positions are gaps (removed with their streams)."""
+        self._check_open()
+        pruned_db = self._shared.pruned
+        return self._shared.read(lambda txn: _gaps.removed_count(txn, pruned_db))
 
     def stream_info(self, stream: str) -> StreamInfo | None:
         """The stream's metadata from the streams index, or None if it does not exist."""
@@ -464,3 +557,28 @@ def _values_at(cursor: Any, keys: list[bytes], positions: Sequence[int]) -> list
         missing = next(p for p, k in zip(positions, keys, strict=True) if k not in got)
         raise CorruptEventError(missing, "missing from the log")
     return [value for _, value in found]
+
+
+def _read_gapped(
+    txn: Any, cursor: Any, pruned_db: Any, start: int, top: int, limit: int
+) -> tuple[list[int], list[bytes]]:
+    """Up to ``limit`` records from ``start`` to ``top`` where positions may be gaps;
+    a missing position that is not a recorded gap is corruption."""
+    positions: list[int] = []
+    values: list[bytes] = []
+    expected = start
+    if cursor.set_range(fmt.pack_u64(start)):
+        for key, value in cursor.iternext(keys=True, values=True):
+            found = fmt.unpack_u64(key)
+            if found > top:
+                break
+            if found != expected and not _gaps.covered(txn, pruned_db, expected, found - 1):
+                raise CorruptEventError(expected, "missing from the log")
+            positions.append(found)
+            values.append(value)
+            expected = found + 1
+            if len(values) == limit:
+                return positions, values
+    if not _gaps.covered(txn, pruned_db, expected, top):
+        raise CorruptEventError(expected, "missing from the log")
+    return positions, values

@@ -19,6 +19,7 @@ import lmdb
 import msgspec
 
 from . import _format as fmt
+from . import _gaps
 from ._errors import ConcurrencyError, EventStoreError, StoreClosedError
 from ._index import CATCH_UP_BATCH
 from ._types import Recorded
@@ -235,7 +236,43 @@ class Writer:
             request.error = StoreClosedError(f"event store {str(self._shared.path)!r} is closed")
             wake_chain(request)
 
-    def _commit(self, batch: list[AppendRequest]) -> None:
+    def remove_streams(self, skeys: Sequence[bytes], tombstone: AppendRequest) -> None:
+        """Remove the streams ``skeys`` (events, index entries, rows) and append
+        ``tombstone`` in the same transaction: both are durable or neither is.
+        Runs in the caller's thread; streams that do not exist are skipped."""
+        if self._closed:
+            raise StoreClosedError(f"event store {str(self._shared.path)!r} is closed")
+        shared = self._shared
+
+        def remove(txn: Any) -> None:
+            positions: list[int] = []
+            index_cursor = txn.cursor(db=shared.streams_index)
+            for skey in skeys:
+                if txn.get(skey, db=shared.streams) is None:
+                    continue
+                prefix = skey + b"\0"
+                if index_cursor.set_range(prefix):
+                    while index_cursor.key().startswith(prefix):
+                        position = index_cursor.value()
+                        positions.append(fmt.unpack_u64(position))
+                        txn.delete(position, db=shared.events)
+                        if not index_cursor.delete():
+                            break
+                txn.delete(skey, db=shared.streams)
+            positions.sort()
+            _gaps.record(txn, shared.pruned, positions)
+
+        with self._commit_lock:
+            self._rows.clear()
+            self._rows_as_of = -1
+            self._commit([tombstone], before=remove)
+            self._rows.clear()  # the removed streams' rows must not stay cached
+            self._rows_as_of = -1
+            self._wake_committed()
+
+    def _commit(
+        self, batch: list[AppendRequest], before: Callable[[Any], None] | None = None
+    ) -> None:
         """Commit ``batch`` and leave its callers in ``_committed`` to be woken.
 
         The callers of the previous batch are woken only once this batch is
@@ -248,7 +285,7 @@ class Writer:
         while True:
             try:
                 with self._shared.guard.shared():
-                    outcomes = self._write(batch)
+                    outcomes = self._write(batch, before)
                 break
             except lmdb.MapFullError:
                 self._wake_committed()
@@ -285,7 +322,9 @@ class Writer:
             self._committed = None
             wake_chain(first)
 
-    def _write(self, batch: list[AppendRequest]) -> list[Outcome]:
+    def _write(
+        self, batch: list[AppendRequest], before: Callable[[Any], None] | None = None
+    ) -> list[Outcome]:
         """Build the whole batch in Python, then hand it to LMDB in few C calls.
 
         py-lmdb releases the GIL around every LMDB call, and each reacquisition
@@ -299,8 +338,11 @@ class Writer:
         shared = self._shared
         txn = shared.env.begin(write=True)
         try:
+            if before is not None:
+                before(txn)
             cursor = txn.cursor(db=shared.events)
-            last = fmt.unpack_u64(cursor.key()) if cursor.last() else 0
+            cursor.last()  # appends go after the last key ...
+            last = _gaps.last_position(txn, shared.events, shared.pruned)  # ... and any gap
             cache = self._rows
             if last != self._rows_as_of or len(cache) > MAX_CACHED_ROWS:
                 cache.clear()
@@ -363,7 +405,7 @@ class Writer:
                 rows_items = [(skey, fmt.encode_row(changed[skey])) for skey in sorted(changed)]
                 _put_all(txn.cursor(db=shared.streams), rows_items, append=False)
             if indexer is not None:
-                indexer.apply(txn, last, records, shared.events)
+                indexer.apply(txn, last, records, shared.events, shared.pruned)
             self._wake_committed()
             txn.commit()
         except BaseException:
@@ -386,8 +428,7 @@ class Writer:
             return
 
         def last(txn: Any) -> int:
-            cursor = txn.cursor(db=shared.events)
-            return fmt.unpack_u64(cursor.key()) if cursor.last() else 0
+            return _gaps.last_position(txn, shared.events, shared.pruned)
 
         def behind(txn: Any) -> bool:
             return installed.position(txn) < last(txn)
@@ -396,7 +437,7 @@ class Writer:
             seen = installed.position(txn)
             until = min(last(txn), seen + CATCH_UP_BATCH)
             if seen < until:
-                installed.catch_up(txn, shared.events, seen, until)
+                installed.catch_up(txn, shared.events, seen, until, shared.pruned)
 
         while shared.read(behind):
             with self._commit_lock:
