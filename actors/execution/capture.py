@@ -19,6 +19,7 @@ these files.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -27,19 +28,30 @@ from contextlib import contextmanager
 from typing import Any, TextIO
 
 from actors.execution.files import STDERR_FILE, STDOUT_FILE, open_append_private
+from actors.execution.log_cap import CappedLog
 
 __all__ = ["AttemptOutput", "captured"]
 
 
 class AttemptOutput:
-    """The attempt's stdout.log and stderr.log, opened on first write; thread-safe."""
+    """The attempt's stdout.log and stderr.log, opened on first write; thread-safe.
 
-    def __init__(self, output_dir: str) -> None:
-        self._paths = {
-            "stdout": os.path.join(output_dir, STDOUT_FILE),
-            "stderr": os.path.join(output_dir, STDERR_FILE),
-        }
-        self._fds: dict[str, int] = {}
+    Each holds at most `max_bytes` (head and tail, see log_cap.py; None: all).
+    Without `output_dir` (the child process of a process-isolated call) writes go
+    to this process's descriptors 1 and 2, the pipes its parent reads and caps.
+    """
+
+    def __init__(self, output_dir: str | None, max_bytes: int | None = None) -> None:
+        self._paths = (
+            None
+            if output_dir is None
+            else {
+                "stdout": os.path.join(output_dir, STDOUT_FILE),
+                "stderr": os.path.join(output_dir, STDERR_FILE),
+            }
+        )
+        self._max_bytes = max_bytes
+        self._logs: dict[str, CappedLog] = {}
         self._lock = threading.Lock()
         self._closed = False
 
@@ -49,20 +61,26 @@ class AttemptOutput:
         with self._lock:
             if self._closed:
                 return False
-            fd = self._fds.get(stream)
-            if fd is None:
-                fd = self._fds[stream] = open_append_private(self._paths[stream])
-            while data:
-                data = data[os.write(fd, data) :]
+            if self._paths is None:
+                with contextlib.suppress(OSError):
+                    while data:
+                        data = data[os.write(1 if stream == "stdout" else 2, data) :]
+                return True
+            log = self._logs.get(stream)
+            if log is None:
+                fd = open_append_private(self._paths[stream])
+                log = self._logs[stream] = CappedLog(fd, self._max_bytes)
+            log.write(data)
             return True
 
     def close(self) -> None:
-        """Stop writing (a thread left running after a timeout writes to the engine's streams)."""
+        """Stop writing (a thread left running after a timeout writes to the engine's streams);
+        a capped log gets its marker and tail now."""
         with self._lock:
             self._closed = True
-            for fd in self._fds.values():
-                os.close(fd)
-            self._fds.clear()
+            for log in self._logs.values():
+                log.close()
+            self._logs.clear()
 
 
 _routes = threading.local()  # .output: the AttemptOutput of the step this thread runs
