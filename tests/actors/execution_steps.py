@@ -184,3 +184,11 @@ def _write_pid(path: str) -> None:
     with open(partial, "w") as f:
         f.write(str(os.getpid()))
     os.replace(partial, path)
+
+
+def prints_lines(ctx: StepContext) -> None:
+    """Print `params.lines` numbered lines to stdout, and log one record per 100."""
+    for i in range(ctx.params["lines"]):
+        print(f"line {i}")
+        if i % 100 == 0:
+            ctx.logger.info("logged %d", i)

@@ -178,3 +178,27 @@ def wfa_process(cwd: Path, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [executable, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
     )
+
+
+LOUD = f"""
+name: loud
+steps:
+  - id: loud
+    run: ["{PY}", "-c", "[print(f'line {{i}}') for i in range(100000)]"]
+"""
+
+
+def test_logs_of_a_step_over_execution_max_log_bytes_show_head_marker_and_tail(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "loud.yaml").write_text(LOUD)
+    (tmp_path / "wfa.yaml").write_text("execution: {max_log_bytes: 10000}\n")
+    data = tmp_path / "data"
+    config = ["--config", tmp_path / "wfa.yaml"]
+    result = cli(data, *config, "run", tmp_path / "loud.yaml", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    run_id = json.loads(result.stdout)["run_id"]
+    printed = cli(data, *config, "logs", run_id, "loud").stdout
+    assert printed.startswith("line 0\nline 1\n") and printed.endswith("line 99999\n")
+    assert len(printed) < 10000 + 200
+    assert printed.count("bytes dropped") == 1 and "execution.max_log_bytes: 10000" in printed
