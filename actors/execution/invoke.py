@@ -194,9 +194,7 @@ def call_logged(
     `capture_prints` (a thread of the engine) so do this thread's prints (see
     capture.py). The output directory is made only if something is written."""
     # In a process-isolated child (no `capture_prints`) fds 1 and 2 are already the attempt's.
-    output = AttemptOutput(
-        request.output_dir if capture_prints else None, request.max_log_bytes
-    )
+    output = AttemptOutput(request.output_dir if capture_prints else None, request.max_log_bytes)
     logger = attempt_logger(request.step_id, output)
     try:
         ctx = make_context(request, cancelled, logger, private_copies=private_copies)

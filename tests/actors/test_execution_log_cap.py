@@ -17,7 +17,9 @@ from tests.actors.test_execution_run import py, run
 from tests.support import gone, wait_for_file
 
 MB = 1 << 20
-MARKER = re.compile(rb"\n?\[\.\.\. (\d+) bytes dropped: .*execution\.max_log_bytes: \d+\) \.\.\.\]\n")
+MARKER = re.compile(
+    rb"\n?\[\.\.\. (\d+) bytes dropped: .*execution\.max_log_bytes: \d+\) \.\.\.\]\n"
+)
 
 
 def split_capped(data: bytes, head_size: int) -> tuple[bytes, int, bytes]:
