@@ -11,7 +11,9 @@ engine's. `captured(output)` routes `sys.stdout`/`sys.stderr` of the calling
 thread (only) to `output` while the step function runs: both are replaced,
 once per process and again if someone else replaced them, by a proxy that
 sends each write to the calling thread's attempt, or to the stream it
-replaced when the thread runs no step. Threads the step starts itself are not
+replaced when the thread runs no step; an `async def` step's task (on the
+step loop, step_loop.py) is routed the same way through a context variable,
+which the tasks it starts inherit. Threads the step starts itself are not
 followed (their prints reach the engine's streams); run such steps with
 `isolation: process`, where the child's own file descriptors 1 and 2 are
 these files.
@@ -23,14 +25,15 @@ import contextlib
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, TextIO
 
 from actors.execution.files import STDERR_FILE, STDOUT_FILE, open_append_private
 from actors.execution.log_cap import CappedLog
 
-__all__ = ["AttemptOutput", "captured"]
+__all__ = ["AttemptOutput", "captured", "current_output", "routed_here"]
 
 
 class AttemptOutput:
@@ -84,6 +87,8 @@ class AttemptOutput:
 
 
 _routes = threading.local()  # .output: the AttemptOutput of the step this thread runs
+# the AttemptOutput of the `async def` step this task (or its parent task) runs
+_task_output: ContextVar[AttemptOutput | None] = ContextVar("wfa_task_output", default=None)
 _install_lock = threading.Lock()
 
 
@@ -95,7 +100,7 @@ class _RoutedStream:
         self._original = original
 
     def write(self, text: str) -> int:
-        output: AttemptOutput | None = getattr(_routes, "output", None)
+        output = _output_here()
         if output is None or not output.write(self._name, text):
             return self._original.write(text)
         return len(text)
@@ -105,11 +110,29 @@ class _RoutedStream:
             self.write(line)
 
     def flush(self) -> None:
-        if getattr(_routes, "output", None) is None:
+        if _output_here() is None:
             self._original.flush()
 
     def __getattr__(self, name: str) -> Any:  # encoding, fileno, isatty, buffer...
         return getattr(self._original, name)
+
+
+def _output_here() -> AttemptOutput | None:
+    found: AttemptOutput | None = getattr(_routes, "output", None)
+    return found if found is not None else _task_output.get()
+
+
+def current_output() -> AttemptOutput | None:
+    """Where this thread's prints go now (inside `captured`); None: nowhere of ours."""
+    found: AttemptOutput | None = getattr(_routes, "output", None)
+    return found
+
+
+async def routed_here(coroutine: Awaitable[Any], output: AttemptOutput | None) -> Any:
+    """Await `coroutine` (on the step loop) with this task's prints going to `output`."""
+    if output is not None:
+        _task_output.set(output)  # the task's own context: no reset needed
+    return await coroutine
 
 
 def _install() -> None:
