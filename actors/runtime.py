@@ -346,6 +346,7 @@ class Runtime:
             output_dir=str(self.attempt_dir(state.run_id, started.step_id, started.attempt)),
             env_pass=None if step_env.inherit else step_env.pass_,
             code_dir=state.settings.workflow_dir,
+            max_log_bytes=self.config.execution.max_log_bytes or None,
         )
 
     def _note_cluster_resources(

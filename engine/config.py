@@ -54,6 +54,8 @@ class ExecutionConfig(_Section, frozen=True, kw_only=True):
     call_modules: tuple[ModulePrefix, ...] | None = None
     # engine crashes in a row, during attempts that ran inside the engine, before a step fails
     max_interrupted_attempts: Annotated[int, Meta(ge=1, le=100)] = 3
+    # bytes per attempt and stream (stdout.log, stderr.log): first and last half kept; 0/None: all
+    max_log_bytes: Annotated[int, Meta(ge=0)] | None = 10 << 20
 
 
 class AllocationStrategy(StrEnum):

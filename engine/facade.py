@@ -22,6 +22,7 @@ waiting; in return no step is ever killed or run twice by a hand-over.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
@@ -34,6 +35,7 @@ import msgspec
 
 from engine import decide as rules
 from engine.alerts import AlertMonitor
+from engine.async_changes import AsyncChanges
 from engine.builder import Workflow
 from engine.caching import CACHE_STREAM, CacheIndex
 from engine.config import EngineConfig
@@ -146,6 +148,38 @@ class RunHandle:
                 generation, 0.1 if remaining is None else min(0.1, remaining)
             )
 
+    async def wait_async(self, timeout: float | None = None) -> RunResult:
+        """`wait()` for asyncio code: never blocks the loop and holds no thread.
+
+        It awaits the engine's wake-up after each batch of events (a future set through
+        `loop.call_soon_threadsafe`) and reads the run's new events on the loop (a
+        read of the memory-mapped log, like `result()`).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        follower = _StateFollower(self.engine.store, self.id)
+        changes = self.engine._async_changes
+        while True:
+            change = changes.next_change()
+            try:
+                moved = follower.refresh()
+                state = follower.state
+                assert state is not None
+                if state.status in TERMINAL_RUN:  # the same tests as wait()
+                    return result_of(state)
+                if not moved:
+                    result = result_of(state)
+                    if result.needs_intervention and not follower.command_pending():
+                        return result
+                remaining = None if deadline is None else deadline - loop.time()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"run {self.id} is still {state.status} after {timeout} s")
+                await asyncio.wait(
+                    {change}, timeout=0.1 if remaining is None else min(0.1, remaining)
+                )
+            finally:
+                changes.forget(change)
+
 
 class _StateFollower:
     """Folds one run stream incrementally: each refresh reads only what is new."""
@@ -212,6 +246,7 @@ class Engine:
             readonly=readonly,
         )
         self._changed = threading.Condition()
+        self._async_changes = AsyncChanges()  # coroutines in wait_async(), woken with the threads
         self._generation = 0
         self._functions: dict[str, Any] = {}
         self._lock = EngineLock(self.data_dir)
@@ -376,6 +411,20 @@ class Engine:
         code_dir = None if workflow_dir is None else os.path.abspath(workflow_dir)
         inputs = self._inputs(spec, inputs or {})
         return self._submit(spec, inputs, priority=priority, workflow_dir=code_dir)
+
+    async def submit_async(
+        self,
+        workflow: WorkflowSpec | Workflow | str | os.PathLike[str],
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        priority: int | None = None,
+        workflow_dir: str | os.PathLike[str] | None = None,
+    ) -> RunHandle:
+        """`submit` for asyncio code. Validation reads files and the append waits for its
+        commit to be durable, so both run on a worker thread, for that long only."""
+        return await asyncio.to_thread(
+            self.submit, workflow, inputs, priority=priority, workflow_dir=workflow_dir
+        )
 
     def register(self, workflow: Workflow) -> None:
         """Make a Python workflow's functions known (for runs resumed by this engine)."""
@@ -624,6 +673,7 @@ class Engine:
         with self._changed:
             self._generation += 1
             self._changed.notify_all()
+        self._async_changes.notify()
 
     def _wait_for_change(self, generation: int, timeout: float) -> None:
         with self._changed:

@@ -525,10 +525,10 @@ def _unknown_key(key: object, location: str, fields: Mapping[str, Any], type_: t
     names = list(fields)
     text = str(key)
     renamed = [name for name, f in fields.items() if f.name == text and name != text]
-    close = (
+    close = (  # a shortened key (`max_steps`) means the key it starts, not a look-alike
         renamed
-        or difflib.get_close_matches(text, names, n=1, cutoff=0.6)
         or [name for name in names if name.startswith(text) or text.startswith(name)]
+        or difflib.get_close_matches(text, names, n=1, cutoff=0.6)
     )
     message = f"unknown key `{text}`"
     if close:

@@ -54,6 +54,7 @@ class AttemptRequest(msgspec.Struct, frozen=True, kw_only=True):
     kill_grace: float = KILL_GRACE_SECONDS  # SIGTERM -> SIGKILL delay for process groups
     code_dir: str | None = None  # the workflow file's directory, on the import path of `call`
     env_pass: tuple[str, ...] | None = None  # None: inherit the whole environment; else only these
+    max_log_bytes: int | None = 10 << 20  # per stream: head and tail kept (log_cap.py); None: all
 
 
 class AttemptOutcome(msgspec.Struct, frozen=True, kw_only=True):

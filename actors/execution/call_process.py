@@ -49,6 +49,7 @@ from actors.execution.files import (
     read_regular,
 )
 from actors.execution.invoke import CallResult
+from actors.execution.log_cap import PipedLogs
 from actors.execution.process_group import spawn_group_leader, supervise_attempt
 from engine.errors import ErrorKind
 
@@ -77,23 +78,26 @@ def run_call_in_process(request: AttemptRequest, cancel: threading.Event) -> Att
     env = attempt_environment(request, outputs_path=None)
     env["PYTHONPATH"] = child_pythonpath(request.env.get("PYTHONPATH", ""))
     argv = [sys.executable, "-P", "-m", RUNNER_MODULE, request_path, result_path]
-    with open_private(stdout_path) as out, open_private(stderr_path) as err:
-        try:
-            proc = spawn_group_leader(
-                argv,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                record_in=out_dir,
-            )
-        except OSError as exc:
-            message = f"cannot start a Python process for the step ({sys.executable}): {exc}"
-            return failed_outcome(ErrorKind.AGENT, message, started)
+    logs = PipedLogs(stdout_path, stderr_path, request.max_log_bytes)
+    try:
+        proc = spawn_group_leader(
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=logs.stdout,
+            stderr=logs.stderr,
+            record_in=out_dir,
+        )
+    except OSError as exc:
+        logs.abandon()
+        message = f"cannot start a Python process for the step ({sys.executable}): {exc}"
+        return failed_outcome(ErrorKind.AGENT, message, started)
+    logs.start()
     common, stopped = supervise_attempt(
         proc,
         request,
         cancel,
+        logs=logs,
         started=started,
         stdout_path=stdout_path,
         stderr_path=stderr_path,

@@ -11,7 +11,9 @@ engine's. `captured(output)` routes `sys.stdout`/`sys.stderr` of the calling
 thread (only) to `output` while the step function runs: both are replaced,
 once per process and again if someone else replaced them, by a proxy that
 sends each write to the calling thread's attempt, or to the stream it
-replaced when the thread runs no step. Threads the step starts itself are not
+replaced when the thread runs no step; an `async def` step's task (on the
+step loop, step_loop.py) is routed the same way through a context variable,
+which the tasks it starts inherit. Threads the step starts itself are not
 followed (their prints reach the engine's streams); run such steps with
 `isolation: process`, where the child's own file descriptors 1 and 2 are
 these files.
@@ -19,27 +21,40 @@ these files.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, TextIO
 
 from actors.execution.files import STDERR_FILE, STDOUT_FILE, open_append_private
+from actors.execution.log_cap import CappedLog
 
-__all__ = ["AttemptOutput", "captured"]
+__all__ = ["AttemptOutput", "captured", "current_output", "routed_here"]
 
 
 class AttemptOutput:
-    """The attempt's stdout.log and stderr.log, opened on first write; thread-safe."""
+    """The attempt's stdout.log and stderr.log, opened on first write; thread-safe.
 
-    def __init__(self, output_dir: str) -> None:
-        self._paths = {
-            "stdout": os.path.join(output_dir, STDOUT_FILE),
-            "stderr": os.path.join(output_dir, STDERR_FILE),
-        }
-        self._fds: dict[str, int] = {}
+    Each holds at most `max_bytes` (head and tail, see log_cap.py; None: all).
+    Without `output_dir` (the child process of a process-isolated call) writes go
+    to this process's descriptors 1 and 2, the pipes its parent reads and caps.
+    """
+
+    def __init__(self, output_dir: str | None, max_bytes: int | None = None) -> None:
+        self._paths = (
+            None
+            if output_dir is None
+            else {
+                "stdout": os.path.join(output_dir, STDOUT_FILE),
+                "stderr": os.path.join(output_dir, STDERR_FILE),
+            }
+        )
+        self._max_bytes = max_bytes
+        self._logs: dict[str, CappedLog] = {}
         self._lock = threading.Lock()
         self._closed = False
 
@@ -49,23 +64,31 @@ class AttemptOutput:
         with self._lock:
             if self._closed:
                 return False
-            fd = self._fds.get(stream)
-            if fd is None:
-                fd = self._fds[stream] = open_append_private(self._paths[stream])
-            while data:
-                data = data[os.write(fd, data) :]
+            if self._paths is None:
+                with contextlib.suppress(OSError):
+                    while data:
+                        data = data[os.write(1 if stream == "stdout" else 2, data) :]
+                return True
+            log = self._logs.get(stream)
+            if log is None:
+                fd = open_append_private(self._paths[stream])
+                log = self._logs[stream] = CappedLog(fd, self._max_bytes)
+            log.write(data)
             return True
 
     def close(self) -> None:
-        """Stop writing (a thread left running after a timeout writes to the engine's streams)."""
+        """Stop writing (a thread left running after a timeout writes to the engine's streams);
+        a capped log gets its marker and tail now."""
         with self._lock:
             self._closed = True
-            for fd in self._fds.values():
-                os.close(fd)
-            self._fds.clear()
+            for log in self._logs.values():
+                log.close()
+            self._logs.clear()
 
 
 _routes = threading.local()  # .output: the AttemptOutput of the step this thread runs
+# the AttemptOutput of the `async def` step this task (or its parent task) runs
+_task_output: ContextVar[AttemptOutput | None] = ContextVar("wfa_task_output", default=None)
 _install_lock = threading.Lock()
 
 
@@ -77,7 +100,7 @@ class _RoutedStream:
         self._original = original
 
     def write(self, text: str) -> int:
-        output: AttemptOutput | None = getattr(_routes, "output", None)
+        output = _output_here()
         if output is None or not output.write(self._name, text):
             return self._original.write(text)
         return len(text)
@@ -87,11 +110,29 @@ class _RoutedStream:
             self.write(line)
 
     def flush(self) -> None:
-        if getattr(_routes, "output", None) is None:
+        if _output_here() is None:
             self._original.flush()
 
     def __getattr__(self, name: str) -> Any:  # encoding, fileno, isatty, buffer...
         return getattr(self._original, name)
+
+
+def _output_here() -> AttemptOutput | None:
+    found: AttemptOutput | None = getattr(_routes, "output", None)
+    return found if found is not None else _task_output.get()
+
+
+def current_output() -> AttemptOutput | None:
+    """Where this thread's prints go now (inside `captured`); None: nowhere of ours."""
+    found: AttemptOutput | None = getattr(_routes, "output", None)
+    return found
+
+
+async def routed_here(coroutine: Awaitable[Any], output: AttemptOutput | None) -> Any:
+    """Await `coroutine` (on the step loop) with this task's prints going to `output`."""
+    if output is not None:
+        _task_output.set(output)  # the task's own context: no reset needed
+    return await coroutine
 
 
 def _install() -> None:

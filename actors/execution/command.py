@@ -2,8 +2,9 @@
 
 The program is the leader of its own process group with the environment of
 docs/workflow-file.md (`WFA_*`, `WFA_OUTPUTS` and the step's `env:`); stdin is /dev/null,
-stdout and stderr go in full to files in the attempt's output directory and
-their tails into the outcome. `run_command_attempt` blocks the calling worker
+stdout and stderr go through pipes to files in the attempt's output directory
+(at most `max_log_bytes` each, head and tail: log_cap.py) and their tails
+into the outcome. `run_command_attempt` blocks the calling worker
 thread until the program and everything it started are gone.
 
 Outcome, in order of precedence:
@@ -50,6 +51,7 @@ from actors.execution.files import (
     prepare_output_dir,
     read_regular,
 )
+from actors.execution.log_cap import PipedLogs
 from actors.execution.process_group import spawn_group_leader, supervise_attempt
 from engine.errors import ErrorKind
 
@@ -76,23 +78,26 @@ def run_command_attempt(request: AttemptRequest, cancel: threading.Event) -> Att
     outputs_path = os.path.join(out_dir, OUTPUTS_FILE)
     open_private(outputs_path).close()  # fresh, empty and owner-only before the step writes it
     env = attempt_environment(request, outputs_path=outputs_path)
-    with open_private(stdout_path) as out, open_private(stderr_path) as err:
-        try:
-            proc = spawn_group_leader(
-                argv,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                record_in=out_dir,
-            )
-        except OSError as exc:
-            kind, message = _spawn_failure(argv[0], exc)
-            return failed_outcome(kind, message, started)
+    logs = PipedLogs(stdout_path, stderr_path, request.max_log_bytes)
+    try:
+        proc = spawn_group_leader(
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=logs.stdout,
+            stderr=logs.stderr,
+            record_in=out_dir,
+        )
+    except OSError as exc:
+        logs.abandon()
+        kind, message = _spawn_failure(argv[0], exc)
+        return failed_outcome(kind, message, started)
+    logs.start()
     common, stopped = supervise_attempt(
         proc,
         request,
         cancel,
+        logs=logs,
         started=started,
         stdout_path=stdout_path,
         stderr_path=stderr_path,

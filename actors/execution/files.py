@@ -26,6 +26,7 @@ __all__ = [
     "STDERR_FILE",
     "STDOUT_FILE",
     "NotRegularFile",
+    "create_private",
     "last_line",
     "open_append_private",
     "open_private",
@@ -69,11 +70,15 @@ def open_private(path: str) -> BinaryIO:
     Appending, so that a child process writing through an inherited descriptor
     and the step's logger writing through its own never overwrite each other.
     """
+    return os.fdopen(create_private(path), "wb")
+
+
+def create_private(path: str) -> int:
+    """`open_private` as a raw descriptor (for writers that need no buffering)."""
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
-    fd = os.open(path, flags, 0o600)
-    return os.fdopen(fd, "wb")
+    return os.open(path, flags, 0o600)
 
 
 class NotRegularFile(OSError):

@@ -4,13 +4,12 @@ Shared by both isolations: `invoke_call` runs in a daemon thread of the engine
 (isolation `thread`) or in the main thread of a child process (isolation
 `process`, see call_runner.py). It never raises.
 
-A function may also be `async def`; its coroutine is run to completion with
-`asyncio.run` in the same thread.
+A function may also be `async def`; its coroutine runs as a task on the
+process's step loop (step_loop.py), cancelled when `ctx.cancelled` is set.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import copy
 import importlib
@@ -26,8 +25,9 @@ from typing import Any
 import msgspec
 
 from actors.execution.attempt import AttemptRequest, OutputsError
-from actors.execution.capture import AttemptOutput, captured
+from actors.execution.capture import AttemptOutput, captured, current_output
 from actors.execution.classify import classify_exception, describe_exception
+from actors.execution.step_loop import run_on_step_loop
 from engine.context import StepContext
 from engine.errors import ErrorKind
 
@@ -83,7 +83,7 @@ def invoke_call(request: AttemptRequest, ctx: StepContext, output: AttemptOutput
     try:
         value = fn(ctx)
         if inspect.iscoroutine(value):
-            value = asyncio.run(value)
+            value = run_on_step_loop(value, ctx.cancelled, current_output())
     except BaseException as exc:  # the step's failure, whatever it is, is data
         _write_traceback(output, exc)
         return CallResult(
@@ -193,7 +193,8 @@ def call_logged(
     `ctx.logger` and a failure's traceback go to the attempt's stderr.log; with
     `capture_prints` (a thread of the engine) so do this thread's prints (see
     capture.py). The output directory is made only if something is written."""
-    output = AttemptOutput(request.output_dir)
+    # In a process-isolated child (no `capture_prints`) fds 1 and 2 are already the attempt's.
+    output = AttemptOutput(request.output_dir if capture_prints else None, request.max_log_bytes)
     logger = attempt_logger(request.step_id, output)
     try:
         ctx = make_context(request, cancelled, logger, private_copies=private_copies)

@@ -41,6 +41,7 @@ import psutil
 
 from actors.execution.attempt import AttemptOutcome, AttemptRequest, cancelled_outcome
 from actors.execution.files import open_private, read_regular, read_tail
+from actors.execution.log_cap import PipedLogs
 from engine.errors import ErrorKind
 
 __all__ = [
@@ -87,8 +88,8 @@ def spawn_group_leader(
     *,
     env: dict[str, str],
     stdin: int | IO[Any] | None,
-    stdout: IO[Any],
-    stderr: IO[Any],
+    stdout: int | IO[Any],
+    stderr: int | IO[Any],
     record_in: str,
 ) -> subprocess.Popen[bytes]:
     """Start `argv` (never through a shell) as the leader of a new process group.
@@ -356,15 +357,20 @@ def supervise_attempt(
     request: AttemptRequest,
     cancel: threading.Event,
     *,
+    logs: PipedLogs,
     started: float,
     stdout_path: str,
     stderr_path: str,
     what_was_killed: str,
 ) -> tuple[dict[str, Any], AttemptOutcome | None]:
-    """Wait for an attempt's process group (blocks); its details, and its outcome if it was
-    stopped (timed out or cancelled). None means it exited by itself: the caller judges it.
+    """Wait for an attempt's process group (blocks), then for its `logs` to be complete; its
+    details, and its outcome if it was stopped (timed out or cancelled). None means it exited
+    by itself: the caller judges it.
     """
-    end = supervise(proc, timeout=request.timeout, cancel=cancel, grace=request.kill_grace)
+    try:
+        end = supervise(proc, timeout=request.timeout, cancel=cancel, grace=request.kill_grace)
+    finally:
+        logs.finish()
     details: dict[str, Any] = {
         "stdout_tail": read_tail(stdout_path, request.tail_bytes),
         "stderr_tail": read_tail(stderr_path, request.tail_bytes),

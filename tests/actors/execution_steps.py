@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import signal
@@ -184,3 +185,37 @@ def _write_pid(path: str) -> None:
     with open(partial, "w") as f:
         f.write(str(os.getpid()))
     os.replace(partial, path)
+
+
+def prints_lines(ctx: StepContext) -> None:
+    """Print `params.lines` numbered lines to stdout, and log one record per 100."""
+    for i in range(ctx.params["lines"]):
+        print(f"line {i}")
+        if i % 100 == 0:
+            ctx.logger.info("logged %d", i)
+
+
+async def async_sleeps_until_cancelled(ctx: StepContext) -> None:
+    """Sleep a minute; write `params.marker` once the task is cancelled."""
+    try:
+        await asyncio.sleep(60)
+    except asyncio.CancelledError:
+        with open(ctx.params["marker"], "w") as f:
+            f.write("cancelled")
+        raise
+
+
+async def async_prints(ctx: StepContext) -> dict[str, int]:
+    """Print from the step's task and from a task it starts; return the loop's thread."""
+    print("from the async step")
+
+    async def child() -> None:
+        print("from a task it started")
+
+    await asyncio.create_task(child())
+    return {"thread": threading.get_ident()}
+
+
+async def async_raises(ctx: StepContext) -> None:
+    await asyncio.sleep(0)
+    raise ValueError("bad value from async")

@@ -178,3 +178,76 @@ def wfa_process(cwd: Path, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [executable, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
     )
+
+
+LOUD = f"""
+name: loud
+steps:
+  - id: loud
+    run: ["{PY}", "-c", "[print(f'line {{i}}') for i in range(100000)]"]
+"""
+
+
+def test_logs_of_a_step_over_execution_max_log_bytes_show_head_marker_and_tail(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "loud.yaml").write_text(LOUD)
+    (tmp_path / "wfa.yaml").write_text("execution: {max_log_bytes: 10000}\n")
+    data = tmp_path / "data"
+    config = ["--config", tmp_path / "wfa.yaml"]
+    result = cli(data, *config, "run", tmp_path / "loud.yaml", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    run_id = json.loads(result.stdout)["run_id"]
+    printed = cli(data, *config, "logs", run_id, "loud").stdout
+    assert printed.startswith("line 0\nline 1\n") and printed.endswith("line 99999\n")
+    assert len(printed) < 10000 + 200
+    assert printed.count("bytes dropped") == 1 and "execution.max_log_bytes: 10000" in printed
+
+
+LOUD_LATER = f"""
+name: loud-later
+steps:
+  - id: loud
+    run:
+      - {PY}
+      - -u
+      - -c
+      - |
+        import os, time
+        print("started")
+        while not os.path.exists("go"):
+            time.sleep(0.05)
+        for i in range(100000):
+            print(f"line {{i}}")
+"""
+
+
+def test_follow_through_the_log_cap_shows_the_head_live_then_marker_and_tail(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "loud.yaml").write_text(LOUD_LATER)
+    (tmp_path / "wfa.yaml").write_text("execution: {max_log_bytes: 10000}\n")
+    data = tmp_path / "data"
+    config = ["--config", str(tmp_path / "wfa.yaml"), "--data", str(data)]
+    runner = wfa_process(tmp_path, *config, "run", str(tmp_path / "loud.yaml"))
+    started_processes = [runner]
+    try:
+        until(lambda: bool(json.loads(cli(data, "runs", "--json").stdout or "[]")), 30)
+        run_id = json.loads(cli(data, "runs", "--json").stdout)[0]["run_id"]
+        follower = wfa_process(tmp_path, *config, "logs", run_id, "loud", "-f")
+        started_processes.append(follower)
+        lines: queue.Queue[str] = queue.Queue()
+        reader = threading.Thread(target=lambda: [lines.put(x) for x in follower.stdout or ()])
+        reader.start()
+        assert lines.get(timeout=30) == "started\n"  # live, while the step runs
+        (tmp_path / "go").write_text("")
+        assert follower.wait(timeout=60) == 0
+        reader.join(10)
+        rest = "".join(lines.queue)
+        assert rest.count("bytes dropped") == 1 and rest.endswith("line 99999\n")
+        assert runner.wait(timeout=30) == 0
+    finally:
+        for process in started_processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
