@@ -36,6 +36,7 @@ from engine.events import CommandIssued, run_stream
 from engine.facade import Engine, command_trigger
 from engine.run_index import incomplete_runs
 from engine.spec import MAX_PRIORITY
+from engine.submission import RUN_ID_RULE
 from engine.validation import check_inputs, load_checked
 
 JSON_RESULT_HELP = "Print only the final run result as JSON (shape in the README, Machine output)."
@@ -91,6 +92,13 @@ def follow_to_exit(
     type=click.IntRange(-MAX_PRIORITY, MAX_PRIORITY),
     help="Override the workflow's priority (higher first).",
 )
+@click.option(
+    "--id",
+    "run_id",
+    metavar="RUN_ID",
+    help=f"The run's id ({RUN_ID_RULE}). If that run exists with the same workflow and "
+    "inputs, follow it instead of starting another; with others, exit 2.",
+)
 @click.option("--json", "as_json", is_flag=True, help=JSON_RESULT_HELP)
 @pass_state
 def run(
@@ -99,6 +107,7 @@ def run(
     inputs: Sequence[str],
     detach: bool,
     priority: int | None,
+    run_id: str | None,
     as_json: bool,
 ) -> None:
     """Run the workflow in FILE and follow it live until it ends.
@@ -117,7 +126,9 @@ def run(
     if problems:
         fail(f"{file}: bad inputs for workflow {spec.name}", [str(p) for p in problems])
     with state.engine(drive=not detach) as engine:
-        handle = engine.submit(spec, given, priority=priority, workflow_dir=file.parent)
+        handle = engine.submit(
+            spec, given, priority=priority, workflow_dir=file.parent, run_id=run_id
+        )
         if detach:
             if as_json:
                 print_json({"run_id": handle.id})

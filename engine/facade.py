@@ -45,7 +45,8 @@ from engine.spec import WorkflowSpec
 from engine.state import TERMINAL_RUN, RunState, evolve, fold, index_of
 from engine.telemetry import Observer
 from engine.validation import check_inputs, check_workflow, load_checked
-from eventstore import EventStore, Recorded
+from engine.submission import check_run_id, same_submission
+from eventstore import ConcurrencyError, EventStore, Recorded
 
 log = logging.getLogger("wfa")
 log.addHandler(logging.NullHandler())
@@ -273,18 +274,26 @@ class Engine:
         *,
         priority: int | None = None,
         workflow_dir: str | os.PathLike[str] | None = None,
+        run_id: str | None = None,
     ) -> RunHandle:
         """Validate and queue a run; nothing is written for an invalid workflow.
 
         `call:` code is imported from `workflow_dir` (default: the directory of
         the workflow file, when `workflow` is a path) and the working directory.
+        `run_id` names the run (engine/submission.py): if that run exists with the
+        same workflow and inputs, its handle is returned and nothing is written;
+        with different ones, ValidationError names the difference.
         """
+        if run_id is not None:
+            check_run_id(run_id)
         spec = self._spec(workflow)
         if workflow_dir is None and isinstance(workflow, str | os.PathLike):
             workflow_dir = os.path.dirname(os.fspath(workflow))
         code_dir = None if workflow_dir is None else os.path.abspath(workflow_dir)
         inputs = self._inputs(spec, inputs or {})
-        return self._submit(spec, inputs, priority=priority, workflow_dir=code_dir)
+        return self._submit(
+            spec, inputs, priority=priority, workflow_dir=code_dir, run_id=run_id
+        )
 
     def register(self, workflow: Workflow) -> None:
         """Make a Python workflow's functions known (for runs resumed by this engine)."""
@@ -460,11 +469,15 @@ class Engine:
         reused: dict[str, Any] | None = None,
         parent: str | None = None,
         workflow_dir: str | None = None,
+        run_id: str | None = None,
     ) -> RunHandle:
         if priority is not None:
             spec = msgspec.structs.replace(spec, priority=priority)
         execution = self.config.execution
-        run_id = new_run_id()
+        chosen, run_id = run_id is not None, run_id or new_run_id()
+        if chosen and (existing := self._submitted(run_id)) is not None:
+            same_submission(existing, spec, inputs)
+            return RunHandle(self, run_id)
         submitted = RunSubmitted(
             at=time.time(),
             run_id=run_id,
@@ -480,8 +493,18 @@ class Engine:
             reused=reused or {},
             parent_run_id=parent,
         )
-        self.store.append(run_stream(run_id), [submitted], expected_version=0)
+        try:
+            self.store.append(run_stream(run_id), [submitted], expected_version=0)
+        except ConcurrencyError:  # another process submitted this id first
+            if not chosen or (existing := self._submitted(run_id)) is None:
+                raise
+            same_submission(existing, spec, inputs)
         return RunHandle(self, run_id)
+
+    def _submitted(self, run_id: str) -> RunSubmitted | None:
+        """The run's RunSubmitted, if that run exists."""
+        first = next(iter(self.store.read_stream(run_stream(run_id))), None)
+        return None if first is None else first.event  # type: ignore[no-any-return]
 
     def _command(
         self, run_id: str, verb: str, step_id: str | None = None, outputs: Any = None
