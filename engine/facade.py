@@ -43,9 +43,9 @@ from engine.results import RunResult, result_of
 from engine.run_index import RunIndexer, command_positions, incomplete_runs, list_runs
 from engine.spec import WorkflowSpec
 from engine.state import TERMINAL_RUN, RunState, evolve, fold, index_of
+from engine.submission import check_run_id, same_submission
 from engine.telemetry import Observer
 from engine.validation import check_inputs, check_workflow, load_checked
-from engine.submission import check_run_id, same_submission
 from eventstore import ConcurrencyError, EventStore, Recorded
 
 log = logging.getLogger("wfa")
@@ -291,9 +291,7 @@ class Engine:
             workflow_dir = os.path.dirname(os.fspath(workflow))
         code_dir = None if workflow_dir is None else os.path.abspath(workflow_dir)
         inputs = self._inputs(spec, inputs or {})
-        return self._submit(
-            spec, inputs, priority=priority, workflow_dir=code_dir, run_id=run_id
-        )
+        return self._submit(spec, inputs, priority=priority, workflow_dir=code_dir, run_id=run_id)
 
     def register(self, workflow: Workflow) -> None:
         """Make a Python workflow's functions known (for runs resumed by this engine)."""
@@ -504,7 +502,7 @@ class Engine:
     def _submitted(self, run_id: str) -> RunSubmitted | None:
         """The run's RunSubmitted, if that run exists."""
         first = next(iter(self.store.read_stream(run_stream(run_id))), None)
-        return None if first is None else first.event  # type: ignore[no-any-return]
+        return None if first is None else first.event
 
     def _command(
         self, run_id: str, verb: str, step_id: str | None = None, outputs: Any = None

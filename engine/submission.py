@@ -52,10 +52,9 @@ def submission_difference(
     old = msgspec.to_builtins(existing.inputs)
     new = msgspec.to_builtins(inputs)
     for name in sorted(old.keys() | new.keys()):
-        if old.get(name, _MISSING) != new.get(name, _MISSING):
-            found.append(
-                f"input {name} = {_show(old.get(name, _MISSING))}, not {_show(new.get(name, _MISSING))}"
-            )
+        was, now = old.get(name, _MISSING), new.get(name, _MISSING)
+        if was != now:
+            found.append(f"input {name} = {_show(was)}, not {_show(now)}")
     return found
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from engine.errors import ValidationError
@@ -25,7 +27,7 @@ def test_run_ids_of_letters_digits_and_dot_dash_underscore_are_valid(run_id: str
     "run_id", ["", "-lead", ".hidden", "a/b", "a:b", "a b", "é", "9" * 101, "a\0b"]
 )
 def test_other_run_ids_are_refused_with_the_rule(run_id: str) -> None:
-    with pytest.raises(ValidationError, match="letters, digits, _ . -"):
+    with pytest.raises(ValidationError, match=re.escape("letters, digits, _ . -")):
         check_run_id(run_id)
 
 
