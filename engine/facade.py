@@ -43,7 +43,7 @@ from engine.results import RunResult, result_of
 from engine.run_index import RunIndexer, command_positions, incomplete_runs, list_runs
 from engine.spec import WorkflowSpec
 from engine.state import TERMINAL_RUN, RunState, evolve, fold, index_of
-from engine.submission import check_run_id, same_submission
+from engine.submission import check_run_id, same_submission, signal_problems
 from engine.telemetry import Observer
 from engine.validation import check_inputs, check_workflow, load_checked
 from eventstore import ConcurrencyError, EventStore, Recorded
@@ -75,6 +75,8 @@ def command_trigger(command: CommandIssued) -> Any:
             return rules.Cancel()
         case "resume":
             return rules.Resume()
+        case "signal":
+            return rules.Signal(name=command.signal or "", data=command.outputs)
     raise WorkflowAutomatorError(f"unknown command {command.command!r} in the log")
 
 
@@ -340,6 +342,15 @@ class Engine:
     def cancel(self, run_id: str) -> None:
         self._command(run_id, "cancel")
 
+    def signal(self, run_id: str, name: str, data: Mapping[str, Any] | None = None) -> None:
+        """Send signal `name` to a run, from any process; `data` (a JSON object) becomes
+        the outputs of the step that waits for it (`wait_for: {signal: name}`). A signal
+        that no step waits for yet is kept until one does."""
+        problems = signal_problems(name, data)
+        if problems:
+            raise ValidationError(problems, source=run_id)
+        self._command(run_id, "signal", outputs=msgspec.to_builtins(dict(data or {})), signal=name)
+
     def resume_run(self, run_id: str) -> None:
         """Continue a paused run, accepting its paused steps' failures."""
         self._command(run_id, "resume")
@@ -505,12 +516,17 @@ class Engine:
         return None if first is None else first.event
 
     def _command(
-        self, run_id: str, verb: str, step_id: str | None = None, outputs: Any = None
+        self,
+        run_id: str,
+        verb: str,
+        step_id: str | None = None,
+        outputs: Any = None,
+        signal: str | None = None,
     ) -> None:
         """Check the command applies now (else CommandNotApplicable), then log it."""
         now = time.time()
         command = CommandIssued(
-            at=now, run_id=run_id, command=verb, step_id=step_id, outputs=outputs
+            at=now, run_id=run_id, command=verb, step_id=step_id, outputs=outputs, signal=signal
         )
         rules.decide(self.state(run_id), command_trigger(command), now)
         self.store.append(COMMANDS_STREAM, [command])

@@ -1,4 +1,5 @@
-"""Idempotent submission: a caller-chosen run id names one run, whoever submits it.
+"""Idempotent submission (and the check of a signal's shape, the other thing a caller
+names from outside): a caller-chosen run id names one run, whoever submits it.
 
 `submit(..., run_id="order-123")` makes the run's id exactly that string. The
 run stream's first append is conditional (expected version 0), so when several
@@ -76,6 +77,21 @@ def same_submission(existing: RunSubmitted, spec: WorkflowSpec, inputs: dict[str
 
 
 _MISSING: Final = object()
+_SIGNAL: Final = re.compile(r"[A-Za-z0-9_-]{1,100}")
+
+
+def signal_problems(name: str, data: object) -> list[Problem]:
+    """A signal's name follows the step id rule; its data is a JSON object (or None)."""
+    problems = []
+    if not isinstance(name, str) or _SIGNAL.fullmatch(name) is None:
+        problems.append(
+            Problem("NAME", f"signal name {name!r} is not valid: letters, digits, _ -; 1-100 chars")
+        )
+    if data is not None and not isinstance(data, dict):
+        problems.append(
+            Problem("--data", f"signal data must be a JSON object, not {type(data).__name__}")
+        )
+    return problems
 
 
 def _show(value: Any) -> str:
