@@ -19,7 +19,7 @@ import yaml
 
 from engine.config import EngineConfig
 from engine.loading import load_config, parse_workflow
-from engine.spec import CacheSpec, ResourcesSpec, RetrySpec, StepSpec, WorkflowSpec
+from engine.spec import CacheSpec, ResourcesSpec, RetrySpec, StepSpec, WaitForSpec, WorkflowSpec
 from engine.validation import validate_config, validate_workflow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -113,6 +113,7 @@ def _reference_keys() -> dict[str, set[str]]:
         ("`retry`:", RetrySpec),
         ("`resources`", ResourcesSpec),
         ("`cache`:", CacheSpec),
+        ("`wait_for`:", WaitForSpec),
     ],
 )
 def test_the_reference_lists_every_key(heading: str, struct: type[msgspec.Struct]) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine.decide import CommandNotApplicable, Recover, Signal, SkipStep
+from engine.decide import CommandNotApplicable, Recover, Signal, SkipStep, TimerFired
 from engine.errors import ErrorKind
+from engine.events import RunSettings
 from engine.policies.timeouts import TimerKind, active_timers
 from engine.results import result_of
 from engine.spec import OnFailure, StepSpec, WaitForSpec
@@ -28,8 +29,6 @@ def test_a_sleep_step_waits_for_its_timer_then_succeeds_with_empty_outputs() -> 
 
 
 def test_a_sleep_does_not_hold_the_serial_slot_or_need_an_agent() -> None:
-    from engine.events import RunSettings
-
     sim = Sim(
         workflow(StepSpec(id="nap", sleep=10), step("other")),
         settings=RunSettings(enable_parallel_execution=False),
@@ -134,8 +133,6 @@ def test_a_late_signal_timeout_after_the_signal_changes_nothing() -> None:
     sim = Sim(workflow(wait("pay", timeout=30), step("ship", after=("pay",))))
     sim.start()
     sim.do(Signal(name="paid", data={}))
-    from engine.decide import TimerFired
-
     assert sim.do(TimerFired(kind=TimerKind.SIGNAL_TIMEOUT, step_id="pay")) == []
 
 
