@@ -34,7 +34,7 @@ from engine.cli_complete import complete_run, complete_step
 from engine.cli_views import follow_runs
 from engine.events import CommandIssued, run_stream
 from engine.facade import Engine, command_trigger
-from engine.run_index import incomplete_runs
+from engine.run_index import command_positions, incomplete_runs
 from engine.spec import MAX_PRIORITY
 from engine.submission import RUN_ID_RULE
 from engine.validation import check_inputs, load_checked
@@ -155,6 +155,7 @@ def resume(state: CliState, run_ids: Sequence[str], as_json: bool) -> None:
     with state.engine(drive=False, create=False) as probe:
         for run_id in run_ids:
             probe.handle(run_id)  # unknown run: exit 2 before anything starts
+        settle = unseen_command_versions(probe, run_ids)
     with state.engine(create=False) as engine:
         if not engine.drives:
             fail(
@@ -170,7 +171,19 @@ def resume(state: CliState, run_ids: Sequence[str], as_json: bool) -> None:
             return
         if not as_json:
             click.echo(f"resuming {len(targets)} run{'s' if len(targets) != 1 else ''}")
-        follow_to_exit(engine, targets, as_json, json_list=True)
+        follow_to_exit(engine, targets, as_json, json_list=True, settle_after=settle)
+
+
+def unseen_command_versions(engine: Engine, run_ids: Sequence[str]) -> dict[str, int]:
+    """The stream version of each run with a command logged after its last event (sent
+    while no engine ran: a signal, an approval), so following waits for its effect."""
+    runs = list(run_ids) or [r.run_id for r in incomplete_runs(engine.store)]
+    found = {}
+    for run_id in runs:
+        info = engine.store.stream_info(run_stream(run_id))
+        if info is not None and command_positions(engine.store, run_id, info.last_position):
+            found[run_id] = info.version
+    return found
 
 
 @main.command()
