@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from engine import Engine
-from engine.events import SignalReceived, StepSleeping, StepSucceeded
+from engine.events import AttemptStarted, SignalReceived, StepSleeping, StepSucceeded
 from tests.e2e.test_cli_validate import ROOT, assert_no_traceback, wfa
 from tests.support import until
 
 SLEEPY = """
 name: sleepy
 steps:
-  - {id: nap, sleep: 4}
+  - {id: nap, sleep: 6}
   - id: wake
     after: [nap]
     run: ["python3", "-c", "pass"]
@@ -27,10 +27,19 @@ steps:
 
 PAYMENT = """
 name: payment
+inputs: {go: ""}
 steps:
-  - {id: nap, sleep: 2}
+  - id: hold
+    run:
+      - python3
+      - -c
+      - |
+        import os, sys, time
+        while not os.path.exists(sys.argv[1]):
+            time.sleep(0.05)
+      - ${{ inputs.go }}
   - id: pay
-    after: [nap]
+    after: [hold]
     wait_for: {signal: paid}
   - id: ship
     after: [pay]
@@ -114,10 +123,13 @@ def test_a_signal_from_another_process_before_its_step_waits_is_kept_and_consume
 ) -> None:
     data, flow = tmp_path / "data", tmp_path / "payment.yaml"
     flow.write_text(PAYMENT)
-    engine = start_wfa(data, "run", flow, "--id", "pay-1", "--json")
-    until(lambda: has_event(data, "pay-1", StepSleeping))  # `pay` is not waiting yet
+    go = tmp_path / "go"
+    engine = start_wfa(data, "run", flow, "--id", "pay-1", "-i", f"go={go}", "--json")
+    until(lambda: has_event(data, "pay-1", AttemptStarted))  # `hold` runs; `pay` waits not yet
     sent = cli(data, "signal", "pay-1", "paid", "--data", '{"amount": 42}')
     assert sent.returncode == 0, sent.stderr
+    until(lambda: has_event(data, "pay-1", SignalReceived))  # kept by the run
+    go.touch()
     out, err = engine.communicate(timeout=60)
     assert engine.returncode == 0, err
     run = json.loads(out)
@@ -146,7 +158,7 @@ def test_a_run_waiting_for_a_signal_exits_3_and_a_signal_sent_while_no_engine_ru
 
 def test_signal_to_an_ended_run_or_with_data_that_is_no_object_exits_2(tmp_path: Path) -> None:
     data, flow = tmp_path / "data", tmp_path / "sleepy.yaml"
-    flow.write_text(SLEEPY.replace("sleep: 4", "sleep: 0"))
+    flow.write_text(SLEEPY.replace("sleep: 6", "sleep: 0"))
     assert cli(data, "run", flow, "--id", "done-1").returncode == 0
     ended = cli(data, "signal", "done-1", "paid")
     assert ended.returncode == 2 and "has ended" in ended.stderr
