@@ -195,3 +195,10 @@ def waiting_step(draw: st.DrawFn, spec: StepSpec) -> StepSpec:
         )
         return msgspec.structs.replace(spec, call=None, wait_for=wait)
     return spec
+
+
+@st.composite
+def waiting_workflows(draw: st.DrawFn, max_steps: int = 50) -> WorkflowSpec:
+    """`workflows`, where some steps sleep or wait for a signal."""
+    spec = draw(workflows(max_steps=max_steps))
+    return msgspec.structs.replace(spec, steps=tuple(draw(waiting_step(s)) for s in spec.steps))
