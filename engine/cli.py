@@ -334,7 +334,16 @@ def _report(path: Path, config: EngineConfig, imports: bool) -> tuple[list[Probl
 
 
 # The other commands register themselves on `main` when imported.
-from engine import cli_check, cli_inspect, cli_logs, cli_observe, cli_retention, cli_runs, cli_serve  # noqa: E402, F401
+from engine import (  # noqa: E402, F401
+    cli_check,
+    cli_inspect,
+    cli_logs,
+    cli_observe,
+    cli_retention,
+    cli_runs,
+    cli_serve,
+    cli_signal,
+)
 
 if __name__ == "__main__":
     from engine.cli import main as registered  # the module the commands registered on

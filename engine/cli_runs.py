@@ -41,8 +41,9 @@ from engine.cli_views import SETTLE_SECONDS, follow_runs, plural
 from engine.datadir import LockHolder
 from engine.events import CommandIssued, run_stream
 from engine.facade import Engine, command_trigger
-from engine.run_index import incomplete_runs
+from engine.run_index import command_positions, incomplete_runs
 from engine.spec import MAX_PRIORITY
+from engine.submission import RUN_ID_RULE
 from engine.validation import check_inputs, load_checked
 
 JSON_RESULT_HELP = "Print only the final run result as JSON (shape in the README, Machine output)."
@@ -128,6 +129,13 @@ def handed_over(engine: Engine, run_id: str, version: int) -> tuple[bool, LockHo
     type=click.IntRange(-MAX_PRIORITY, MAX_PRIORITY),
     help="Override the workflow's priority (higher first).",
 )
+@click.option(
+    "--id",
+    "run_id",
+    metavar="RUN_ID",
+    help=f"The run's id ({RUN_ID_RULE}). If that run exists with the same workflow and "
+    "inputs, follow it instead of starting another; with others, exit 2.",
+)
 @click.option("--json", "as_json", is_flag=True, help=JSON_RESULT_HELP)
 @pass_state
 def run(
@@ -136,6 +144,7 @@ def run(
     inputs: Sequence[str],
     detach: bool,
     priority: int | None,
+    run_id: str | None,
     as_json: bool,
 ) -> None:
     """Run the workflow in FILE and follow it live until it ends.
@@ -154,7 +163,9 @@ def run(
     if problems:
         fail(f"{file}: bad inputs for workflow {spec.name}", [str(p) for p in problems])
     with state.engine(drive=not detach) as engine:
-        handle = engine.submit(spec, given, priority=priority, workflow_dir=file.parent)
+        handle = engine.submit(
+            spec, given, priority=priority, workflow_dir=file.parent, run_id=run_id
+        )
         if detach:
             if as_json:
                 print_json({"run_id": handle.id})
@@ -181,6 +192,7 @@ def resume(state: CliState, run_ids: Sequence[str], as_json: bool) -> None:
     with state.engine(drive=False, create=False) as probe:
         for run_id in run_ids:
             probe.handle(run_id)  # unknown run: exit 2 before anything starts
+        settle = unseen_command_versions(probe, run_ids)
     with state.engine(create=False) as engine:
         if not engine.drives:
             fail(
@@ -197,7 +209,19 @@ def resume(state: CliState, run_ids: Sequence[str], as_json: bool) -> None:
             return
         if not as_json:
             click.echo(f"resuming {len(targets)} run{'s' if len(targets) != 1 else ''}")
-        follow_to_exit(engine, targets, as_json, json_list=True)
+        follow_to_exit(engine, targets, as_json, json_list=True, settle_after=settle)
+
+
+def unseen_command_versions(engine: Engine, run_ids: Sequence[str]) -> dict[str, int]:
+    """The stream version of each run with a command logged after its last event (sent
+    while no engine ran: a signal, an approval), so following waits for its effect."""
+    runs = list(run_ids) or [r.run_id for r in incomplete_runs(engine.store)]
+    found = {}
+    for run_id in runs:
+        info = engine.store.stream_info(run_stream(run_id))
+        if info is not None and command_positions(engine.store, run_id, info.last_position):
+            found[run_id] = info.version
+    return found
 
 
 @main.command()

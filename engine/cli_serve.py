@@ -34,6 +34,7 @@ from engine.events import (
     RunStarted,
     RunSubmitted,
     StepWaitingForApproval,
+    StepWaitingForSignal,
     is_run_end,
 )
 from engine.facade import Engine
@@ -103,8 +104,10 @@ def announce_runs(engine: Engine, start: int, stop: threading.Event) -> None:
             log_line(f"run {run_id} waits for approval of {event.step_id}")
         elif isinstance(event, RunPaused):
             log_line(f"run {run_id} paused: {event.reason}")
+        elif isinstance(event, StepWaitingForSignal):
+            log_line(f"run {run_id} waits for signal {event.signal} in {event.step_id}")
         elif isinstance(event, CommandIssued):
-            step = f" {event.step_id}" if event.step_id else ""
+            step = f" {event.step_id or event.signal}" if event.step_id or event.signal else ""
             log_line(f"run {event.run_id}: {event.command}{step} (operator)")
         elif is_run_end(event):
             status = (

@@ -72,6 +72,7 @@ __all__ = [
     "ResourcesRefused",
     "Resume",
     "RetryStep",
+    "Signal",
     "SkipStep",
     "Start",
     "TimerFired",
@@ -152,6 +153,13 @@ class SkipStep(_Trigger, frozen=True, tag=True, kw_only=True):
     outputs: Any = None
 
 
+class Signal(_Trigger, frozen=True, tag=True, kw_only=True):
+    """Signal `name` arrived for the run (`wfa signal`); `data` is a JSON object."""
+
+    name: str
+    data: Any = None
+
+
 class Cancel(_Trigger, frozen=True, tag=True, kw_only=True):
     reason: str = "cancelled by an operator"
 
@@ -183,6 +191,7 @@ Trigger = (
     | Approve
     | RetryStep
     | SkipStep
+    | Signal
     | Cancel
     | Resume
     | Recover
@@ -197,7 +206,7 @@ def idempotency_key(run_id: str, step_id: str) -> str:
 def decide(state: RunState, trigger: Trigger, now: float) -> list[Event]:
     """The events that follow from `trigger` in `state` at time `now`; pure."""
     if state.status in TERMINAL_RUN:
-        if isinstance(trigger, Approve | RetryStep | SkipStep | Cancel | Resume):
+        if isinstance(trigger, Approve | RetryStep | SkipStep | Signal | Cancel | Resume):
             raise CommandNotApplicable(
                 f"run {state.run_id} has ended ({state.status}); "
                 f"start a new run with `wfa restart {state.run_id} --from STEP`"
@@ -279,6 +288,8 @@ def decide(state: RunState, trigger: Trigger, now: float) -> list[Event]:
             plan.emit(StepSkippedManually(at=now, step_id=sid, outputs=outputs))
             plan.resume_if_unpaused()
             plan.settled(sid)
+        case Signal(name=name, data=data):
+            plan.signal_received(name, data)
         case Cancel(reason=reason):
             plan.stop(RunStatus.CANCELLED, reason)
         case Resume():
@@ -312,5 +323,11 @@ def _timer_fired(plan: Planner, timer: TimerFired) -> None:
             st = state.steps.get(sid) if sid is not None else None
             if st is not None and st.waiting is WaitReason.RETRY and n == st.attempts + 1:
                 plan.emit(StepReady(at=plan.now, step_id=st.id))
+        case TimerKind.SLEEP:
+            if sid is not None and sid in state.steps:
+                plan.wake(sid)
+        case TimerKind.SIGNAL_TIMEOUT:
+            if sid is not None and sid in state.steps:
+                plan.signal_timed_out(sid)
         case _:
             assert_never(timer.kind)

@@ -251,9 +251,10 @@ class CommandIssued(_Event, frozen=True, tag=True, kw_only=True):
     """
 
     run_id: str
-    command: str  # approve | retry | skip | cancel | resume
+    command: str  # approve | retry | skip | cancel | resume | signal
     step_id: str | None = None
-    outputs: Any = None
+    outputs: Any = None  # skip: stand-in outputs; signal: the signal's data
+    signal: str | None = None  # signal: its name
 
 
 # ---- resources and the step cache (added with issue 5) ----------------------------------
@@ -324,6 +325,38 @@ class RunsPruned(_Event, frozen=True, tag=True, kw_only=True):
     archive: str
 
 
+# ---- durable sleep and signals (added with issue 16) -----------------------------------------
+
+
+class StepSleeping(_Event, frozen=True, tag=True, kw_only=True):
+    """A `sleep`/`until` step waits, holding no agent, until `until` (unix seconds)."""
+
+    step_id: str
+    until: float
+
+
+class StepWaitingForSignal(_Event, frozen=True, tag=True, kw_only=True):
+    """A `wait_for` step waits for signal `signal`; no signal by `timeout_at`: it fails."""
+
+    step_id: str
+    signal: str
+    timeout_at: float | None = None
+
+
+class SignalReceived(_Event, frozen=True, tag=True, kw_only=True):
+    """Signal `name` reached the run; it is kept until a step waiting for it consumes it."""
+
+    name: str
+    data: Any = None
+
+
+class SignalConsumed(_Event, frozen=True, tag=True, kw_only=True):
+    """The oldest kept signal `name` was taken by `step_id`; a StepSucceeded follows."""
+
+    step_id: str
+    name: str
+
+
 Event = (
     RunSubmitted
     | RunStarted
@@ -362,6 +395,10 @@ Event = (
     | CacheCleared
     | AttemptInterrupted
     | RunsPruned
+    | StepSleeping
+    | StepWaitingForSignal
+    | SignalReceived
+    | SignalConsumed
 )
 
 EVENT_TYPES: Final[tuple[type[Event], ...]] = (
@@ -402,12 +439,20 @@ EVENT_TYPES: Final[tuple[type[Event], ...]] = (
     CacheCleared,
     AttemptInterrupted,
     RunsPruned,
+    StepSleeping,
+    StepWaitingForSignal,
+    SignalReceived,
+    SignalConsumed,
 )
 
 RUN_EVENT_TYPES: Final = (
     *EVENT_TYPES[:24],
     StepWaitingForResources,
     AttemptInterrupted,
+    StepSleeping,
+    StepWaitingForSignal,
+    SignalReceived,
+    SignalConsumed,
 )  # what `evolve` folds
 
 _MSGPACK_DECODER: Final[msgspec.msgpack.Decoder[Event]] = msgspec.msgpack.Decoder(Event)

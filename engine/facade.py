@@ -70,9 +70,10 @@ from engine.run_index import (
 )
 from engine.spec import WorkflowSpec
 from engine.state import TERMINAL_RUN, RunState, evolve, fold, index_of
+from engine.submission import check_run_id, same_submission, signal_problems
 from engine.telemetry import Observer
 from engine.validation import check_inputs, check_workflow, load_checked
-from eventstore import CorruptStoreError, EventStore, Recorded
+from eventstore import ConcurrencyError, CorruptStoreError, EventStore, Recorded
 
 log = logging.getLogger("wfa")
 log.addHandler(logging.NullHandler())
@@ -101,6 +102,8 @@ def command_trigger(command: CommandIssued) -> Any:
             return rules.Cancel()
         case "resume":
             return rules.Resume()
+        case "signal":
+            return rules.Signal(name=command.signal or "", data=command.outputs)
     raise WorkflowAutomatorError(f"unknown command {command.command!r} in the log")
 
 
@@ -399,18 +402,24 @@ class Engine:
         *,
         priority: int | None = None,
         workflow_dir: str | os.PathLike[str] | None = None,
+        run_id: str | None = None,
     ) -> RunHandle:
         """Validate and queue a run; nothing is written for an invalid workflow.
 
         `call:` code is imported from `workflow_dir` (default: the directory of
         the workflow file, when `workflow` is a path) and the working directory.
+        `run_id` names the run (engine/submission.py): if that run exists with the
+        same workflow and inputs, its handle is returned and nothing is written;
+        with different ones, ValidationError names the difference.
         """
+        if run_id is not None:
+            check_run_id(run_id)
         spec = self._spec(workflow)
         if workflow_dir is None and isinstance(workflow, str | os.PathLike):
             workflow_dir = os.path.dirname(os.fspath(workflow))
         code_dir = None if workflow_dir is None else os.path.abspath(workflow_dir)
         inputs = self._inputs(spec, inputs or {})
-        return self._submit(spec, inputs, priority=priority, workflow_dir=code_dir)
+        return self._submit(spec, inputs, priority=priority, workflow_dir=code_dir, run_id=run_id)
 
     async def submit_async(
         self,
@@ -419,11 +428,17 @@ class Engine:
         *,
         priority: int | None = None,
         workflow_dir: str | os.PathLike[str] | None = None,
+        run_id: str | None = None,
     ) -> RunHandle:
         """`submit` for asyncio code. Validation reads files and the append waits for its
         commit to be durable, so both run on a worker thread, for that long only."""
         return await asyncio.to_thread(
-            self.submit, workflow, inputs, priority=priority, workflow_dir=workflow_dir
+            self.submit,
+            workflow,
+            inputs,
+            priority=priority,
+            workflow_dir=workflow_dir,
+            run_id=run_id,
         )
 
     def register(self, workflow: Workflow) -> None:
@@ -472,6 +487,15 @@ class Engine:
 
     def cancel(self, run_id: str) -> None:
         self._command(run_id, "cancel")
+
+    def signal(self, run_id: str, name: str, data: Mapping[str, Any] | None = None) -> None:
+        """Send signal `name` to a run, from any process; `data` (a JSON object) becomes
+        the outputs of the step that waits for it (`wait_for: {signal: name}`). A signal
+        that no step waits for yet is kept until one does."""
+        problems = signal_problems(name, data)
+        if problems:
+            raise ValidationError(problems, source=run_id)
+        self._command(run_id, "signal", outputs=msgspec.to_builtins(dict(data or {})), signal=name)
 
     def resume_run(self, run_id: str) -> None:
         """Continue a paused run, accepting its paused steps' failures."""
@@ -607,11 +631,15 @@ class Engine:
         reused: dict[str, Any] | None = None,
         parent: str | None = None,
         workflow_dir: str | None = None,
+        run_id: str | None = None,
     ) -> RunHandle:
         if priority is not None:
             spec = msgspec.structs.replace(spec, priority=priority)
         execution = self.config.execution
-        run_id = new_run_id()
+        chosen, run_id = run_id is not None, run_id or new_run_id()
+        if chosen and (existing := self._submitted(run_id)) is not None:
+            same_submission(existing, spec, inputs)
+            return RunHandle(self, run_id)
         submitted = RunSubmitted(
             at=time.time(),
             run_id=run_id,
@@ -627,16 +655,31 @@ class Engine:
             reused=reused or {},
             parent_run_id=parent,
         )
-        self.store.append(run_stream(run_id), [submitted], expected_version=0)
+        try:
+            self.store.append(run_stream(run_id), [submitted], expected_version=0)
+        except ConcurrencyError:  # another process submitted this id first
+            if not chosen or (existing := self._submitted(run_id)) is None:
+                raise
+            same_submission(existing, spec, inputs)
         return RunHandle(self, run_id)
 
+    def _submitted(self, run_id: str) -> RunSubmitted | None:
+        """The run's RunSubmitted, if that run exists."""
+        first = next(iter(self.store.read_stream(run_stream(run_id))), None)
+        return None if first is None else first.event
+
     def _command(
-        self, run_id: str, verb: str, step_id: str | None = None, outputs: Any = None
+        self,
+        run_id: str,
+        verb: str,
+        step_id: str | None = None,
+        outputs: Any = None,
+        signal: str | None = None,
     ) -> None:
         """Check the command applies now (else CommandNotApplicable), then log it."""
         now = time.time()
         command = CommandIssued(
-            at=now, run_id=run_id, command=verb, step_id=step_id, outputs=outputs
+            at=now, run_id=run_id, command=verb, step_id=step_id, outputs=outputs, signal=signal
         )
         rules.decide(self.state(run_id), command_trigger(command), now)
         self.store.append(COMMANDS_STREAM, [command])

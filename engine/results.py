@@ -14,7 +14,9 @@ import msgspec
 
 from engine.state import RunState, StepError, Waiting, waiting_for
 
-HUMAN_WAITS = frozenset({"approval", "intervention"})
+HUMAN_WAITS = frozenset({"approval", "intervention", "signal"})
+"""What only a person (or another system's signal) can end; a signal wait with a
+timeout (`... until <time>`) is not among them: its timer will move the run."""
 
 
 class StepResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -61,7 +63,7 @@ class RunResult(msgspec.Struct, frozen=True, kw_only=True):
         attempts finish and record their ends first.
         """
         return bool(self.waiting_for) and all(
-            w.split(" ", 1)[0] in HUMAN_WAITS for w in self.waiting_for
+            w.split(" ", 1)[0] in HUMAN_WAITS and " until " not in w for w in self.waiting_for
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -113,6 +113,13 @@ class ResourcesSpec(_Spec, frozen=True, kw_only=True):
     gpu: Amount = 0.0
 
 
+class WaitForSpec(_Spec, frozen=True, kw_only=True):
+    """Wait for `wfa signal RUN <signal>`; its data become the step's outputs."""
+
+    signal: StepId  # the signal's name
+    timeout: Seconds | None = None  # no signal by then: the step fails with kind timeout
+
+
 class StepSpec(_Spec, frozen=True, kw_only=True):
     id: StepId
     description: str = ""
@@ -134,6 +141,9 @@ class StepSpec(_Spec, frozen=True, kw_only=True):
     approval: bool = False  # wait for `wfa approve` before running
     foreach: str | None = None  # CEL list; one instance per item
     priority: Priority = 0  # higher starts first when capacity is short
+    sleep: Delay | None = None  # wait this long, durably, then succeed with {}
+    until: str | None = None  # ISO 8601 time (may hold ${{ }}): wait until then, then succeed
+    wait_for: WaitForSpec | None = None  # wait for a signal; its data are the outputs
 
 
 class Overlap(StrEnum):

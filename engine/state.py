@@ -40,6 +40,8 @@ from engine.events import (
     RunSubmitted,
     RunSucceeded,
     RunTimedOut,
+    SignalConsumed,
+    SignalReceived,
     StepApproved,
     StepCacheHit,
     StepCancelled,
@@ -50,9 +52,11 @@ from engine.events import (
     StepRetriedManually,
     StepSkipped,
     StepSkippedManually,
+    StepSleeping,
     StepSucceeded,
     StepWaitingForApproval,
     StepWaitingForResources,
+    StepWaitingForSignal,
 )
 from engine.spec import Mode, StepSpec, WorkflowSpec
 
@@ -86,6 +90,8 @@ class WaitReason(StrEnum):
     RETRY = "retry"  # retry delay until retry_at
     PAUSED = "paused"  # final failure under on_failure: pause; retry, skip or cancel
     INSTANCES = "instances"  # a foreach step waiting for its instances
+    SLEEP = "sleep"  # a `sleep`/`until` step, until wake_at
+    SIGNAL = "signal"  # a `wait_for` step, until its signal (or timeout_at)
 
 
 _READY: Final = (WaitReason.AGENT, WaitReason.RESOURCES)  # passed every gate
@@ -98,8 +104,9 @@ STEP_TRANSITIONS: Final[dict[StepStatus, frozenset[StepStatus]]] = {
     # WAITING -> RUNNING only for a step waiting for resources (checked in
     # `_attempt_started`: the table is by status alone); WAITING -> WAITING when
     # the reason a step waits for resources changes.
+    # WAITING -> SUCCEEDED: a sleep ended, or a signal arrived.
     _S.WAITING: frozenset(
-        {_S.PENDING, _S.WAITING, _S.RUNNING, _S.FAILED, _S.SKIPPED, _S.CANCELLED}
+        {_S.PENDING, _S.WAITING, _S.RUNNING, _S.SUCCEEDED, _S.FAILED, _S.SKIPPED, _S.CANCELLED}
     ),
     _S.RUNNING: frozenset(
         {_S.RUNNING, _S.PENDING, _S.WAITING, _S.SUCCEEDED, _S.FAILED, _S.CANCELLED}
@@ -160,6 +167,14 @@ class StepState(msgspec.Struct, kw_only=True):
     items: list[Any] | None = None  # a foreach step's expanded items
     open_instances: int = 0
     engine_crashes: int = 0  # attempts in a row cut short by a crash while run in the engine
+    wake_at: float | None = None  # a sleeping step's end
+
+
+class KeptSignal(msgspec.Struct, frozen=True):
+    """A signal the run received that no step has consumed yet."""
+
+    name: str
+    data: Any = None
 
 
 class RunState(msgspec.Struct, kw_only=True, dict=True):
@@ -176,6 +191,7 @@ class RunState(msgspec.Struct, kw_only=True, dict=True):
     parent_run_id: str | None = None
     steps: dict[str, StepState] = {}  # spec order, then foreach instances
     open_steps: int = 0  # top-level steps not yet terminal
+    signals: list[KeptSignal] = []  # received, not yet consumed; oldest first (never mutated)
 
     def waiting_for(self) -> list[Waiting]:
         """What a non-terminal run waits for; empty once terminal."""
@@ -186,6 +202,7 @@ class Waiting(msgspec.Struct, frozen=True):
     """One thing a run waits for: `reason` names who must act, `at` when a timer fires."""
 
     reason: str  # admission | agent | resources | attempt | approval | retry | intervention
+    # | sleep | signal <name>
     step_id: str | None = None
     at: float | None = None
 
@@ -351,6 +368,7 @@ def _attempt_started(s: RunState, ev: AttemptStarted) -> None:
 def _finish(s: RunState, st: StepState, new: StepStatus, ev: Any) -> None:
     _move(s, st, new, type(ev).__name__)
     st.ended_at, st.waiting, st.timeout_at, st.retry_at = ev.at, None, None, None
+    st.wake_at = None
 
 
 def _succeeded(s: RunState, ev: StepSucceeded) -> None:
@@ -450,6 +468,37 @@ def _expanded(s: RunState, ev: ForeachExpanded) -> None:
         st.started_at = ev.at
 
 
+def _sleeping(s: RunState, ev: StepSleeping) -> None:
+    st = _step(s, ev.step_id)
+    _move(s, st, StepStatus.WAITING, "sleeping")
+    st.waiting, st.wake_at = WaitReason.SLEEP, ev.until
+    if st.started_at is None:
+        st.started_at = ev.at
+
+
+def _waiting_signal(s: RunState, ev: StepWaitingForSignal) -> None:
+    st = _step(s, ev.step_id)
+    _move(s, st, StepStatus.WAITING, "waiting for a signal")
+    st.waiting, st.timeout_at = WaitReason.SIGNAL, ev.timeout_at
+    if st.started_at is None:
+        st.started_at = ev.at
+
+
+def _signal_received(s: RunState, ev: SignalReceived) -> None:
+    s.signals = [*s.signals, KeptSignal(ev.name, ev.data)]  # a new list: forks share the old
+
+
+def _signal_consumed(s: RunState, ev: SignalConsumed) -> None:
+    kept = s.signals
+    i = next((i for i, sig in enumerate(kept) if sig.name == ev.name), None)
+    if i is None or s.steps[ev.step_id].waiting is not WaitReason.SIGNAL:
+        raise InvalidTransition(
+            f"run {s.run_id}: step {ev.step_id} cannot consume signal {ev.name}; "
+            "the log is corrupt or this is a bug: please report it"
+        )
+    s.signals = kept[:i] + kept[i + 1 :]
+
+
 def _run_paused(s: RunState, ev: RunPaused) -> None:
     _run_to(s, RunStatus.PAUSED, ev.at)
     s.reason = ev.reason
@@ -488,6 +537,10 @@ _HANDLERS: Final[dict[type[Any], Callable[[RunState, Any], None]]] = {
     StepCancelled: _cancelled,
     StepCacheHit: _cache_hit,
     ForeachExpanded: _expanded,
+    StepSleeping: _sleeping,
+    StepWaitingForSignal: _waiting_signal,
+    SignalReceived: _signal_received,
+    SignalConsumed: _signal_consumed,
     RunPaused: _run_paused,
     RunResumed: _run_resumed,
     RunCancelled: _run_ended(RunStatus.CANCELLED),
@@ -565,4 +618,10 @@ def waiting_for(state: RunState) -> list[Waiting]:
             found.append(Waiting("retry", sid, st.retry_at))
         elif st.waiting is WaitReason.PAUSED:
             found.append(Waiting("intervention", sid))
+        elif st.waiting is WaitReason.SLEEP:
+            found.append(Waiting("sleep", sid, st.wake_at))
+        elif st.waiting is WaitReason.SIGNAL:
+            wait = spec_of(state, sid).wait_for
+            name = wait.signal if wait is not None else "?"
+            found.append(Waiting(f"signal {name}", sid, st.timeout_at))
     return found

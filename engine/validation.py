@@ -16,6 +16,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import psutil
@@ -272,16 +273,45 @@ def check_duplicate_ids(
 
 
 def check_run_or_call(spec: WorkflowSpec, config: EngineConfig, graph: _Graph) -> Iterator[Problem]:
-    """At most one of `run` and `call`, and none only for a gate (`approval: true`),
-    which succeeds with empty outputs once approved; `run` names a program."""
+    """At most one body (`run`, `call`, `sleep`, `until`, `wait_for`), and none only
+    for a gate (`approval: true`), which succeeds with empty outputs once approved;
+    `run` names a program; an `until` without `${{ }}` is an ISO 8601 time."""
     for position, step in enumerate(spec.steps):
         where = f"$.steps[{position}]"
+        bodies = [
+            key
+            for key, value in (
+                ("run", step.run),
+                ("call", step.call),
+                ("sleep", step.sleep),
+                ("until", step.until),
+                ("wait_for", step.wait_for),
+            )
+            if value is not None
+        ]
+        if len(bodies) > 1 and not (step.run is not None and step.call is not None):
+            yield Problem(
+                where,
+                f"step `{step.id}` has {' and '.join(f'`{b}`' for b in bodies)}",
+                "keep one: a step runs a command or a function, sleeps, or waits for a signal",
+            )
+        if step.until is not None and "${{" not in step.until:
+            try:
+                datetime.fromisoformat(step.until.strip())
+            except ValueError:
+                yield Problem(
+                    f"{where}.until",
+                    f"`{step.until}` is not an ISO 8601 time",
+                    'write e.g. until: "2026-12-01T09:00:00Z", or a ${{ }} template',
+                )
+        if bodies and bodies[0] not in ("run", "call"):
+            continue
         if step.run is None and step.call is None and not step.approval:
             yield Problem(
                 where,
                 f"step `{step.id}` has neither `run` nor `call`",
                 'add `run: ["program", "arg"]` or `call: module:function`, or make it a '
-                "gate with `approval: true`",
+                "gate with `approval: true`, or give it `sleep`, `until` or `wait_for`",
             )
         elif step.run is not None and step.call is not None:
             yield Problem(
@@ -418,6 +448,8 @@ def check_expressions(spec: WorkflowSpec, config: EngineConfig, graph: _Graph) -
             yield from _check_templates(arg, f"{where}.run[{k}]", position, graph)
         for key, value in step.env.items():
             yield from _check_templates(value, _key(f"{where}.env", key), position, graph)
+        if step.until is not None:
+            yield from _check_templates(step.until, f"{where}.until", position, graph)
         for location, text in _strings(step.params, f"{where}.with"):
             yield from _check_templates(text, location, position, graph)
 

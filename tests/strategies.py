@@ -24,7 +24,7 @@ from engine.decide import (
 from engine.errors import ErrorKind
 from engine.events import Event, RunSettings, RunSubmitted
 from engine.policies.timeouts import TimerKind, active_timers
-from engine.spec import RetrySpec, StepSpec, TriggerRule, WorkflowSpec
+from engine.spec import RetrySpec, StepSpec, TriggerRule, WaitForSpec, WorkflowSpec
 from engine.state import RunState, StepStatus, evolve, fold
 
 NOOP = "tests.steps:noop"
@@ -177,3 +177,28 @@ settings_strategy = st.builds(
     enable_parallel_execution=st.booleans(),
     max_interrupted_attempts=st.integers(1, 3),
 )
+
+
+SIGNAL_NAMES = ["paid", "shipped"]
+
+
+@st.composite
+def waiting_step(draw: st.DrawFn, spec: StepSpec) -> StepSpec:
+    """`spec` (sometimes) turned into a durable wait: a sleep or a signal, with no body."""
+    choice = draw(st.integers(0, 9))
+    if choice == 0:
+        return msgspec.structs.replace(spec, call=None, sleep=draw(st.sampled_from([0.0, 2.0])))
+    if choice == 1:
+        wait = WaitForSpec(
+            signal=draw(st.sampled_from(SIGNAL_NAMES)),
+            timeout=draw(st.sampled_from([None, 5.0])),
+        )
+        return msgspec.structs.replace(spec, call=None, wait_for=wait)
+    return spec
+
+
+@st.composite
+def waiting_workflows(draw: st.DrawFn, max_steps: int = 50) -> WorkflowSpec:
+    """`workflows`, where some steps sleep or wait for a signal."""
+    spec = draw(workflows(max_steps=max_steps))
+    return msgspec.structs.replace(spec, steps=tuple(draw(waiting_step(s)) for s in spec.steps))

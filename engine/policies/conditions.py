@@ -11,10 +11,12 @@ An expression that fails to evaluate is the workflow author's error (kind
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from engine.errors import ExpressionError
 from engine.expressions import evaluate, render_template
+from engine.spec import MAX_DURATION
 from engine.state import RunState, spec_of
 
 
@@ -56,3 +58,24 @@ def resolve_run_argv(state: RunState, step_id: str) -> list[str] | None:
         return None
     variables = step_variables(state, step_id)
     return [render_template(arg, variables) if "${{" in arg else arg for arg in argv]
+
+
+def wake_time(state: RunState, step_id: str, source: str, now: float) -> float:
+    """An `until` (an ISO 8601 time, maybe a `${{ }}` template) as unix seconds.
+
+    A time without a zone is UTC. Raise ExpressionError for anything else, or for
+    a time more than MAX_SECONDS (a year) after `now`, like every other duration.
+    """
+    text = render_template(source, step_variables(state, step_id)) if "${{" in source else source
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ExpressionError(
+            f"until {source!r} gave {text!r}, not an ISO 8601 time (2026-12-01T09:00:00Z)"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    at = when.timestamp()
+    if at - now > MAX_DURATION:
+        raise ExpressionError(f"until {text!r} is more than a year away")
+    return at

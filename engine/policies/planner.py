@@ -11,7 +11,13 @@ it changes, not the size of the workflow.
 With `enable_parallel_execution: false` one step holds the run's slot at a
 time (ready, running or in a retry delay); a step that passes its gates while
 the slot is taken stays pending and is released, in spec order, when it frees.
-Approval waits and paused steps do not hold the slot.
+Approval waits, sleeps, signal waits and paused steps do not hold the slot.
+
+A `sleep`/`until` step and a `wait_for` step hold no agent: once past their
+gates they wait in the log (StepSleeping, StepWaitingForSignal) for a timer or
+a signal, then succeed with empty outputs or the signal's data. A signal that
+arrives before its step waits is kept in the run's state (SignalReceived) and
+consumed (SignalConsumed) when the step gets there: no lost wake-ups.
 """
 
 from __future__ import annotations
@@ -32,16 +38,20 @@ from engine.events import (
     RunResumed,
     RunSucceeded,
     RunTimedOut,
+    SignalConsumed,
+    SignalReceived,
     StepCancelled,
     StepFailed,
     StepMovedToFallback,
     StepPaused,
     StepReady,
     StepSkipped,
+    StepSleeping,
     StepSucceeded,
     StepWaitingForApproval,
+    StepWaitingForSignal,
 )
-from engine.policies.conditions import condition_holds, foreach_items
+from engine.policies.conditions import condition_holds, foreach_items, wake_time
 from engine.policies.retry import AGENT_FAILURES, RetryDecision, next_retry_at, retry_decision
 from engine.policies.triggers import Gate, skip_reason, trigger_gate
 from engine.spec import OnFailure
@@ -65,6 +75,8 @@ _NEXT_COMMANDS = {
     WaitReason.RETRY: "skip it, or let the retry run",
     WaitReason.AGENT: "skip it, or let it run",
     WaitReason.RESOURCES: "skip it, or let it run once usage allows",
+    WaitReason.SLEEP: "skip it, or let it wake",
+    WaitReason.SIGNAL: "send its signal (`wfa signal`), or skip it",
 }
 
 
@@ -202,6 +214,18 @@ class Planner:
             for i in range(len(items)):
                 self.release(f"{sid}[{i}]")
             return
+        if spec.sleep is not None or spec.until is not None:
+            self._sleep(sid, spec.sleep, spec.until)
+            return
+        if spec.wait_for is not None:
+            timeout = spec.wait_for.timeout
+            timeout_at = None if timeout is None else self.now + timeout
+            signal = spec.wait_for.signal
+            self.emit(
+                StepWaitingForSignal(at=self.now, step_id=sid, signal=signal, timeout_at=timeout_at)
+            )
+            self._take_signal(sid, signal)
+            return
         if spec.run is None and spec.call is None:  # a gate only: passing it is its success
             self.emit(StepSucceeded(at=self.now, step_id=sid, attempt=0, outputs={}))
             self.settled(sid)
@@ -209,6 +233,48 @@ class Planner:
         if not self.state.settings.enable_parallel_execution and self._slot_taken():
             return
         self.emit(StepReady(at=self.now, step_id=sid))
+
+    def _sleep(self, sid: str, seconds: float | None, until: str | None) -> None:
+        if until is not None:
+            try:
+                wake_at = wake_time(self.work, sid, until, self.now)
+            except ExpressionError as exc:
+                self._fail_now(sid, f"until: {exc}")
+                return
+        else:
+            wake_at = self.now + (seconds or 0.0)
+        self.emit(StepSleeping(at=self.now, step_id=sid, until=wake_at))
+        if wake_at <= self.now:
+            self.wake(sid)
+
+    def wake(self, sid: str) -> None:
+        """A sleeping step's time came: it succeeds with empty outputs."""
+        if self.work.steps[sid].waiting is WaitReason.SLEEP:
+            self.emit(StepSucceeded(at=self.now, step_id=sid, attempt=0, outputs={}))
+            self.settled(sid)
+
+    def signal_received(self, name: str, data: object) -> None:
+        """Keep the signal; the first step (in order) waiting for it consumes it."""
+        self.emit(SignalReceived(at=self.now, name=name, data=data))
+        for sid, st in self.work.steps.items():
+            wait = spec_of(self.work, sid).wait_for
+            if st.waiting is WaitReason.SIGNAL and wait is not None and wait.signal == name:
+                self._take_signal(sid, name)
+                return
+
+    def _take_signal(self, sid: str, name: str) -> None:
+        kept = next((sig for sig in self.work.signals if sig.name == name), None)
+        if kept is not None:
+            self.emit(SignalConsumed(at=self.now, step_id=sid, name=name))
+            outputs = kept.data if kept.data is not None else {}
+            self.emit(StepSucceeded(at=self.now, step_id=sid, attempt=0, outputs=outputs))
+            self.settled(sid)
+
+    def signal_timed_out(self, sid: str) -> None:
+        st, wait = self.work.steps[sid], spec_of(self.work, sid).wait_for
+        if st.waiting is WaitReason.SIGNAL and wait is not None:
+            message = f"no signal {wait.signal} within {wait.timeout or 0:g}s"
+            self._give_up(sid, ErrorKind.TIMEOUT, message)
 
     def attempt_failed(self, sid: str, attempt: int, kind: ErrorKind, message: str) -> None:
         """Record the failure, then retry (maybe on a fallback agent) or fail for good."""

@@ -22,6 +22,8 @@ class TimerKind(StrEnum):
     RETRY = "retry"
     ATTEMPT_TIMEOUT = "attempt_timeout"
     RUN_TIMEOUT = "run_timeout"
+    SLEEP = "sleep"  # a sleeping step wakes
+    SIGNAL_TIMEOUT = "signal_timeout"  # a step waited for its signal too long
 
 
 class Timer(msgspec.Struct, frozen=True):
@@ -59,7 +61,8 @@ def run_timer(state: RunState) -> Timer | None:
 
 
 def step_timer(state: RunState, step_id: str) -> Timer | None:
-    """The timer one step needs now: its attempt's timeout or its retry delay, if any."""
+    """The timer one step needs now: its attempt's timeout, its retry delay, its sleep's
+    end or its signal's timeout, if any."""
     if state.status in TERMINAL_RUN:
         return None
     st = state.steps[step_id]
@@ -67,4 +70,8 @@ def step_timer(state: RunState, step_id: str) -> Timer | None:
         return Timer(TimerKind.ATTEMPT_TIMEOUT, st.timeout_at, step_id, st.attempts)
     if st.waiting is WaitReason.RETRY and st.retry_at is not None:
         return Timer(TimerKind.RETRY, st.retry_at, step_id, st.attempts + 1)
+    if st.waiting is WaitReason.SLEEP and st.wake_at is not None:
+        return Timer(TimerKind.SLEEP, st.wake_at, step_id)
+    if st.waiting is WaitReason.SIGNAL and st.timeout_at is not None:
+        return Timer(TimerKind.SIGNAL_TIMEOUT, st.timeout_at, step_id)
     return None

@@ -223,6 +223,15 @@ class SpanBuilder:
                 self._step(step_id, at).events.append(SpanEvent("waiting for approval", at))
             case ev.StepApproved():
                 self._step(step_id, at).events.append(SpanEvent("approved", at))
+            case ev.StepSleeping():
+                sleep = SpanEvent("sleeping", at, {"wfa.until": event.until})
+                self._step(step_id, at).events.append(sleep)
+            case ev.StepWaitingForSignal():
+                waits = SpanEvent("waiting for signal", at, {"wfa.signal": event.signal})
+                self._step(step_id, at).events.append(waits)
+            case ev.SignalConsumed():
+                got = SpanEvent("signal received", at, {"wfa.signal": event.name})
+                self._step(step_id, at).events.append(got)
             case ev.StepRetriedManually():
                 self._step(step_id, at).events.append(SpanEvent("retried manually", at))
             case ev.ForeachExpanded():

@@ -19,7 +19,7 @@ import yaml
 
 from engine.config import EngineConfig
 from engine.loading import load_config, parse_workflow
-from engine.spec import CacheSpec, ResourcesSpec, RetrySpec, StepSpec, WorkflowSpec
+from engine.spec import CacheSpec, ResourcesSpec, RetrySpec, StepSpec, WaitForSpec, WorkflowSpec
 from engine.validation import validate_config, validate_workflow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,12 +31,13 @@ NO_CAPS = "resources: {max_cpu_usage: 100, max_memory_usage: 100, max_storage_us
 
 
 def blocks(language: str) -> list[tuple[str, str]]:
-    """(where, text) of every fenced block in `language`, in document order."""
+    """(where, text) of every fenced block in `language`, in document order; a block
+    whose first line says it is "not a wfa file" (another program's config) is left out."""
     found = []
     for doc in DOCS:
         text = doc.read_text()
         for match in BLOCK.finditer(text):
-            if match.group(1) == language:
+            if match.group(1) == language and "not a wfa file" not in match.group(2)[:80]:
                 line = text.count("\n", 0, match.start()) + 1
                 found.append((f"{doc.relative_to(ROOT)}:{line}", match.group(2)))
     return found
@@ -113,6 +114,7 @@ def _reference_keys() -> dict[str, set[str]]:
         ("`retry`:", RetrySpec),
         ("`resources`", ResourcesSpec),
         ("`cache`:", CacheSpec),
+        ("`wait_for`:", WaitForSpec),
     ],
 )
 def test_the_reference_lists_every_key(heading: str, struct: type[msgspec.Struct]) -> None:

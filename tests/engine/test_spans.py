@@ -173,3 +173,27 @@ def test_jaeger_json_has_the_query_api_shape() -> None:
     assert jspans["step a"]["logs"][0]["fields"][0] == {
         "key": "event", "type": "string", "value": "retry scheduled"
     }  # fmt: skip
+
+
+def test_sleeps_and_signal_waits_are_span_events_of_their_step() -> None:
+    spec = workflow_from_data(
+        {
+            "name": "waits",
+            "steps": [{"id": "nap", "sleep": 5}, {"id": "pay", "wait_for": {"signal": "paid"}}],
+        }
+    )
+    events = [
+        ev.RunSubmitted(at=100.0, run_id="r1", spec=spec),
+        ev.RunStarted(at=101.0),
+        ev.StepSleeping(at=101.0, step_id="nap", until=106.0),
+        ev.StepWaitingForSignal(at=101.0, step_id="pay", signal="paid"),
+        ev.SignalReceived(at=102.0, name="paid", data={"n": 1}),
+        ev.SignalConsumed(at=102.0, step_id="pay", name="paid"),
+        ev.StepSucceeded(at=102.0, step_id="pay", attempt=0, outputs={"n": 1}),
+        ev.StepSucceeded(at=106.0, step_id="nap", attempt=0, outputs={}),
+        ev.RunSucceeded(at=106.0),
+    ]
+    spans = by_name(spans_for_run(events))
+    assert [e.name for e in spans["step nap"].events] == ["sleeping"]
+    assert spans["step nap"].end == 106.0
+    assert [e.name for e in spans["step pay"].events] == ["waiting for signal", "signal received"]

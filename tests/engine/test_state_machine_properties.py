@@ -18,6 +18,7 @@ from engine.decide import (
     ResourcesRefused,
     Resume,
     RetryStep,
+    Signal,
     SkipStep,
     TimerFired,
     Trigger,
@@ -43,14 +44,24 @@ from engine.state import (
     fold,
     index_of,
 )
-from tests.strategies import ERROR_KINDS, Sim, encoded, settings_strategy, workflows
+from tests.strategies import (
+    ERROR_KINDS,
+    SIGNAL_NAMES,
+    Sim,
+    encoded,
+    settings_strategy,
+    waiting_step,
+    waiting_workflows,
+    workflows,
+)
 
 OUTPUTS = [{"ok": "yes"}, {"ok": "no"}, {}]
 
 
 @st.composite
 def gated_workflows(draw: st.DrawFn) -> WorkflowSpec:
-    """Random workflows where some steps pause on failure, need approval or fan out."""
+    """Random workflows where some steps pause on failure, need approval, fan out,
+    sleep or wait for a signal."""
     spec = draw(workflows(max_steps=draw(st.sampled_from([5, 12, 50]))))
     steps = []
     for s in spec.steps:
@@ -59,7 +70,7 @@ def gated_workflows(draw: st.DrawFn) -> WorkflowSpec:
         foreach = draw(st.sampled_from([None] * 6 + ["[]", "[1, 2, 3]"]))
         steps.append(
             msgspec.structs.replace(
-                s,
+                draw(waiting_step(s)),
                 on_failure=OnFailure.PAUSE if pause else OnFailure.FAIL,
                 approval=approval,
                 foreach=foreach,
@@ -87,12 +98,16 @@ def _options(sim: Sim, retried: set[str]) -> list[Trigger]:
                 )
         elif s.waiting is WaitReason.APPROVAL:
             found += [Approve(step_id=sid), SkipStep(step_id=sid)]
+        elif s.waiting in (WaitReason.SLEEP, WaitReason.SIGNAL):
+            found.append(SkipStep(step_id=sid))
         elif s.waiting is WaitReason.PAUSED:
             found += [SkipStep(step_id=sid, outputs={"ok": "yes"}), SkipStep(step_id=sid)]
             if sid not in retried:
                 found.append(RetryStep(step_id=sid))
     if state.status is RunStatus.PAUSED:
         found.append(Resume())
+    if any(s.wait_for is not None for s in state.spec.steps):  # before or while a step waits
+        found += [Signal(name=name, data={"ok": "yes"}) for name in SIGNAL_NAMES]
     for t in active_timers(state):
         found.append(TimerFired(kind=t.kind, step_id=t.step_id, attempt=t.attempt))
     return found
@@ -203,7 +218,7 @@ def test_random_runs_end_terminal_start_after_dependencies_and_replay_exactly(
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(spec=workflows(max_steps=15), run_settings=settings_strategy, data=st.data())
+@given(spec=waiting_workflows(max_steps=15), run_settings=settings_strategy, data=st.data())
 def test_a_crash_at_any_point_recovers_from_the_log_to_the_same_end(
     spec: WorkflowSpec, run_settings: RunSettings, data: st.DataObject
 ) -> None:

@@ -609,3 +609,29 @@ def test_a_file_that_does_not_parse_is_only_its_syntax_error(tmp_path: Path) -> 
     spec, found = validate_file(path, EngineConfig(), MACHINE)
     assert spec is None
     assert len(found) == 1 and "YAML syntax error" in found[0].message
+
+
+def test_sleep_until_and_wait_for_steps_need_no_run_or_call() -> None:
+    spec = spec_of(
+        {"id": "nap", "sleep": 3600},
+        {"id": "launch", "until": "${{ inputs.at }}"},
+        {"id": "pay", "wait_for": {"signal": "paid", "timeout": 60}},
+        inputs={"at": "2026-12-01T09:00:00Z"},
+    )
+    assert problems(spec) == []
+
+
+def test_a_step_with_two_bodies_or_an_until_that_is_no_time_is_refused() -> None:
+    spec = spec_of(
+        {"id": "a", "run": ["true"], "sleep": 5},
+        {"id": "b", "until": "tomorrow"},
+    )
+    found = problems(spec)
+    assert ("$.steps[0]", "step `a` has `run` and `sleep`") in found
+    assert ("$.steps[1].until", "`tomorrow` is not an ISO 8601 time") in found
+
+
+@pytest.mark.parametrize("value", [-1, 31_536_001, float("inf")])
+def test_a_sleep_outside_0_to_a_year_is_refused(value: float) -> None:
+    with pytest.raises(ValidationError, match=r"sleep"):
+        workflow_from_data({"name": "w", "steps": [{"id": "a", "sleep": value}]}, "w.yaml")

@@ -1,0 +1,69 @@
+"""`wfa signal RUN NAME --data JSON`: wake a step that waits for a signal, from any process.
+
+Like approve, the signal is a command in the log: a serving engine acts on it;
+otherwise this process carries the run on until it ends or waits again. A
+signal that no step waits for yet is kept by the run and consumed when one does.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from engine.cli import (
+    EXIT_OK,
+    CliState,
+    fail,
+    interrupted,
+    main,
+    pass_state,
+    print_json,
+    sigterm_as_interrupt,
+)
+from engine.cli_complete import complete_run
+from engine.cli_views import follow_runs
+from engine.events import run_stream
+
+
+@main.command()
+@click.argument("run_id", metavar="RUN", shell_complete=complete_run)
+@click.argument("name", metavar="NAME")
+@click.option("--data", metavar="JSON", help="A JSON object: the waiting step's outputs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run's result as JSON.")
+@pass_state
+def signal(state: CliState, run_id: str, name: str, data: str | None, as_json: bool) -> None:
+    """Send signal NAME (with --data) to RUN; the step waiting for it succeeds.
+
+    Exit code 0, or 2 when the run is unknown or has ended, or the data is not a
+    JSON object.
+    """
+    value = None
+    if data is not None:
+        try:
+            value = json.loads(data)
+        except ValueError as exc:
+            fail(f"--data is not JSON: {exc}", ["e.g. --data '{\"amount\": 42}'"])
+    with state.engine(drive=False, create=False) as probe:
+        probe.handle(run_id)  # unknown run: exit 2 before anything is written
+        probe.signal(run_id, name, value)  # checked, then logged
+    with state.engine(create=False) as engine:
+        if not engine.drives:
+            if as_json:
+                print_json(engine.handle(run_id).result().to_json())
+            else:
+                click.echo(f"signalled {name}; the serving engine continues run {run_id}")
+            return
+        version = engine.store.stream_version(run_stream(run_id))
+        if not as_json:
+            click.echo(f"signalled {name}; running {run_id}")
+        try:
+            with sigterm_as_interrupt():
+                (result,) = follow_runs(
+                    engine, [run_id], show=not as_json, settle_after={run_id: version}
+                )
+        except KeyboardInterrupt:
+            interrupted(engine, [run_id])
+        if as_json:
+            print_json(result.to_json())
+    raise click.exceptions.Exit(EXIT_OK)
