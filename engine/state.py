@@ -146,7 +146,9 @@ class StepState(msgspec.Struct, kw_only=True):
     status: StepStatus = StepStatus.PENDING
     waiting: WaitReason | None = None
     attempts: int = 0  # attempts started so far; the current one when running
-    retry_base: int = 0  # attempts before the last manual retry (the budget restarts)
+    # attempts that do not count against the retry budget: those before the last manual
+    # retry (the budget restarts) and those cut short by an engine crash (run again)
+    retry_base: int = 0
     agent: str | None = None
     preferred_agent: str | None = None  # the fallback agent moved to, for the allocator
     fallback_used: int = 0
@@ -393,6 +395,7 @@ def _attempt_interrupted(s: RunState, ev: AttemptInterrupted) -> None:
         )
     _move(s, st, StepStatus.RUNNING, "attempt interrupted")
     st.timeout_at = None
+    st.retry_base += 1  # it runs again as the next attempt, without using a retry
     if ev.crashed and ev.in_engine:
         st.engine_crashes += 1
 

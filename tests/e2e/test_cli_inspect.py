@@ -1,5 +1,5 @@
 """`wfa runs`, `show`, `history`, `replay` and `export` through the real executable:
-their JSON shapes (SPEC §3) and their errors on missing runs and data directories."""
+their JSON shapes (README, Machine output) and their errors on missing runs and data directories."""
 
 from __future__ import annotations
 

@@ -96,3 +96,19 @@ def test_a_paused_step_pauses_and_a_manual_retry_restarts_the_count() -> None:
     assert sim.state.steps["a"].engine_crashes == 0
     sim.succeed("a")
     assert sim.state.status is RunStatus.SUCCEEDED
+
+
+def test_interrupted_attempts_do_not_use_up_the_retry_budget() -> None:
+    """Crashes re-run an attempt; only attempts that end by themselves count as tries."""
+    sim = Sim(workflow(step("a", retry=RetrySpec(max_attempts=2, initial_delay=0))))
+    sim.start()
+    for _ in range(4):  # four engine deaths, none of them the step's doing
+        sim.assign("a")
+        crash(sim, in_engine=False)
+    sim.assign("a")
+    assert sim.types(sim.fail("a", ErrorKind.USER)) == ["AttemptFailed", "RetryScheduled"]
+    sim.fire(TimerKind.RETRY, "a")
+    sim.assign("a")
+    assert sim.types(sim.fail("a", ErrorKind.USER))[:2] == ["AttemptFailed", "StepFailed"]
+    error = sim.state.steps["a"].error
+    assert error is not None and "gave up after 2 attempts" in error.message
