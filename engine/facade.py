@@ -133,20 +133,12 @@ class RunHandle:
         follower = _StateFollower(self.engine.store, self.id)
         while True:
             generation = self.engine._generation
-            moved = follower.refresh()
-            state = follower.state
-            assert state is not None
-            if state.status in TERMINAL_RUN:
-                return result_of(state)
-            # Whether only a person can move it on is an O(steps) question: ask it
-            # only when the run is quiet, not on every event of a busy run.
-            if not moved:
-                result = result_of(state)
-                if result.needs_intervention and not follower.command_pending():
-                    return result
+            done = _waited_for(follower)
+            if done is not None:
+                return done
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                raise TimeoutError(f"run {self.id} is still {state.status} after {timeout} s")
+                raise _still(follower, timeout)
             self.engine._wait_for_change(
                 generation, 0.1 if remaining is None else min(0.1, remaining)
             )
@@ -165,23 +157,40 @@ class RunHandle:
         while True:
             change = changes.next_change()
             try:
-                moved = follower.refresh()
-                state = follower.state
-                assert state is not None
-                if state.status in TERMINAL_RUN:  # the same tests as wait()
-                    return result_of(state)
-                if not moved:
-                    result = result_of(state)
-                    if result.needs_intervention and not follower.command_pending():
-                        return result
+                done = _waited_for(follower)
+                if done is not None:
+                    return done
                 remaining = None if deadline is None else deadline - loop.time()
                 if remaining is not None and remaining <= 0:
-                    raise TimeoutError(f"run {self.id} is still {state.status} after {timeout} s")
+                    raise _still(follower, timeout)
                 await asyncio.wait(
                     {change}, timeout=0.1 if remaining is None else min(0.1, remaining)
                 )
             finally:
                 changes.forget(change)
+
+
+def _waited_for(follower: _StateFollower) -> RunResult | None:
+    """After reading the run's new events: its result if `wait` is over (the run ended,
+    or only a person can move it on), else None."""
+    moved = follower.refresh()
+    state = follower.state
+    assert state is not None
+    if state.status in TERMINAL_RUN:
+        return result_of(state)
+    # Whether only a person can move it on is an O(steps) question: ask it
+    # only when the run is quiet, not on every event of a busy run.
+    if not moved:
+        result = result_of(state)
+        if result.needs_intervention and not follower.command_pending():
+            return result
+    return None
+
+
+def _still(follower: _StateFollower, timeout: float | None) -> TimeoutError:
+    state = follower.state
+    assert state is not None
+    return TimeoutError(f"run {follower.run_id} is still {state.status} after {timeout} s")
 
 
 class _StateFollower:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -49,8 +48,7 @@ from actors.execution.files import (
     read_regular,
 )
 from actors.execution.invoke import CallResult
-from actors.execution.log_cap import PipedLogs
-from actors.execution.process_group import spawn_group_leader, supervise_attempt
+from actors.execution.process_group import spawn_with_logs, supervise_attempt
 from engine.errors import ErrorKind
 
 __all__ = ["REQUEST_FILE", "child_pythonpath", "run_call_in_process"]
@@ -78,21 +76,13 @@ def run_call_in_process(request: AttemptRequest, cancel: threading.Event) -> Att
     env = attempt_environment(request, outputs_path=None)
     env["PYTHONPATH"] = child_pythonpath(request.env.get("PYTHONPATH", ""))
     argv = [sys.executable, "-P", "-m", RUNNER_MODULE, request_path, result_path]
-    logs = PipedLogs(stdout_path, stderr_path, request.max_log_bytes)
     try:
-        proc = spawn_group_leader(
-            argv,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=logs.stdout,
-            stderr=logs.stderr,
-            record_in=out_dir,
+        proc, logs = spawn_with_logs(
+            argv, env=env, out_dir=out_dir, max_log_bytes=request.max_log_bytes
         )
     except OSError as exc:
-        logs.abandon()
         message = f"cannot start a Python process for the step ({sys.executable}): {exc}"
         return failed_outcome(ErrorKind.AGENT, message, started)
-    logs.start()
     common, stopped = supervise_attempt(
         proc,
         request,

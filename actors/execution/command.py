@@ -26,7 +26,6 @@ from __future__ import annotations
 import errno
 import os
 import signal
-import subprocess
 import threading
 import time
 from typing import Any
@@ -51,8 +50,7 @@ from actors.execution.files import (
     prepare_output_dir,
     read_regular,
 )
-from actors.execution.log_cap import PipedLogs
-from actors.execution.process_group import spawn_group_leader, supervise_attempt
+from actors.execution.process_group import spawn_with_logs, supervise_attempt
 from engine.errors import ErrorKind
 
 __all__ = ["exit_description", "read_outputs_file", "run_command_attempt"]
@@ -78,21 +76,13 @@ def run_command_attempt(request: AttemptRequest, cancel: threading.Event) -> Att
     outputs_path = os.path.join(out_dir, OUTPUTS_FILE)
     open_private(outputs_path).close()  # fresh, empty and owner-only before the step writes it
     env = attempt_environment(request, outputs_path=outputs_path)
-    logs = PipedLogs(stdout_path, stderr_path, request.max_log_bytes)
     try:
-        proc = spawn_group_leader(
-            argv,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=logs.stdout,
-            stderr=logs.stderr,
-            record_in=out_dir,
+        proc, logs = spawn_with_logs(
+            argv, env=env, out_dir=out_dir, max_log_bytes=request.max_log_bytes
         )
     except OSError as exc:
-        logs.abandon()
         kind, message = _spawn_failure(argv[0], exc)
         return failed_outcome(kind, message, started)
-    logs.start()
     common, stopped = supervise_attempt(
         proc,
         request,

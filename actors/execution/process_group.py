@@ -40,7 +40,13 @@ from typing import IO, Any
 import psutil
 
 from actors.execution.attempt import AttemptOutcome, AttemptRequest, cancelled_outcome
-from actors.execution.files import open_private, read_regular, read_tail
+from actors.execution.files import (
+    STDERR_FILE,
+    STDOUT_FILE,
+    open_private,
+    read_regular,
+    read_tail,
+)
 from actors.execution.log_cap import PipedLogs
 from engine.errors import ErrorKind
 
@@ -53,6 +59,7 @@ __all__ = [
     "end_leftover_group",
     "end_processes",
     "spawn_group_leader",
+    "spawn_with_logs",
     "supervise",
     "supervise_attempt",
 ]
@@ -114,6 +121,34 @@ def spawn_group_leader(
         with open_private(os.path.join(record_in, GROUP_FILE)) as f:
             f.write(json.dumps({"pgid": proc.pid, "started": started}).encode())
     return proc
+
+
+def spawn_with_logs(
+    argv: list[str] | tuple[str, ...],
+    *,
+    env: dict[str, str],
+    out_dir: str,
+    max_log_bytes: int | None,
+) -> tuple[subprocess.Popen[bytes], PipedLogs]:
+    """`spawn_group_leader` with no stdin, and stdout and stderr piped into the attempt's
+    capped `stdout.log` and `stderr.log` (their reader running). Raises OSError, with
+    nothing left open, when the program cannot be started."""
+    out = os.path.join(out_dir, STDOUT_FILE)
+    logs = PipedLogs(out, os.path.join(out_dir, STDERR_FILE), max_log_bytes)
+    try:
+        proc = spawn_group_leader(
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=logs.stdout,
+            stderr=logs.stderr,
+            record_in=out_dir,
+        )
+    except OSError:
+        logs.abandon()
+        raise
+    logs.start()
+    return proc, logs
 
 
 def end_leftover_group(output_dir: str, grace: float = 2.0) -> list[int]:
