@@ -173,7 +173,7 @@ def _drive(sim: Sim, data: st.DataObject, fold_every: int) -> None:
 
 
 def _reference_check(sim: Sim) -> None:
-    """Skips and trigger rules, re-derived by the simplest possible reading of the workflow file reference."""
+    """Skips and trigger rules, re-derived by the simplest possible reading of the rules."""
     state = sim.state
     if state.status in (RunStatus.CANCELLED, RunStatus.TIMED_OUT):
         return
