@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import _format as fmt
+from ._errors import CorruptEventError
 
 
 def last_position(txn: Any, events_db: Any, pruned_db: Any) -> int:
@@ -77,3 +78,29 @@ def removed_count(txn: Any, pruned_db: Any) -> int:
     for key, value in txn.cursor(db=pruned_db):
         total += fmt.unpack_u64(value) - fmt.unpack_u64(key) + 1
     return total
+
+
+def read_range(
+    txn: Any, cursor: Any, pruned_db: Any, start: int, top: int, limit: int
+) -> tuple[list[int], list[bytes]]:
+    """Positions and values of up to ``limit`` records from ``start`` to ``top``, with
+    ``cursor`` on the events database, where positions may be recorded gaps; a missing
+    position that is not one is corruption. Fewer than ``limit``: nothing more to ``top``."""
+    positions: list[int] = []
+    values: list[bytes] = []
+    expected = start
+    if cursor.set_range(fmt.pack_u64(start)):
+        for key, value in cursor.iternext(keys=True, values=True):
+            found = fmt.unpack_u64(key)
+            if found > top:
+                break
+            if found != expected and not covered(txn, pruned_db, expected, found - 1):
+                raise CorruptEventError(expected, "missing from the log")
+            positions.append(found)
+            values.append(value)
+            expected = found + 1
+            if len(values) == limit:
+                return positions, values
+    if not covered(txn, pruned_db, expected, top):
+        raise CorruptEventError(expected, "missing from the log")
+    return positions, values

@@ -16,7 +16,6 @@ The store stays generic: it knows an indexer only by this protocol.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import islice
 from typing import Any, Generic, Protocol, TypeVar
 
 import lmdb
@@ -133,32 +132,16 @@ class InstalledIndexer(Generic[E]):
         position = seen + 1
         index_txn = IndexTxn(txn, self.dbs)
         while position <= until:
-            if not cursor.set_range(fmt.pack_u64(position)):
-                if not _gaps.covered(txn, pruned_db, position, until):
-                    raise CorruptEventError(position, "missing from the log")
-                break
-            items = list(islice(cursor.iternext(keys=True, values=True), 2048))
-            values: list[bytes] = []
-            expected = position
-            for key, value in items:
-                found = fmt.unpack_u64(key)
-                if found > until:
-                    break
-                if found != expected and not _gaps.covered(txn, pruned_db, expected, found - 1):
-                    raise CorruptEventError(expected, "missing from the log")
-                values.append(value)
-                expected = found + 1
+            positions, values = _gaps.read_range(txn, cursor, pruned_db, position, until, 2048)
             try:
                 records: list[Recorded[E]] = [self._decoder.decode(v) for v in values]
             except msgspec.DecodeError as exc:
                 raise CorruptEventError(position, str(exc)) from exc
             if records:
                 self.indexer.apply(index_txn, records)
-            if expected == position or (items and fmt.unpack_u64(items[-1][0]) > until):
-                if not _gaps.covered(txn, pruned_db, expected, until):
-                    raise CorruptEventError(expected, "missing from the log")
+            if len(values) < 2048:
                 break
-            position = expected
+            position = positions[-1] + 1
         txn.put(self.position_key, fmt.pack_u64(until), db=self.meta_db)
         return until
 

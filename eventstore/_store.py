@@ -279,7 +279,7 @@ class EventStore(Generic[E]):
             found = cursor.getmulti([fmt.pack_u64(p) for p in positions])
             if len(found) == count:  # the common, gapless case
                 return positions, [value for _, value in found]
-            return _read_gapped(txn, cursor, pruned_db, start, top, limit)
+            return _gaps.read_range(txn, cursor, pruned_db, start, top, limit)
 
         self._check_open()
         positions, values = self._shared.read(read)
@@ -557,28 +557,3 @@ def _values_at(cursor: Any, keys: list[bytes], positions: Sequence[int]) -> list
         missing = next(p for p, k in zip(positions, keys, strict=True) if k not in got)
         raise CorruptEventError(missing, "missing from the log")
     return [value for _, value in found]
-
-
-def _read_gapped(
-    txn: Any, cursor: Any, pruned_db: Any, start: int, top: int, limit: int
-) -> tuple[list[int], list[bytes]]:
-    """Up to ``limit`` records from ``start`` to ``top`` where positions may be gaps;
-    a missing position that is not a recorded gap is corruption."""
-    positions: list[int] = []
-    values: list[bytes] = []
-    expected = start
-    if cursor.set_range(fmt.pack_u64(start)):
-        for key, value in cursor.iternext(keys=True, values=True):
-            found = fmt.unpack_u64(key)
-            if found > top:
-                break
-            if found != expected and not _gaps.covered(txn, pruned_db, expected, found - 1):
-                raise CorruptEventError(expected, "missing from the log")
-            positions.append(found)
-            values.append(value)
-            expected = found + 1
-            if len(values) == limit:
-                return positions, values
-    if not _gaps.covered(txn, pruned_db, expected, top):
-        raise CorruptEventError(expected, "missing from the log")
-    return positions, values
