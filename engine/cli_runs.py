@@ -280,30 +280,40 @@ def steer(
             engine.cancel(run_id)
         else:
             getattr(engine, verb)(run_id, step_id)
-        handed, holder = (False, None) if engine.drives else handed_over(engine, run_id, version)
-        if handed:
-            if as_json:
-                print_json(engine.handle(run_id).result().to_json())
-            else:
-                who = f"the engine of {holder}" if holder else "the next engine to drive"
-                does = f"stops run {run_id}" if verb == "cancel" else f"carries run {run_id} on"
-                click.echo(f"{what}; {who} {does}")
-            raise click.exceptions.Exit(EXIT_OK)
-        if not as_json:
-            click.echo(f"{what}; running {run_id}")
-        try:
-            with sigterm_as_interrupt():
-                (result,) = follow_runs(
-                    engine, [run_id], show=not as_json, settle_after={run_id: version}
-                )
-                finish_driving(engine, [run_id])
-        except KeyboardInterrupt:
-            interrupted(engine, [run_id])
+        carry_on(engine, run_id, version, what, as_json=as_json, stops=verb == "cancel")
+
+
+def carry_on(
+    engine: Engine, run_id: str, version: int, what: str, *, as_json: bool, stops: bool = False
+) -> NoReturn:
+    """After a command on `run_id` (its stream at `version` before it): say which engine
+    acts on it, or drive the run on in this process until it settles.
+
+    Driving it, the command ends like `wfa run`, so `wfa approve RUN gate && deploy`
+    is safe; a command that `stops` the run (cancel) did what was asked: exit 0.
+    """
+    handed, holder = (False, None) if engine.drives else handed_over(engine, run_id, version)
+    if handed:
         if as_json:
-            print_json(result.to_json())
-    # driving it, the command ends like `wfa run`: `wfa approve RUN gate && deploy` is safe;
-    # a cancel did what was asked when the run ends cancelled
-    raise click.exceptions.Exit(EXIT_OK if verb == "cancel" else exit_code([result]))
+            print_json(engine.handle(run_id).result().to_json())
+        else:
+            who = f"the engine of {holder}" if holder else "the next engine to drive"
+            does = f"stops run {run_id}" if stops else f"carries run {run_id} on"
+            click.echo(f"{what}; {who} {does}")
+        raise click.exceptions.Exit(EXIT_OK)
+    if not as_json:
+        click.echo(f"{what}; running {run_id}")
+    try:
+        with sigterm_as_interrupt():
+            (result,) = follow_runs(
+                engine, [run_id], show=not as_json, settle_after={run_id: version}
+            )
+            finish_driving(engine, [run_id])
+    except KeyboardInterrupt:
+        interrupted(engine, [run_id])
+    if as_json:
+        print_json(result.to_json())
+    raise click.exceptions.Exit(EXIT_OK if stops else exit_code([result]))
 
 
 STEP = click.argument("step_id", metavar="STEP", shell_complete=complete_step)

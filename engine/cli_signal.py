@@ -11,18 +11,9 @@ import json
 
 import click
 
-from engine.cli import (
-    EXIT_OK,
-    CliState,
-    fail,
-    interrupted,
-    main,
-    pass_state,
-    print_json,
-    sigterm_as_interrupt,
-)
+from engine.cli import CliState, fail, main, pass_state
 from engine.cli_complete import complete_run
-from engine.cli_views import follow_runs
+from engine.cli_runs import carry_on
 from engine.events import run_stream
 
 
@@ -35,8 +26,9 @@ from engine.events import run_stream
 def signal(state: CliState, run_id: str, name: str, data: str | None, as_json: bool) -> None:
     """Send signal NAME (with --data) to RUN; the step waiting for it succeeds.
 
-    Exit code 0, or 2 when the run is unknown or has ended, or the data is not a
-    JSON object.
+    Exit code as `wfa approve`: like `wfa run` when this process drives the run on,
+    0 when another engine takes the signal; 2 when the run is unknown or has ended,
+    or the data is not a JSON object.
     """
     value = None
     if data is not None:
@@ -48,22 +40,5 @@ def signal(state: CliState, run_id: str, name: str, data: str | None, as_json: b
         probe.handle(run_id)  # unknown run: exit 2 before anything is written
         probe.signal(run_id, name, value)  # checked, then logged
     with state.engine(create=False) as engine:
-        if not engine.drives:
-            if as_json:
-                print_json(engine.handle(run_id).result().to_json())
-            else:
-                click.echo(f"signalled {name}; the serving engine continues run {run_id}")
-            return
         version = engine.store.stream_version(run_stream(run_id))
-        if not as_json:
-            click.echo(f"signalled {name}; running {run_id}")
-        try:
-            with sigterm_as_interrupt():
-                (result,) = follow_runs(
-                    engine, [run_id], show=not as_json, settle_after={run_id: version}
-                )
-        except KeyboardInterrupt:
-            interrupted(engine, [run_id])
-        if as_json:
-            print_json(result.to_json())
-    raise click.exceptions.Exit(EXIT_OK)
+        carry_on(engine, run_id, version, f"signalled {name}", as_json=as_json)
