@@ -22,6 +22,7 @@ import gzip
 import json
 import os
 import shutil
+import stat
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from typing import Any, Final
 import msgspec
 
 from engine.datadir import ARCHIVE, ATTEMPTS
+from engine.errors import WorkflowAutomatorError
 from engine.events import PRUNED_STREAM, Event, RunsPruned, run_stream
 from engine.run_index import list_runs, pruned_into
 from engine.state import TERMINAL_RUN, RunStatus
@@ -73,15 +75,32 @@ def candidates(
     return sorted(found)
 
 
+class ArchiveError(WorkflowAutomatorError):
+    """The archive named for a prune cannot be read or written as one."""
+
+
 def archived_runs(archive: Path) -> dict[str, int]:
-    """Run id -> how many of its events `archive` holds (empty if there is none)."""
+    """Run id -> how many of its events `archive` holds (empty if there is none).
+
+    Only a regular file is read (a FIFO would block the prune for ever); anything
+    that is not an archive of ours is an ArchiveError, before a run is touched.
+    """
     counts: dict[str, int] = {}
-    if not archive.exists():
+    try:
+        mode = archive.stat().st_mode
+    except FileNotFoundError:
         return counts
-    with gzip.open(archive, "rb") as lines:
-        for line in lines:
-            run_id = json.loads(line)["run_id"]
-            counts[run_id] = counts.get(run_id, 0) + 1
+    if not stat.S_ISREG(mode):
+        raise ArchiveError(f"archive {archive} is not a regular file; name a new or an old archive")
+    try:
+        with gzip.open(archive, "rb") as lines:
+            for line in lines:
+                run_id = json.loads(line)["run_id"]
+                counts[run_id] = counts.get(run_id, 0) + 1
+    except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+        raise ArchiveError(
+            f"archive {archive} is not a readable prune archive ({exc}); name another file"
+        ) from None
     return counts
 
 

@@ -1,0 +1,35 @@
+"""`wfa prune` given an archive that is not one: one error, and not a run removed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_cli_run_index import write_log_without_index
+from tests.e2e.test_cli_runs import as_json, cli
+
+
+def _fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+def _not_gzip(path: Path) -> None:
+    path.write_text("not an archive\n")
+
+
+@pytest.mark.parametrize("make", [_fifo, _not_gzip])
+def test_an_archive_that_is_not_one_is_refused_before_any_run_is_removed(
+    tmp_path: Path, make: object
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    ids = write_log_without_index(data, 4)  # runs 0 and 3 have ended
+    archive = tmp_path / "archive.jsonl.gz"
+    make(archive)  # type: ignore[operator]
+    refused = cli(data, "prune", "--ended-before", "0s", "--archive", archive)  # bounded: no hang
+    assert refused.returncode == 2, refused.stdout
+    assert refused.stderr.startswith(f"error: archive {archive} is not a")
+    assert len(refused.stderr.splitlines()) == 1
+    assert sorted(r["run_id"] for r in as_json(cli(data, "runs", "--json"))) == ids
