@@ -7,7 +7,10 @@ refuses Jaeger, whose go.mod has a `replace` directive, so the build downloads
 the module with `go mod download` and runs `go install ./cmd/jaeger` inside it,
 with its own go.mod and go.sum: the same program, pinned by the module's checksum.
 The first build takes minutes (see the README); the binary is moved into place
-only when complete, so an interrupted build leaves nothing half-written.
+only when complete, so an interrupted build leaves nothing half-written. A lock
+file beside it lets one build serve every process that asks at once: CI starts
+`python -m tests.e2e.jaeger` in the background before the tests, and the test
+fixture waits for that build instead of starting a second one.
 
 `JaegerServer` writes its own collector-style config (OTLP gRPC + HTTP in,
 memory storage, the query API) with every listener, the collector's own
@@ -16,6 +19,7 @@ metrics included, on 127.0.0.1, starts the binary and stops it by its PID.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -52,12 +56,19 @@ def jaeger_binary() -> Path:
     if go is None:
         raise JaegerUnavailable("`go` is not on PATH: it is needed once, to build Jaeger")
     binary.parent.mkdir(parents=True, exist_ok=True)
+    with (binary.parent / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process's build: wait for it, then reuse it
+        if not binary.is_file():
+            _build(go, binary)
+    return binary
+
+
+def _build(go: str, binary: Path) -> None:
     download = _go(go, ["mod", "download", "-json", f"{MODULE}@{VERSION}"], None)
     source = json.loads(download)["Dir"]
     with tempfile.TemporaryDirectory(dir=binary.parent, prefix=".build-") as gobin:
         _go(go, ["install", "./cmd/jaeger"], source, {"GOBIN": gobin, "GOFLAGS": "-mod=readonly"})
         os.replace(Path(gobin) / "jaeger", binary)
-    return binary
 
 
 def _go(go: str, args: list[str], cwd: str | None, env: dict[str, str] | None = None) -> str:
@@ -209,3 +220,7 @@ class JaegerServer:
                 held = [len(t["spans"]) for t in got]
                 raise AssertionError(f"Jaeger has {held} spans of {trace_id}, not {spans}")
             time.sleep(0.1)
+
+
+if __name__ == "__main__":  # build (or find) the cached binary ahead of the tests
+    print(jaeger_binary())
