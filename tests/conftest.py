@@ -11,4 +11,4 @@ import pytest
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: item.module is not None and item.module.__name__.endswith("test_jaeger"))
+    items.sort(key=lambda item: item.nodeid.startswith("tests/e2e/test_jaeger.py"))
