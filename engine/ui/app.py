@@ -1,0 +1,476 @@
+"""The UI's ASGI application: pages, the JSON API under /api/, live streams, actions.
+
+Every read is a fold of the log through the same functions the CLI uses (the run
+index for listing, `Engine.state(run, at)` for a run now or at an earlier event,
+`compute_stats` for figures); every action goes through the same `Engine` command
+methods as `wfa approve` and its siblings, so the engine that drives the data
+directory acts on it. Page handlers are plain functions: Starlette runs them in
+its thread pool, off the event loop, because LMDB reads block.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    Response,
+    StreamingResponse,
+)
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from actors.execution.files import STDERR_FILE, STDOUT_FILE
+from engine.datadir import ATTEMPTS, attempt_dir
+from engine.errors import WorkflowAutomatorError
+from engine.events import RUN_STREAM_PREFIX, run_stream
+from engine.facade import Engine, UnknownRunError
+from engine.results import iso
+from engine.run_index import RUN_LEVEL, list_runs, summary
+from engine.state import TERMINAL_RUN, RunStatus, evolve
+from engine.ui import model, pages
+from engine.ui.live import PING, LiveFeed, run_of
+from engine.ui.security import Csrf, Guard
+
+PAGE_SIZE, MAX_PAGE = 50, 500
+TAIL_BYTES = 4096
+ACTIONS = ("approve", "retry", "skip", "cancel", "restart")
+SETTLE_SECONDS = 3.0  # how long an action's page waits to show what the engine did
+
+
+class Ui:
+    """What every handler shares: the engine (a reader that appends commands), the
+    live feed, the templates, the CSRF token and the options."""
+
+    def __init__(self, engine: Engine, *, read_only: bool, owns_engine: bool) -> None:
+        self.engine, self.store = engine, engine.store
+        self.read_only, self.owns_engine = read_only, owns_engine
+        self.feed = LiveFeed(engine.store)
+        self.csrf = Csrf()
+        self.counts = pages.StatusCounts(engine.store)
+        self.jaeger = getattr(engine.config.telemetry, "jaeger_ui_url", None)
+        self.templates = Environment(
+            loader=PackageLoader("engine.ui", "templates"),
+            autoescape=select_autoescape(default=True, default_for_string=True),
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.templates.filters["iso"] = iso
+        self.templates.filters["pretty"] = pages.pretty
+        self.templates.filters["duration"] = pages.duration
+
+    def render(self, name: str, status: int = 200, **values: Any) -> HTMLResponse:
+        page = self.templates.get_template(name).render(
+            csrf=self.csrf.token, read_only=self.read_only, **values
+        )
+        return HTMLResponse(page, status_code=status)
+
+    def not_found(self, message: str) -> HTMLResponse:
+        return self.render("error.html", 404, title="not found", message=message)
+
+
+def create_app(
+    engine: Engine | None = None,
+    *,
+    data_dir: str | Path | None = None,
+    config: Any = None,
+    read_only: bool = False,
+    token: str | None = None,
+) -> Any:
+    """The UI as an ASGI app, to serve with uvicorn or mount in a Starlette/FastAPI app.
+
+    With `engine`, the UI uses it (and leaves it open); otherwise it opens the data
+    directory as a reader (`drive=False`: it never drives runs) and closes it on
+    shutdown. `token`: required on every request (Bearer or login cookie); None
+    serves loopback Host names only. `read_only`: no actions.
+    """
+    owns = engine is None
+    if engine is None:
+        engine = Engine(data_dir=data_dir, config=config, drive=False, create=False)
+    ui = Ui(engine, read_only=read_only, owns_engine=owns)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        ui.feed.start()
+        try:
+            yield
+        finally:
+            ui.feed.stop()
+            if ui.owns_engine:
+                ui.engine.close()
+
+    def bind(handler: Callable[..., Any]) -> Callable[[Request], Any]:
+        if asyncio.iscoroutinefunction(handler):
+
+            async def call_async(request: Request) -> Any:
+                return await handler(ui, request)
+
+            return call_async
+
+        def call(request: Request) -> Any:
+            return handler(ui, request)
+
+        return call
+
+    routes = [
+        Route("/", bind(runs_page)),
+        Route("/runs/{run_id}", bind(run_page)),
+        Route("/runs/{run_id}/confirm", bind(confirm_page)),
+        Route("/runs/{run_id}/actions", bind(action), methods=["POST"]),
+        Route("/runs/{run_id}/steps/{step_id}/log", bind(step_log)),
+        Route("/runs/{run_id}/live", bind(run_live)),
+        Route("/live", bind(runs_live)),
+        Route("/stats", bind(stats_page)),
+        Route("/agents", bind(agents_page)),
+        Route("/alerts", bind(alerts_page)),
+        Route("/api/runs", bind(api_runs)),
+        Route("/api/runs/{run_id}", bind(api_run)),
+        Route("/api/runs/{run_id}/events", bind(api_events)),
+        Route("/api/stats", bind(api_stats)),
+        Route("/api/agents", bind(api_agents)),
+        Route("/api/alerts", bind(api_alerts)),
+        Mount("/static", StaticFiles(packages=[("engine.ui", "static")]), name="static"),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.ui = ui
+    return Guard(app, token)
+
+
+# ---- runs ----------------------------------------------------------------------------
+
+
+def _listing(ui: Ui, request: Request) -> dict[str, Any]:
+    q = request.query_params
+    status = q.get("status") or None
+    if status is not None and status not in {s.value for s in RunStatus}:
+        raise ValueError(f"status {status!r}: one of {', '.join(s.value for s in RunStatus)}")
+    workflow = q.get("workflow") or None
+    since = pages.parse_time(q.get("since"), "since")
+    before_time = pages.parse_time(q.get("until"), "until")
+    cursor = q.get("after") or None
+    limit = min(MAX_PAGE, max(1, int(q.get("limit") or PAGE_SIZE)))
+    before: str | float | None = cursor or before_time
+    rows = list_runs(
+        ui.store, status=status, workflow=workflow, since=since, before=before, limit=limit
+    )
+    return {
+        "rows": rows,
+        "next": rows[-1].run_id if len(rows) == limit else None,
+        "filters": {
+            "status": status,
+            "workflow": workflow,
+            "since": q.get("since") or "",
+            "until": q.get("until") or "",
+            "limit": limit,
+        },
+        "counts": ui.counts.get(),
+    }
+
+
+def runs_page(ui: Ui, request: Request) -> Response:
+    try:
+        listing = _listing(ui, request)
+    except (ValueError, LookupError) as exc:
+        return ui.render("error.html", 400, title="bad filter", message=str(exc))
+    return ui.render("runs.html", statuses=[s.value for s in RunStatus], **listing)
+
+
+def api_runs(ui: Ui, request: Request) -> Response:
+    try:
+        listing = _listing(ui, request)
+    except (ValueError, LookupError) as exc:
+        return JSONResponse({"error": str(exc)}, 400)
+    return JSONResponse(
+        {
+            "runs": [r.to_json() for r in listing["rows"]],
+            "next_after": listing["next"],
+            "counts": listing["counts"],
+        }
+    )
+
+
+# ---- one run -----------------------------------------------------------------------------
+
+
+def _at(request: Request) -> int | None:
+    at = request.query_params.get("at")
+    if not at:
+        return None
+    if not at.isdigit():
+        raise ValueError(f"at={at!r}: give a log position (an event's seq)")
+    return int(at)
+
+
+def run_page(ui: Ui, request: Request) -> Response:
+    run_id = request.path_params["run_id"]
+    try:
+        view = pages.run_view(ui.engine, run_id, _at(request), request.query_params.get("step"))
+    except UnknownRunError as exc:
+        return ui.not_found(str(exc))
+    except (ValueError, WorkflowAutomatorError) as exc:
+        return ui.render("error.html", 400, title="bad request", message=str(exc))
+    template = "run_live.html" if request.query_params.get("fragment") else "run.html"
+    return ui.render(template, jaeger=_jaeger_url(ui, run_id), actions=_actions(ui, view), **view)
+
+
+def _jaeger_url(ui: Ui, run_id: str) -> str | None:
+    if not ui.jaeger:
+        return None
+    from engine.telemetry import trace_id_of
+
+    return f"{ui.jaeger.rstrip('/')}/trace/{trace_id_of(run_id)}"
+
+
+def _actions(ui: Ui, view: dict[str, Any]) -> list[dict[str, str]]:
+    """The actions the page offers now (each one still checked when posted)."""
+    if ui.read_only or view["at"] is not None:
+        return []
+    result = view["result"]
+    found = []
+    for step in result.steps.values():
+        waits = f"approval of {step.id}" in result.waiting_for
+        if waits:
+            found.append({"action": "approve", "step": step.id})
+        if (step.status in ("failed", "waiting") and not waits) or (
+            f"intervention of {step.id}" in result.waiting_for
+        ):
+            found.append({"action": "retry", "step": step.id})
+            found.append({"action": "skip", "step": step.id})
+    if result.status not in {s.value for s in TERMINAL_RUN}:
+        found.append({"action": "cancel", "step": ""})
+    else:
+        found.append({"action": "restart", "step": ""})
+    return found
+
+
+def api_run(ui: Ui, request: Request) -> Response:
+    run_id = request.path_params["run_id"]
+    try:
+        at = _at(request)
+        result = ui.engine.replay(run_id, at)
+    except UnknownRunError as exc:
+        return JSONResponse({"error": str(exc)}, 404)
+    except (ValueError, WorkflowAutomatorError) as exc:
+        return JSONResponse({"error": str(exc)}, 400)
+    return JSONResponse(result.to_json())
+
+
+def api_events(ui: Ui, request: Request) -> Response:
+    from engine.cli_views import event_json
+
+    try:
+        records = ui.engine.history(request.path_params["run_id"])
+    except UnknownRunError as exc:
+        return JSONResponse({"error": str(exc)}, 404)
+    return JSONResponse([event_json(r) for r in records])
+
+
+def step_log(ui: Ui, request: Request) -> Response:
+    """A step's full stdout or stderr, found by run and step id as the log records them."""
+    run_id, step_id = request.path_params["run_id"], request.path_params["step_id"]
+    try:
+        result = ui.engine.handle(run_id).result()
+    except UnknownRunError as exc:
+        return ui.not_found(str(exc))
+    step = result.steps.get(step_id)
+    name = {"stdout": STDOUT_FILE, "stderr": STDERR_FILE}.get(
+        request.query_params.get("stream", "stdout")
+    )
+    attempt = request.query_params.get("attempt") or str(step.attempts if step else 0)
+    if step is None or name is None or not attempt.isdigit():
+        return ui.not_found(f"run {run_id} has no such step, stream or attempt")
+    if not 1 <= int(attempt) <= step.attempts:
+        return ui.not_found(f"step {step_id} has {step.attempts} attempt(s), not {attempt}")
+    root = (Path(ui.engine.data_dir) / ATTEMPTS).resolve()
+    path = (attempt_dir(Path(ui.engine.data_dir), run_id, step_id, int(attempt)) / name).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        return ui.not_found(f"no {request.query_params.get('stream', 'stdout')} kept for it")
+    return FileResponse(path, media_type="text/plain; charset=utf-8")
+
+
+# ---- actions -------------------------------------------------------------------------------
+
+
+def confirm_page(ui: Ui, request: Request) -> Response:
+    """GET only shows what would be done; the form posts it."""
+    run_id = request.path_params["run_id"]
+    verb, step = request.query_params.get("action", ""), request.query_params.get("step", "")
+    if verb not in ACTIONS:
+        return ui.render("error.html", 400, title="bad request", message=f"no action {verb!r}")
+    try:
+        result = ui.engine.handle(run_id).result()
+    except UnknownRunError as exc:
+        return ui.not_found(str(exc))
+    return ui.render(
+        "confirm.html", result=result, action=verb, step=step, steps=list(result.steps)
+    )
+
+
+async def action(ui: Ui, request: Request) -> Response:
+    if ui.read_only:
+        return ui.render("error.html", 403, title="read-only", message="this UI is read-only")
+    form = await request.form()
+    if not ui.csrf.valid(str(form.get("csrf", "")) or None):
+        return ui.render("error.html", 403, title="forbidden", message="bad or missing CSRF token")
+    run_id = request.path_params["run_id"]
+    verb, step = str(form.get("action", "")), str(form.get("step", "")) or None
+    outputs_text = str(form.get("outputs", "")).strip()
+    return await asyncio.to_thread(_act, ui, run_id, verb, step, outputs_text)
+
+
+def _act(ui: Ui, run_id: str, verb: str, step: str | None, outputs_text: str) -> Response:
+    engine = ui.engine
+    try:
+        engine.handle(run_id)
+    except UnknownRunError as exc:
+        return ui.not_found(str(exc))
+    start = ui.store.last_position() + 1
+    target = run_id
+    try:
+        if verb == "approve" or verb == "retry":
+            getattr(engine, verb)(run_id, step or "")
+        elif verb == "skip":
+            outputs = json.loads(outputs_text) if outputs_text else None
+            engine.skip(run_id, step or "", outputs)
+        elif verb == "cancel":
+            engine.cancel(run_id)
+        elif verb == "restart":
+            target = engine.restart(run_id, step).id
+        else:
+            raise ValueError(f"no action {verb!r}: one of {', '.join(ACTIONS)}")
+    except (ValueError, WorkflowAutomatorError) as exc:
+        return ui.render("error.html", 409, title=f"{verb} not applied", message=str(exc))
+    events = _settle(ui, {run_id, target}, start)
+    from engine.cli_views import event_json
+
+    return ui.render(
+        "action.html",
+        run_id=run_id,
+        target=target,
+        action=verb,
+        step=step,
+        events=[event_json(r) for r in events],
+        driven=engine.drives or engine.holder() is not None,
+    )
+
+
+def _settle(ui: Ui, run_ids: set[str], start: int) -> list[Any]:
+    """The command's event and what the engine recorded in answer, waiting a little."""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    found: list[Any] = []
+    while True:
+        for rec in ui.store.read_all(start):
+            start = rec.position + 1
+            if run_of(rec) in run_ids:
+                found.append(rec)
+        answered = any(r.stream.startswith(RUN_STREAM_PREFIX) for r in found)
+        if answered or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+# ---- live streams ------------------------------------------------------------------------
+
+
+def _sse(name: str, data: Any) -> str:
+    return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+async def run_live(ui: Ui, request: Request) -> Response:
+    """Server-Sent Events: each new event of the run, with the statuses it left."""
+    run_id = request.path_params["run_id"]
+    stream = run_stream(run_id)
+    if ui.store.stream_version(stream) == 0:
+        return JSONResponse({"error": f"no run {run_id!r}"}, 404)
+
+    async def events() -> AsyncIterator[str]:
+        with ui.feed.subscribe() as feed:  # before the fold: nothing falls between the two
+            state = await asyncio.to_thread(ui.engine.state, run_id)
+            version = ui.store.stream_version(stream)
+            yield _sse("hello", {"status": state.status.value})
+            async for rec in feed:
+                if rec is PING:
+                    yield ": ping\n\n"
+                    continue
+                if rec is None:
+                    yield _sse("reload", {})
+                    return
+                if rec.stream != stream or rec.version <= version:
+                    continue
+                version = rec.version
+                state = evolve(state, rec.event)
+                yield _sse("event", pages.live_change(state, rec))
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+async def runs_live(ui: Ui, request: Request) -> Response:
+    """Server-Sent Events for the runs page: each run-level change, as its index row."""
+
+    async def events() -> AsyncIterator[str]:
+        with ui.feed.subscribe() as feed:
+            yield _sse("hello", {})
+            async for rec in feed:
+                if rec is PING:
+                    yield ": ping\n\n"
+                    continue
+                if rec is None:
+                    yield _sse("reload", {})
+                    return
+                if rec.stream.startswith(RUN_STREAM_PREFIX) and isinstance(rec.event, RUN_LEVEL):
+                    row = summary(ui.store, rec.stream[len(RUN_STREAM_PREFIX) :])
+                    if row is not None:
+                        yield _sse("run", {**row.to_json(), "seq": rec.position})
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+# ---- stats, agents, alerts ---------------------------------------------------------------
+
+
+def stats_page(ui: Ui, request: Request) -> Response:
+    window = request.query_params.get("window", "24h")
+    try:
+        figures = pages.stats_view(ui.engine, window)
+    except ValueError as exc:
+        return ui.render("error.html", 400, title="bad window", message=str(exc))
+    return ui.render("stats.html", window=window, windows=pages.WINDOWS, **figures)
+
+
+def api_stats(ui: Ui, request: Request) -> Response:
+    try:
+        figures = pages.stats_view(ui.engine, request.query_params.get("window", "24h"))
+    except ValueError as exc:
+        return JSONResponse({"error": str(exc)}, 400)
+    return JSONResponse(figures["figures"])
+
+
+def agents_page(ui: Ui, request: Request) -> Response:
+    return ui.render("agents.html", agents=pages.agents_view(ui.engine))
+
+
+def api_agents(ui: Ui, request: Request) -> Response:
+    return JSONResponse(pages.agents_view(ui.engine))
+
+
+def alerts_page(ui: Ui, request: Request) -> Response:
+    return ui.render("alerts.html", **pages.alerts_view(ui.engine))
+
+
+def api_alerts(ui: Ui, request: Request) -> Response:
+    return JSONResponse(msgspec.to_builtins(pages.alerts_view(ui.engine)))
+
+
+__all__ = ["create_app", "model"]
