@@ -18,9 +18,13 @@ MISSING_EXTRA = (
 
 def ui_available() -> bool:
     """Are the `[ui]` extra's packages importable?"""
-    import importlib.util
-
-    return all(importlib.util.find_spec(m) for m in ("starlette", "uvicorn", "jinja2"))
+    try:
+        import jinja2  # noqa: F401
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def create_app(*args: Any, **kwargs: Any) -> Any:

@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import msgspec
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -47,6 +48,7 @@ from engine.ui.security import Csrf, Guard
 PAGE_SIZE, MAX_PAGE = 50, 500
 TAIL_BYTES = 4096
 ACTIONS = ("approve", "retry", "skip", "cancel", "restart")
+FORM_TYPE = "application/x-www-form-urlencoded"  # parsed here: no multipart dependency
 SETTLE_SECONDS = 3.0  # how long an action's page waits to show what the engine did
 
 
@@ -321,7 +323,9 @@ def confirm_page(ui: Ui, request: Request) -> Response:
 async def action(ui: Ui, request: Request) -> Response:
     if ui.read_only:
         return ui.render("error.html", 403, title="read-only", message="this UI is read-only")
-    form = await request.form()
+    if not request.headers.get("content-type", "").startswith(FORM_TYPE):
+        return ui.render("error.html", 415, title="bad request", message=f"post {FORM_TYPE}")
+    form = dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
     if not ui.csrf.valid(str(form.get("csrf", "")) or None):
         return ui.render("error.html", 403, title="forbidden", message="bad or missing CSRF token")
     run_id = request.path_params["run_id"]
