@@ -18,7 +18,7 @@ from engine.events import AgentHealthChanged
 from engine.facade import Engine
 from engine.results import iso, result_of
 from engine.run_index import KEYS
-from engine.state import RunState, RunStatus
+from engine.state import RunState, RunStatus, spec_of
 from engine.stats import compute_stats, window_records
 from engine.ui import model
 from eventstore import EventStore, Recorded
@@ -91,6 +91,8 @@ def run_view(engine: Engine, run_id: str, at: int | None, step: str | None) -> d
         "run_id": run_id,
         "result": result,
         "inputs": state.inputs,
+        "description": state.spec.description,
+        "step_description": (spec_of(state, chosen).description if chosen else ""),
         "layout": model.dag_layout(state),
         "timeline": model.timeline((r.event for r in shown), now),
         "events": [
