@@ -255,3 +255,16 @@ def test_a_port_in_use_is_one_error_line_and_exit_2(tmp_path: Path) -> None:
         result = cli(data, "ui", "--port", str(port))
     assert result.returncode == 2
     assert result.stderr.startswith(f"error: wfa ui: cannot listen on 127.0.0.1:{port}")
+
+
+def test_a_run_links_to_its_trace_when_jaeger_ui_url_is_set(
+    tmp_path: Path, procs: Processes
+) -> None:
+    from engine.telemetry import trace_id_of
+
+    data, run_id = waiting_run(tmp_path)
+    assert "trace in Jaeger" not in http(f"{procs.ui(data)}/runs/{run_id}").text
+    config = write(tmp_path, "wfa.yaml", "telemetry: {jaeger_ui_url: 'http://127.0.0.1:16686/'}\n")
+    base = procs.ui(data, env={"WFA_CONFIG": str(config)})
+    link = f'href="http://127.0.0.1:16686/trace/{trace_id_of(run_id)}"'
+    assert link in http(f"{base}/runs/{run_id}").text
