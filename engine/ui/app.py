@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -52,6 +53,10 @@ FORM_TYPE = "application/x-www-form-urlencoded"  # parsed here: no multipart dep
 SETTLE_SECONDS = 3.0  # how long an action's page waits to show what the engine did
 
 
+ROOT_PATH: contextvars.ContextVar[str] = contextvars.ContextVar("wfa_ui_root", default="")
+"""Where the UI is mounted (ASGI root_path); seen by the handlers' threads too."""
+
+
 class Ui:
     """What every handler shares: the engine (a reader that appends commands), the
     live feed, the templates, the CSRF token and the options."""
@@ -75,7 +80,7 @@ class Ui:
 
     def render(self, name: str, status: int = 200, **values: Any) -> HTMLResponse:
         page = self.templates.get_template(name).render(
-            csrf=self.csrf.token, read_only=self.read_only, **values
+            csrf=self.csrf.token, read_only=self.read_only, base=ROOT_PATH.get(), **values
         )
         return HTMLResponse(page, status_code=status)
 
@@ -147,7 +152,12 @@ def create_app(
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.ui = ui
-    return Guard(app, token)
+
+    async def mounted(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        ROOT_PATH.set(scope.get("root_path", ""))  # links work under a Mount("/prefix")
+        await app(scope, receive, send)
+
+    return Guard(mounted, token)
 
 
 # ---- runs ----------------------------------------------------------------------------

@@ -268,3 +268,40 @@ def test_a_run_links_to_its_trace_when_jaeger_ui_url_is_set(
     base = procs.ui(data, env={"WFA_CONFIG": str(config)})
     link = f'href="http://127.0.0.1:16686/trace/{trace_id_of(run_id)}"'
     assert link in http(f"{base}/runs/{run_id}").text
+
+
+def test_engine_ui_mounts_in_a_users_starlette_app_under_a_prefix(tmp_path: Path) -> None:
+    import threading
+
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    from engine import Engine
+
+    data, run_id = waiting_run(tmp_path)
+    with Engine(data_dir=data, drive=False, create=False) as eng:
+        app = Starlette(routes=[Mount("/wfa", app=eng.ui(read_only=True))])
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        try:
+            base = f"http://127.0.0.1:{sock.getsockname()[1]}/wfa"
+            deadline = time.monotonic() + 10
+            while not server.started:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            runs = http(f"{base}/")
+            assert runs.status == 200 and f'href="/wfa/runs/{run_id}"' in runs.text
+            page = http(f"{base}/runs/{run_id}").text
+            assert (
+                'src="/wfa/static/app.js"' in page
+                and f'data-stream="/wfa/runs/{run_id}/live"' in page
+            )
+            assert http(f"{base}/static/app.js").status == 200
+            assert json.loads(http(f"{base}/api/runs/{run_id}").body)["run_id"] == run_id
+        finally:
+            server.should_exit = True
+            thread.join(10)

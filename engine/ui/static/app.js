@@ -74,7 +74,7 @@
       if (counting) return;
       counting = setTimeout(function () {
         counting = null;
-        fetch("/api/runs?limit=1", { credentials: "same-origin" })
+        fetch(runs.dataset.base + "/api/runs?limit=1", { credentials: "same-origin" })
           .then(function (r) { return r.json(); })
           .then(function (data) {
             for (const el of document.querySelectorAll(".count[data-status]")) {
@@ -93,7 +93,7 @@
         tr = document.createElement("tr");
         tr.dataset.run = row.run_id;
         const link = document.createElement("a");
-        link.href = "/runs/" + encodeURIComponent(row.run_id);
+        link.href = runs.dataset.base + "/runs/" + encodeURIComponent(row.run_id);
         link.textContent = row.run_id;
         const cells = [link, row.workflow, "", row.submitted_at || "", ""];
         for (const value of cells) {
