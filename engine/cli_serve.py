@@ -177,7 +177,7 @@ def serve(
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             if ui is not None:
-                ui.should_exit = True
+                ui.stop()
             log_line("stopping: running steps are stopped, their runs stay resumable")
     log_line("stopped")
 

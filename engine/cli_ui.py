@@ -9,9 +9,11 @@ request (`--token`, `WFA_UI_TOKEN`, or a random one printed at start).
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
@@ -19,12 +21,14 @@ from engine.cli import CliState, fail, main, pass_state
 from engine.ui import MISSING_EXTRA, ui_available
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8765
+F = TypeVar("F", bound=Callable[..., Any])
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def ui_options(prefix: str = "") -> Any:
+def ui_options(prefix: str = "") -> Callable[[F], F]:
     """The host/port/read-only/token options, shared with `wfa serve --ui`."""
 
-    def decorate(command: Any) -> Any:
+    def decorate(command: F) -> F:
         for option in reversed(
             [
                 click.option(
@@ -64,22 +68,33 @@ def ui_options(prefix: str = "") -> Any:
     return decorate
 
 
-def start_ui(engine: Any, host: str, port: int, read_only: bool, token: str | None) -> Any:
-    """Serve the UI over `engine` in a thread; returns the uvicorn server (set its
-    `should_exit` to stop it). Prints the URL (with the token, if any) on stderr."""
-    server, sock = _server(engine, host, port, read_only, token)
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name="wfa-ui", daemon=True
-    )
-    thread.start()
-    return server
+class UiServer:
+    """The UI served by uvicorn in a thread of this process."""
+
+    def __init__(self, server: Any, sock: socket.socket, app: Any) -> None:
+        self.server, self.app = server, app
+        self.thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name="wfa-ui", daemon=True
+        )
+        self.thread.start()
+
+    def stop(self) -> None:
+        """End the live streams first (they would hold a graceful stop), then the server."""
+        self.app.ui.feed.stop()
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def start_ui(engine: Any, host: str, port: int, read_only: bool, token: str | None) -> UiServer:
+    """Serve the UI over `engine` in a thread; prints the URL (with the token, if any)."""
+    return UiServer(*_server(engine, host, port, read_only, token))
 
 
 def _server(
     engine: Any, host: str, port: int, read_only: bool, token: str | None
-) -> tuple[Any, socket.socket]:
-    """The uvicorn server and its listening socket, bound here so that a port in use
-    is one clear error."""
+) -> tuple[Any, socket.socket, Any]:
+    """The uvicorn server, its listening socket (bound here, so that a port in use is
+    one clear error) and the app."""
     if not ui_available():
         fail(MISSING_EXTRA)
     import uvicorn
@@ -107,7 +122,7 @@ def _server(
     shown = f"[{host}]" if ":" in host else host
     login = f"/?token={token}" if token else "/"
     click.echo(f"wfa ui: serving http://{shown}:{sock.getsockname()[1]}{login}", err=True)
-    return uvicorn.Server(config), sock
+    return uvicorn.Server(config), sock, app
 
 
 @main.command("ui")
@@ -126,5 +141,13 @@ def ui(state: CliState, ui_host: str, ui_port: int, read_only: bool, token: str 
     if not ui_available():
         fail(MISSING_EXTRA)
     with state.engine(drive=False, create=False) as engine:
-        server, sock = _server(engine, ui_host, ui_port, read_only, token)
-        server.run(sockets=[sock])  # uvicorn stops gracefully on SIGINT and SIGTERM
+        served = start_ui(engine, ui_host, ui_port, read_only, token)
+        stop = threading.Event()
+        previous = {s: signal.signal(s, lambda *_: stop.set()) for s in STOP_SIGNALS}
+        try:
+            while served.thread.is_alive() and not stop.wait(0.5):
+                pass
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            served.stop()

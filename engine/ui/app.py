@@ -42,12 +42,11 @@ from engine.facade import Engine, UnknownRunError
 from engine.results import iso
 from engine.run_index import RUN_LEVEL, list_runs, summary
 from engine.state import TERMINAL_RUN, RunStatus, evolve
-from engine.ui import model, pages
+from engine.ui import pages
 from engine.ui.live import PING, LiveFeed, run_of
 from engine.ui.security import Csrf, Guard
 
 PAGE_SIZE, MAX_PAGE = 50, 500
-TAIL_BYTES = 4096
 ACTIONS = ("approve", "retry", "skip", "cancel", "restart")
 FORM_TYPE = "application/x-www-form-urlencoded"  # parsed here: no multipart dependency
 SETTLE_SECONDS = 3.0  # how long an action's page waits to show what the engine did
@@ -157,7 +156,9 @@ def create_app(
         ROOT_PATH.set(scope.get("root_path", ""))  # links work under a Mount("/prefix")
         await app(scope, receive, send)
 
-    return Guard(mounted, token)
+    guarded = Guard(mounted, token)
+    guarded.ui = ui  # for the server that runs it: `wfa ui` ends the live streams first
+    return guarded
 
 
 # ---- runs ----------------------------------------------------------------------------
@@ -251,19 +252,15 @@ def _actions(ui: Ui, view: dict[str, Any]) -> list[dict[str, str]]:
         return []
     result = view["result"]
     found = []
+    if result.status in {s.value for s in TERMINAL_RUN}:
+        return [{"action": "restart", "step": ""}]
     for step in result.steps.values():
-        waits = f"approval of {step.id}" in result.waiting_for
-        if waits:
+        if f"approval of {step.id}" in result.waiting_for:
             found.append({"action": "approve", "step": step.id})
-        if (step.status in ("failed", "waiting") and not waits) or (
-            f"intervention of {step.id}" in result.waiting_for
-        ):
+        if step.status == "failed" or f"intervention of {step.id}" in result.waiting_for:
             found.append({"action": "retry", "step": step.id})
             found.append({"action": "skip", "step": step.id})
-    if result.status not in {s.value for s in TERMINAL_RUN}:
-        found.append({"action": "cancel", "step": ""})
-    else:
-        found.append({"action": "restart", "step": ""})
+    found.append({"action": "cancel", "step": ""})
     return found
 
 
@@ -487,4 +484,4 @@ def api_alerts(ui: Ui, request: Request) -> Response:
     return JSONResponse(msgspec.to_builtins(pages.alerts_view(ui.engine)))
 
 
-__all__ = ["create_app", "model"]
+__all__ = ["create_app"]

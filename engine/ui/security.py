@@ -59,6 +59,7 @@ class Guard:
 
     def __init__(self, app: Any, token: str | None) -> None:
         self.app, self.token = app, token
+        self.ui: Any = None  # the app's shared state, for the server that runs it
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":

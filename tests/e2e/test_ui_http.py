@@ -305,3 +305,18 @@ def test_engine_ui_mounts_in_a_users_starlette_app_under_a_prefix(tmp_path: Path
         finally:
             server.should_exit = True
             thread.join(10)
+
+
+def test_sigterm_stops_wfa_ui_with_exit_0_even_with_a_live_stream_open(
+    tmp_path: Path, procs: Processes
+) -> None:
+    import os
+    import signal
+
+    data, run_id = waiting_run(tmp_path)
+    base = procs.ui(data)
+    stream = _stream(f"{base}/runs/{run_id}/live")
+    process = procs.started[-1]
+    os.kill(process.pid, signal.SIGTERM)
+    assert process.wait(15) == 0
+    stream.close()
