@@ -186,6 +186,7 @@ def _listing(ui: Ui, request: Request) -> dict[str, Any]:
             "workflow": workflow,
             "since": q.get("since") or "",
             "until": q.get("until") or "",
+            "after": cursor or "",
             "limit": limit,
         },
         "counts": ui.counts.get(),

@@ -55,6 +55,32 @@ def test_a_live_run_s_steps_change_colour_as_another_process_drives_it(
     eventually(lambda: status.text == "succeeded" if status.is_displayed() else False)
 
 
+def test_the_runs_page_shows_a_new_run_and_its_status_change_live(
+    tmp_path: Path, procs: Processes, browser: Any
+) -> None:
+    data = tmp_path / "data"
+    flow = write(tmp_path, "flow.yaml", WAITING_FLOW)
+    first = as_json(cli(data, "run", flow, "--detach", "--json"))["run_id"]
+    base = procs.ui(data)
+    browser.get(f"{base}/")
+    browser.execute_script("window.__samePage = true;")
+    second = as_json(cli(data, "run", flow, "--detach", "--json"))["run_id"]
+
+    def status_of(run_id: str) -> str:
+        return str(
+            browser.execute_script(
+                "const r = document.querySelector('tr[data-run=\"' + arguments[0] + '\"]');"
+                "return r ? r.querySelector('.status').textContent : '';",
+                run_id,
+            )
+        )
+
+    eventually(lambda: status_of(second) == "queued", what="the new run appears")
+    cli(data, "cancel", first)
+    eventually(lambda: status_of(first) == "cancelled", what="the cancel shows")
+    assert browser.execute_script("return window.__samePage === true;")
+
+
 def waiting_run(tmp_path: Path) -> tuple[Path, str]:
     data = tmp_path / "data"
     result = cli(data, "run", write(tmp_path, "flow.yaml", WAITING_FLOW), "--json")

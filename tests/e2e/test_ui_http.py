@@ -58,6 +58,13 @@ def test_pages_and_json_answer_and_an_unknown_run_is_404(tmp_path: Path, procs: 
         assert http(base + path).status == 404, path
     assert http(f"{base}/?status=bogus").status == 400
     assert json.loads(http(f"{base}/api/stats").body)["totals"]["runs_submitted"] == 1
+    stats = http(f"{base}/stats").text
+    assert stats.count('class="bar p95"') == 2  # build and flaky finished: one bar each
+    assert 'id="throughput"' in stats and 'id="error-rate"' in stats
+    agents = json.loads(http(f"{base}/api/agents").body)
+    used = next(a for a in agents if a["attempts_24h"])
+    assert used["circuit"] == "closed" and used["attempts_24h"] == 3 and used["failed_24h"] == 1
+    assert json.loads(http(f"{base}/api/alerts").body) == {"open": [], "resolved": []}
 
 
 def test_every_answer_has_a_strict_csp_nosniff_and_no_cors(
