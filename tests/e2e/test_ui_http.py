@@ -327,3 +327,56 @@ def test_sigterm_stops_wfa_ui_with_exit_0_even_with_a_live_stream_open(
     os.kill(process.pid, signal.SIGTERM)
     assert process.wait(15) == 0
     stream.close()
+
+
+PAUSING_FLOW = """
+name: pausing
+steps:
+  - id: bad
+    run: ["python3", "-c", "import sys; sys.exit(4)"]
+    retry: {max_attempts: 1}
+    on_failure: pause
+  - id: after
+    after: [bad]
+    run: ["python3", "-c", "import sys; print(sys.argv[1])", "${{ steps.bad.outputs.v }}"]
+"""
+
+
+def test_skip_with_outputs_cancel_and_restart_go_through_the_ui(
+    tmp_path: Path, procs: Processes
+) -> None:
+    data = tmp_path / "data"
+    server = procs.start(data, "serve", "--ui", "--ui-port", "0")
+    base = procs.url_of(server)
+    flow = write(tmp_path, "pausing.yaml", PAUSING_FLOW)
+    run_id = as_json(cli(data, "run", flow, "--detach", "--json"))["run_id"]
+    deadline = time.monotonic() + 30
+    while "intervention of bad" not in http(f"{base}/api/runs/{run_id}").text:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    page = http(f"{base}/runs/{run_id}").text
+    assert 'data-action="skip" data-step="bad"' in page and 'data-action="retry"' in page
+    csrf = csrf_of(http(f"{base}/runs/{run_id}/confirm?action=skip&step=bad").text)
+    body = f"action=skip&step=bad&csrf={csrf}&outputs=%7B%22v%22%3A+42%7D".encode()
+    done = http(f"{base}/runs/{run_id}/actions", method="POST", data=body, headers=FORM)
+    assert "StepSkippedManually" in done.text
+    while as_json(cli(data, "show", run_id, "--json"))["status"] != "succeeded":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert cli(data, "logs", run_id, "after").stdout == "42\n"
+    assert 'data-action="restart"' in http(f"{base}/runs/{run_id}").text
+    body = f"action=restart&step=after&csrf={csrf}".encode()
+    restarted = http(f"{base}/runs/{run_id}/actions", method="POST", data=body, headers=FORM)
+    new_run = re.search(r'id="new-run" href="/runs/([^"]+)"', restarted.text)
+    assert new_run, restarted.text
+    restarted_run = as_json(cli(data, "show", new_run.group(1), "--json"))
+    assert {s["id"] for s in restarted_run["steps"]} == {"bad", "after"}
+    waiting = write(tmp_path, "flow.yaml", WAITING_FLOW)
+    other = as_json(cli(data, "run", waiting, "--detach", "--json"))["run_id"]
+    while "approval of gate" not in http(f"{base}/api/runs/{other}").text:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    body = f"action=cancel&csrf={csrf}".encode()
+    cancelled = http(f"{base}/runs/{other}/actions", method="POST", data=body, headers=FORM)
+    assert "RunCancelled" in cancelled.text
+    assert as_json(cli(data, "show", other, "--json"))["status"] == "cancelled"
