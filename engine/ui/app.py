@@ -13,12 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import json
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
 
 import msgspec
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -29,7 +26,6 @@ from starlette.responses import (
     HTMLResponse,
     JSONResponse,
     Response,
-    StreamingResponse,
 )
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -37,20 +33,16 @@ from starlette.staticfiles import StaticFiles
 from actors.execution.files import STDERR_FILE, STDOUT_FILE
 from engine.datadir import ATTEMPTS, attempt_dir
 from engine.errors import WorkflowAutomatorError
-from engine.events import RUN_STREAM_PREFIX, run_stream
 from engine.facade import Engine, UnknownRunError
 from engine.results import iso
-from engine.run_index import RUN_LEVEL, list_runs, summary
-from engine.state import TERMINAL_RUN, RunStatus, evolve
+from engine.run_index import list_runs
+from engine.state import RunStatus
 from engine.ui import pages
-from engine.ui.live import PING, LiveFeed, run_of
+from engine.ui.actions import action, confirm_page, offered
+from engine.ui.live import LiveFeed, run_live, runs_live
 from engine.ui.security import Csrf, Guard
 
 PAGE_SIZE, MAX_PAGE = 50, 500
-ACTIONS = ("approve", "retry", "skip", "cancel", "restart")
-FORM_TYPE = "application/x-www-form-urlencoded"  # parsed here: no multipart dependency
-SETTLE_SECONDS = 3.0  # how long an action's page waits to show what the engine did
-
 
 ROOT_PATH: contextvars.ContextVar[str] = contextvars.ContextVar("wfa_ui_root", default="")
 """Where the UI is mounted (ASGI root_path); seen by the handlers' threads too."""
@@ -236,7 +228,7 @@ def run_page(ui: Ui, request: Request) -> Response:
     except (ValueError, WorkflowAutomatorError) as exc:
         return ui.render("error.html", 400, title="bad request", message=str(exc))
     template = "run_live.html" if request.query_params.get("fragment") else "run.html"
-    return ui.render(template, jaeger=_jaeger_url(ui, run_id), actions=_actions(ui, view), **view)
+    return ui.render(template, jaeger=_jaeger_url(ui, run_id), actions=offered(ui, view), **view)
 
 
 def _jaeger_url(ui: Ui, run_id: str) -> str | None:
@@ -245,24 +237,6 @@ def _jaeger_url(ui: Ui, run_id: str) -> str | None:
     from engine.telemetry import trace_id_of
 
     return f"{ui.jaeger.rstrip('/')}/trace/{trace_id_of(run_id)}"
-
-
-def _actions(ui: Ui, view: dict[str, Any]) -> list[dict[str, str]]:
-    """The actions the page offers now (each one still checked when posted)."""
-    if ui.read_only or view["at"] is not None:
-        return []
-    result = view["result"]
-    found = []
-    if result.status in {s.value for s in TERMINAL_RUN}:
-        return [{"action": "restart", "step": ""}]
-    for step in result.steps.values():
-        if f"approval of {step.id}" in result.waiting_for:
-            found.append({"action": "approve", "step": step.id})
-        if step.status == "failed" or f"intervention of {step.id}" in result.waiting_for:
-            found.append({"action": "retry", "step": step.id})
-            found.append({"action": "skip", "step": step.id})
-    found.append({"action": "cancel", "step": ""})
-    return found
 
 
 def api_run(ui: Ui, request: Request) -> Response:
@@ -308,145 +282,6 @@ def step_log(ui: Ui, request: Request) -> Response:
     if not path.is_relative_to(root) or not path.is_file():
         return ui.not_found(f"no {request.query_params.get('stream', 'stdout')} kept for it")
     return FileResponse(path, media_type="text/plain; charset=utf-8")
-
-
-# ---- actions -------------------------------------------------------------------------------
-
-
-def confirm_page(ui: Ui, request: Request) -> Response:
-    """GET only shows what would be done; the form posts it."""
-    run_id = request.path_params["run_id"]
-    verb, step = request.query_params.get("action", ""), request.query_params.get("step", "")
-    if verb not in ACTIONS:
-        return ui.render("error.html", 400, title="bad request", message=f"no action {verb!r}")
-    try:
-        result = ui.engine.handle(run_id).result()
-    except UnknownRunError as exc:
-        return ui.not_found(str(exc))
-    return ui.render(
-        "confirm.html", result=result, action=verb, step=step, steps=list(result.steps)
-    )
-
-
-async def action(ui: Ui, request: Request) -> Response:
-    if ui.read_only:
-        return ui.render("error.html", 403, title="read-only", message="this UI is read-only")
-    if not request.headers.get("content-type", "").startswith(FORM_TYPE):
-        return ui.render("error.html", 415, title="bad request", message=f"post {FORM_TYPE}")
-    form = dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
-    if not ui.csrf.valid(str(form.get("csrf", "")) or None):
-        return ui.render("error.html", 403, title="forbidden", message="bad or missing CSRF token")
-    run_id = request.path_params["run_id"]
-    verb, step = str(form.get("action", "")), str(form.get("step", "")) or None
-    outputs_text = str(form.get("outputs", "")).strip()
-    return await asyncio.to_thread(_act, ui, run_id, verb, step, outputs_text)
-
-
-def _act(ui: Ui, run_id: str, verb: str, step: str | None, outputs_text: str) -> Response:
-    engine = ui.engine
-    try:
-        engine.handle(run_id)
-    except UnknownRunError as exc:
-        return ui.not_found(str(exc))
-    start = ui.store.last_position() + 1
-    target = run_id
-    try:
-        if verb == "approve" or verb == "retry":
-            getattr(engine, verb)(run_id, step or "")
-        elif verb == "skip":
-            outputs = json.loads(outputs_text) if outputs_text else None
-            engine.skip(run_id, step or "", outputs)
-        elif verb == "cancel":
-            engine.cancel(run_id)
-        elif verb == "restart":
-            target = engine.restart(run_id, step).id
-        else:
-            raise ValueError(f"no action {verb!r}: one of {', '.join(ACTIONS)}")
-    except (ValueError, WorkflowAutomatorError) as exc:
-        return ui.render("error.html", 409, title=f"{verb} not applied", message=str(exc))
-    events = _settle(ui, {run_id, target}, start)
-    from engine.cli_views import event_json
-
-    return ui.render(
-        "action.html",
-        run_id=run_id,
-        target=target,
-        action=verb,
-        step=step,
-        events=[event_json(r) for r in events],
-        driven=engine.drives or engine.holder() is not None,
-    )
-
-
-def _settle(ui: Ui, run_ids: set[str], start: int) -> list[Any]:
-    """The command's event and what the engine recorded in answer, waiting a little."""
-    deadline = time.monotonic() + SETTLE_SECONDS
-    found: list[Any] = []
-    while True:
-        for rec in ui.store.read_all(start):
-            start = rec.position + 1
-            if run_of(rec) in run_ids:
-                found.append(rec)
-        answered = any(r.stream.startswith(RUN_STREAM_PREFIX) for r in found)
-        if answered or time.monotonic() > deadline:
-            return found
-        time.sleep(0.05)
-
-
-# ---- live streams ------------------------------------------------------------------------
-
-
-def _sse(name: str, data: Any) -> str:
-    return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
-
-
-async def run_live(ui: Ui, request: Request) -> Response:
-    """Server-Sent Events: each new event of the run, with the statuses it left."""
-    run_id = request.path_params["run_id"]
-    stream = run_stream(run_id)
-    if ui.store.stream_version(stream) == 0:
-        return JSONResponse({"error": f"no run {run_id!r}"}, 404)
-
-    async def events() -> AsyncIterator[str]:
-        with ui.feed.subscribe() as feed:  # before the fold: nothing falls between the two
-            state = await asyncio.to_thread(ui.engine.state, run_id)
-            version = ui.store.stream_version(stream)
-            yield _sse("hello", {"status": state.status.value})
-            async for rec in feed:
-                if rec is PING:
-                    yield ": ping\n\n"
-                    continue
-                if rec is None:
-                    yield _sse("reload", {})
-                    return
-                if rec.stream != stream or rec.version <= version:
-                    continue
-                version = rec.version
-                state = evolve(state, rec.event)
-                yield _sse("event", pages.live_change(state, rec))
-
-    return StreamingResponse(events(), media_type="text/event-stream")
-
-
-async def runs_live(ui: Ui, request: Request) -> Response:
-    """Server-Sent Events for the runs page: each run-level change, as its index row."""
-
-    async def events() -> AsyncIterator[str]:
-        with ui.feed.subscribe() as feed:
-            yield _sse("hello", {})
-            async for rec in feed:
-                if rec is PING:
-                    yield ": ping\n\n"
-                    continue
-                if rec is None:
-                    yield _sse("reload", {})
-                    return
-                if rec.stream.startswith(RUN_STREAM_PREFIX) and isinstance(rec.event, RUN_LEVEL):
-                    row = summary(ui.store, rec.stream[len(RUN_STREAM_PREFIX) :])
-                    if row is not None:
-                        yield _sse("run", {**row.to_json(), "seq": rec.position})
-
-    return StreamingResponse(events(), media_type="text/event-stream")
 
 
 # ---- stats, agents, alerts ---------------------------------------------------------------

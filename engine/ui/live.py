@@ -1,6 +1,6 @@
-"""Live updates for the pages: one thread follows the log (the store's `follow`,
-woken by commits, never re-reading what it saw) and fans each new record out to the
-Server-Sent-Event streams of the open pages, each an asyncio queue.
+"""Live updates for the pages, over Server-Sent Events: one thread follows the log
+(the store's `follow`, woken by commits, never re-reading what it saw) and fans
+each new record out to the streams of the open pages, each an asyncio queue.
 
 The thread never blocks on a slow page: a queue that is full drops the page's
 stream (its EventSource reconnects and the page reloads what it missed).
@@ -10,12 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import threading
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from engine.events import RUN_STREAM_PREFIX
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from engine.events import RUN_STREAM_PREFIX, run_stream
+from engine.run_index import RUN_LEVEL, summary
+from engine.state import evolve
+from engine.ui import pages
 from eventstore import EventStore, Recorded
+
+if TYPE_CHECKING:
+    from engine.ui.app import Ui
 
 QUEUE_LIMIT = 10_000
 PING = object()  # nothing new for a while: the stream sends a comment to keep alive
@@ -98,3 +108,59 @@ def run_of(rec: Recorded[Any]) -> str | None:
     if rec.stream.startswith(RUN_STREAM_PREFIX):
         return rec.stream[len(RUN_STREAM_PREFIX) :]
     return getattr(rec.event, "run_id", None)
+
+
+# ---- the streams' endpoints ------------------------------------------------------------
+
+
+def _sse(name: str, data: Any) -> str:
+    return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+async def run_live(ui: Ui, request: Request) -> Response:
+    """Server-Sent Events: each new event of the run, with the statuses it left."""
+    run_id = request.path_params["run_id"]
+    stream = run_stream(run_id)
+    if ui.store.stream_version(stream) == 0:
+        return JSONResponse({"error": f"no run {run_id!r}"}, 404)
+
+    async def events() -> AsyncIterator[str]:
+        with ui.feed.subscribe() as feed:  # before the fold: nothing falls between the two
+            state = await asyncio.to_thread(ui.engine.state, run_id)
+            version = ui.store.stream_version(stream)
+            yield _sse("hello", {"status": state.status.value})
+            async for rec in feed:
+                if rec is PING:
+                    yield ": ping\n\n"
+                    continue
+                if rec is None:
+                    yield _sse("reload", {})
+                    return
+                if rec.stream != stream or rec.version <= version:
+                    continue
+                version = rec.version
+                state = evolve(state, rec.event)
+                yield _sse("event", pages.live_change(state, rec))
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+async def runs_live(ui: Ui, request: Request) -> Response:
+    """Server-Sent Events for the runs page: each run-level change, as its index row."""
+
+    async def events() -> AsyncIterator[str]:
+        with ui.feed.subscribe() as feed:
+            yield _sse("hello", {})
+            async for rec in feed:
+                if rec is PING:
+                    yield ": ping\n\n"
+                    continue
+                if rec is None:
+                    yield _sse("reload", {})
+                    return
+                if rec.stream.startswith(RUN_STREAM_PREFIX) and isinstance(rec.event, RUN_LEVEL):
+                    row = summary(ui.store, rec.stream[len(RUN_STREAM_PREFIX) :])
+                    if row is not None:
+                        yield _sse("run", {**row.to_json(), "seq": rec.position})
+
+    return StreamingResponse(events(), media_type="text/event-stream")
