@@ -106,3 +106,28 @@ def test_series_counts_finished_and_failed_steps_and_ended_runs_per_bucket() -> 
     assert [(b.finished, b.failed, b.runs_ended) for b in buckets] == [(1, 0, 0), (2, 1, 1)]
     assert buckets[1].error_rate == 0.5
     assert model.scale([1, 2, None], 10) == [5.0, 10.0, 0.0]
+
+
+def test_a_foreach_step_is_one_node_that_counts_its_instances_by_status() -> None:
+    spec = workflow(
+        step("items"),
+        step("each", after=("items",), foreach="steps.items.outputs.xs"),
+        step("done", after=("each",)),
+    )
+    state = fold(
+        [
+            RunSubmitted(at=0.0, run_id="r", spec=spec),
+            ev.RunStarted(at=0.0),
+            ev.StepReady(at=0.1, step_id="items"),
+            started(0.1, "items", 1),
+            ev.StepSucceeded(at=0.2, step_id="items", attempt=1, outputs={"xs": [1, 2, 3]}),
+            ev.ForeachExpanded(at=0.2, step_id="each", items=[1, 2, 3]),
+            ev.StepReady(at=0.3, step_id="each[0]"),
+            started(0.3, "each[0]", 1),
+            ev.StepSucceeded(at=0.4, step_id="each[0]", attempt=1),
+        ]
+    )
+    nodes = {n.id: n for n in model.dag_layout(state).nodes}
+    assert set(nodes) == {"items", "each", "done"}
+    assert nodes["each"].status == "running"
+    assert nodes["each"].instances == {"pending": 2, "succeeded": 1}
