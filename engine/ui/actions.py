@@ -24,6 +24,7 @@ from engine.events import RUN_STREAM_PREFIX
 from engine.facade import UnknownRunError
 from engine.state import TERMINAL_RUN
 from engine.ui.live import run_of
+from eventstore import EventStoreError
 
 if TYPE_CHECKING:
     from engine.ui.app import Ui
@@ -100,7 +101,7 @@ def _act(ui: Ui, run_id: str, verb: str, step: str | None, outputs_text: str) ->
             target = engine.restart(run_id, step).id
         else:
             raise ValueError(f"no action {verb!r}: one of {', '.join(ACTIONS)}")
-    except (ValueError, WorkflowAutomatorError) as exc:
+    except (ValueError, WorkflowAutomatorError, EventStoreError) as exc:  # e.g. not writable
         return ui.render("error.html", 409, title=f"{verb} not applied", message=str(exc))
     events = _settle(ui, {run_id, target}, start)
     return ui.render(
