@@ -343,6 +343,7 @@ from engine import (  # noqa: E402, F401
     cli_runs,
     cli_serve,
     cli_signal,
+    cli_ui,
 )
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from types import FrameType
 import click
 
 from engine.cli import CliState, fail, main, pass_state
+from engine.cli_ui import start_ui, ui_options
 from engine.cli_views import TERMINAL
 from engine.events import (
     CommandIssued,
@@ -119,8 +120,18 @@ def announce_runs(engine: Engine, start: int, stop: threading.Event) -> None:
 
 @main.command()
 @click.argument("files", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--ui", "with_ui", is_flag=True, help="Also serve the web UI (as `wfa ui`).")
+@ui_options(prefix="ui-")
 @pass_state
-def serve(state: CliState, files: Sequence[Path]) -> None:
+def serve(
+    state: CliState,
+    files: Sequence[Path],
+    with_ui: bool,
+    ui_host: str,
+    ui_port: int,
+    read_only: bool,
+    token: str | None,
+) -> None:
     """Drive the data directory until SIGTERM or Ctrl-C, then stop gracefully.
 
     Runs every run submitted by other processes (`wfa run --detach`, the Python
@@ -128,8 +139,9 @@ def serve(state: CliState, files: Sequence[Path]) -> None:
     `schedule:` (cron, local time); it is submitted at each of its times.
     While its previous run has not ended, `schedule: {cron: ..., overlap: skip}`
     (the default) drops a firing, `queue` keeps one waiting, `allow` submits
-    anyway. Each schedule's next fire time is printed. Exit code 0 after a
-    graceful stop, 2 when another engine already serves.
+    anyway. Each schedule's next fire time is printed. With --ui the web UI
+    (`wfa ui`) is served beside the engine. Exit code 0 after a graceful stop,
+    2 when another engine already serves.
     """
     config = state.config()
     scheduled = []
@@ -153,6 +165,7 @@ def serve(state: CliState, files: Sequence[Path]) -> None:
                 f"another engine ({engine.holder() or '?'}) already serves {engine.data_dir}",
                 ["stop it first, or send runs to it with `wfa run --detach`"],
             )
+        ui = start_ui(engine, ui_host, ui_port, read_only, token) if with_ui else None
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         retention = threading.Thread(
             target=_apply_retention, args=(engine, stop), name="wfa-retention", daemon=True
@@ -163,6 +176,8 @@ def serve(state: CliState, files: Sequence[Path]) -> None:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            if ui is not None:
+                ui.stop()
             log_line("stopping: running steps are stopped, their runs stay resumable")
     log_line("stopped")
 

@@ -134,6 +134,7 @@ class TelemetryConfig(_Section, frozen=True, kw_only=True):
     otlp_endpoint: str = "http://127.0.0.1:4318"
     service_name: str = "workflow-automator"
     prometheus_port: Annotated[int, Meta(ge=1, le=65535)] | None = None
+    jaeger_ui_url: str | None = None  # e.g. http://127.0.0.1:16686: `wfa ui` links runs' traces
 
 
 class EngineConfig(_Section, frozen=True, kw_only=True):

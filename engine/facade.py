@@ -597,6 +597,14 @@ class Engine:
     def export(self, since: int = 1) -> Iterator[Recorded[Any]]:
         return self.store.read_all(since)
 
+    def ui(self, *, read_only: bool = False, token: str | None = None) -> Any:
+        """The web UI over this engine, as an ASGI app to serve (uvicorn) or mount in a
+        Starlette or FastAPI app; needs the `[ui]` extra. `token`: required on every
+        request; without one only loopback Host names are answered."""
+        from engine.ui import create_app
+
+        return create_app(self, read_only=read_only, token=token)
+
     # -- the step cache ------------------------------------------------------
 
     def clear_cache(self) -> int:
