@@ -33,6 +33,7 @@ from typing import Any
 
 import msgspec
 
+from actors.clock import SYSTEM_CLOCK, Clock
 from engine import decide as rules
 from engine.alerts import AlertMonitor
 from engine.async_changes import AsyncChanges
@@ -229,6 +230,8 @@ class Engine:
     `drive=True` (the default) drives runs in this process when no other
     engine holds the directory. `health_policy` tunes the agents' circuit
     breaker (failures in a row, cool-down); the config file has no key for it.
+    `clock` is the time every timer and recorded time reads (actors/clock.py);
+    tests pass `engine.testing.FakeClock`.
     Use as a context manager, or call `close()`.
     """
 
@@ -240,7 +243,9 @@ class Engine:
         drive: bool = True,
         create: bool = True,
         health_policy: HealthPolicy | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        self.clock = clock
         self.config = (
             config if isinstance(config, EngineConfig) else load_config(config, os.environ)
         )
@@ -276,10 +281,12 @@ class Engine:
         self._finishing = False
         self._holding_back: list[CommandIssued] | None = None
         self._follower: threading.Thread | None = None
+        self._followed = 0  # the last log position the follower has acted on
         try:  # a log found damaged here must not leave the actors it started running
             if drive and self._lock.acquire():
                 self._start_driving()
             start = self.store.last_position() + 1
+            self._followed = start - 1
             if self._runtime is not None:
                 self.recover()
         except BaseException:
@@ -319,6 +326,7 @@ class Engine:
                 usage_report=self._observer.set_resource_usage,
                 health_policy=self._health_policy,
                 after_crash=self._lock.previous_crashed,
+                clock=self.clock,
             )
         except BaseException:  # e.g. a dask agent without dask installed: leave nothing open
             self._observer.close()
@@ -605,7 +613,7 @@ class Engine:
         Works whether or not this engine drives: a driving engine follows the
         cache stream and forgets every entry stored before the event.
         """
-        now = time.time()
+        now = self.clock.now()
         index = CacheIndex.from_events(r.event for r in self.store.read_stream(CACHE_STREAM))
         index.prune(now)
         self.store.append(CACHE_STREAM, [CacheCleared(at=now)])
@@ -650,7 +658,7 @@ class Engine:
             same_submission(existing, spec, inputs)
             return RunHandle(self, run_id)
         submitted = RunSubmitted(
-            at=time.time(),
+            at=self.clock.now(),
             run_id=run_id,
             spec=spec,
             inputs=inputs,
@@ -686,7 +694,7 @@ class Engine:
         signal: str | None = None,
     ) -> None:
         """Check the command applies now (else CommandNotApplicable), then log it."""
-        now = time.time()
+        now = self.clock.now()
         command = CommandIssued(
             at=now, run_id=run_id, command=verb, step_id=step_id, outputs=outputs, signal=signal
         )
@@ -719,7 +727,18 @@ class Engine:
                             self._holding_back.append(event)
                         else:
                             runtime.deliver(event.run_id, command_trigger(event))
+            self._followed = record.position
             self._notify()
+
+    def idle(self) -> bool:
+        """This engine drives, and nothing it drives can move until a timer fires: the
+        log is followed to its end, no attempt runs and no actor has work. What a fake
+        clock's auto-skip (engine.testing) waits for before it jumps to the next timer."""
+        runtime = self._runtime
+        if runtime is None:
+            return False
+        end = self.store.last_position()
+        return self._followed >= end and runtime.quiet()
 
     def _notify(self) -> None:
         with self._changed:
