@@ -342,9 +342,14 @@ class Runtime:
             return self._scanned
 
     def attempt_request(
-        self, state: RunState, started: ev.AttemptStarted, steps: dict[str, Any]
+        self,
+        state: RunState,
+        started: ev.AttemptStarted,
+        steps: dict[str, Any],
+        calls: dict[str, str] | None = None,
     ) -> AttemptRequest:
-        """What an agent needs to run an attempt; `steps` is the run's `ctx.steps` view."""
+        """What an agent needs to run an attempt; `steps` is the run's `ctx.steps` view,
+        `calls` the `call` of each of its call steps (for their typed outputs)."""
         step = spec_of(state, started.step_id)
         agent = self.agents.get(started.agent)
         argv = resolve_run_argv(state, started.step_id)
@@ -363,6 +368,7 @@ class Runtime:
             params=step.params,
             inputs=state.inputs,
             steps=steps,
+            step_calls=calls or {},
             item=state.steps[started.step_id].item,
             env=step.env,
             timeout=timeout,

@@ -99,6 +99,7 @@ class WorkflowActor(Accounted, pykka.ThreadingActor):
         self._awaiting: dict[str, None] = dict.fromkeys(ready_steps(self.state))
         self._asked: dict[str, None] = {}
         self._view: dict[str, dict[str, Any]] = {}
+        self._calls = {s.id: s.call for s in self.state.spec.steps if s.call is not None}
         for sid in self.state.steps:
             self._refresh_view(sid)
         if is_terminal(self.state):
@@ -344,7 +345,9 @@ class WorkflowActor(Accounted, pykka.ThreadingActor):
             return  # failed in the same batch (no agent available): nothing to send
         key = (self.run_id, started.step_id, started.attempt)
         try:
-            request = self.runtime.attempt_request(self.state, started, dict(self._view))
+            request = self.runtime.attempt_request(
+                self.state, started, dict(self._view), self._calls
+            )
         except WorkflowAutomatorError as exc:  # e.g. a ${{ }} over outputs that are missing
             self.runtime.pool.release(key)
             kind = ErrorKind.DEFINITION if isinstance(exc, ExpressionError) else ErrorKind.USER

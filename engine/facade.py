@@ -60,6 +60,7 @@ from engine.events import (
     run_stream,
 )
 from engine.health import HealthPolicy
+from engine.input_types import coerce_inputs, input_defaults, struct_problems
 from engine.loading import load_config
 from engine.results import RunResult, result_of
 from engine.run_index import (
@@ -435,7 +436,8 @@ class Engine:
         if workflow_dir is None and isinstance(workflow, str | os.PathLike):
             workflow_dir = os.path.dirname(os.fspath(workflow))
         code_dir = None if workflow_dir is None else os.path.abspath(workflow_dir)
-        inputs = self._inputs(spec, inputs or {})
+        struct = workflow.inputs_type if isinstance(workflow, Workflow) else None
+        inputs = self._inputs(spec, inputs or {}, struct)
         return self._submit(spec, inputs, priority=priority, workflow_dir=code_dir, run_id=run_id)
 
     async def submit_async(
@@ -633,11 +635,19 @@ class Engine:
         return spec
 
     @staticmethod
-    def _inputs(spec: WorkflowSpec, given: Mapping[str, Any]) -> dict[str, Any]:
-        problems = check_inputs(spec, given)
+    def _inputs(
+        spec: WorkflowSpec, given: Mapping[str, Any], struct: type[msgspec.Struct] | None = None
+    ) -> dict[str, Any]:
+        """The run's inputs: defaults, then `given` checked (by `struct` too, a Python
+        workflow's inputs type) and held as their declared types (engine/input_types.py)."""
+        plain = msgspec.to_builtins(dict(given))
+        problems = []  # a Struct's own errors first: they name the path inside an input
+        if struct is not None:
+            problems = struct_problems(struct, {**input_defaults(spec.inputs), **plain})
+        problems = problems or check_inputs(spec, plain)
         if problems:
             raise ValidationError(problems, source=spec.name)
-        return {**spec.inputs, **msgspec.to_builtins(dict(given))}
+        return {**input_defaults(spec.inputs), **coerce_inputs(spec.inputs, plain)}
 
     def _submit(
         self,
