@@ -39,6 +39,16 @@ def test_a_payment_service_down_for_hours_is_retried_with_backoff() -> None:
     assert [r.retry_at - r.at for r in retries] == [HOUR, 2 * HOUR, 4 * HOUR]
 
 
+def test_a_payment_service_down_for_hours_is_retried_then_given_up() -> None:
+    # The README's example, as written there.
+    result = run_workflow(orders, {"sku": "tea"}, overrides={"charge": Fail("network", "down")})
+    assert result.status == "failed"
+    assert result.step_order() == ["quote", "charge"]
+    assert [f.kind for f in result.failed_attempts("charge")] == [ErrorKind.NETWORK] * 4
+    retries = result.events_of(ev.RetryScheduled)
+    assert [r.retry_at - r.at for r in retries] == [3600, 7200, 14400]
+
+
 def test_a_declined_card_is_not_retried() -> None:
     result = run_workflow(orders, {"sku": "tea"}, overrides={"charge": Fail("user", "declined")})
     assert result.status == "failed"
