@@ -29,11 +29,10 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from actors.clock import SYSTEM_CLOCK, Clock
 from engine import decide as rules
 from engine.alerts import AlertMonitor
 from engine.async_changes import AsyncChanges
@@ -76,6 +75,9 @@ from engine.submission import check_run_id, same_submission, signal_problems
 from engine.telemetry import Observer
 from engine.validation import check_inputs, check_workflow, load_checked
 from eventstore import ConcurrencyError, CorruptStoreError, EventStore, Recorded
+
+if TYPE_CHECKING:
+    from actors.clock import Clock
 
 log = logging.getLogger("wfa")
 log.addHandler(logging.NullHandler())
@@ -244,9 +246,13 @@ class Engine:
         drive: bool = True,
         create: bool = True,
         health_policy: HealthPolicy | None = None,
-        clock: Clock = SYSTEM_CLOCK,
+        clock: Clock | None = None,
     ) -> None:
-        self.clock = clock
+        if clock is None:
+            from actors.clock import SYSTEM_CLOCK  # the facade meets actors lazily
+
+            clock = SYSTEM_CLOCK
+        self.clock: Clock = clock
         self.config = (
             config if isinstance(config, EngineConfig) else load_config(config, os.environ)
         )

@@ -12,6 +12,7 @@ from engine import Engine, ErrorKind, WorkflowAutomatorError
 from engine import events as ev
 from engine.loading import workflow_from_data
 from engine.testing import Fail, FakeClock, run_workflow
+from tests.engine import testing_steps
 from tests.engine.testing_steps import slow, slow_spec
 
 NOOP = "tests.engine.testing_steps:noop"
@@ -128,3 +129,27 @@ def _until(condition: Any, timeout: float = 20.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "the condition never held"
         time.sleep(0.01)
+
+
+def test_the_engine_is_idle_only_when_nothing_but_a_timer_can_move(tmp_path: Path) -> None:
+    clock = FakeClock()
+    spec = workflow_from_data(
+        {
+            "name": "busy-then-asleep",
+            "steps": [
+                {"id": "work", "call": "tests.engine.testing_steps:blocked"},
+                {"id": "nap", "sleep": 100, "after": ["work"]},
+            ],
+        }
+    )
+    with Engine(tmp_path, clock=clock) as engine:
+        handle = engine.submit(spec)
+        assert testing_steps.entered.wait(timeout=20)
+        assert not engine.idle()  # an attempt is running
+        testing_steps.release.set()
+        _until(lambda: _sleeping(handle))
+        _until(engine.idle)  # only the sleep's timer can move the run now
+        clock.advance(100)
+        assert handle.wait(timeout=20).status == "succeeded"
+    with Engine(tmp_path, drive=False) as client:
+        assert not client.idle()  # it drives nothing

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import msgspec
@@ -36,4 +37,15 @@ def slow_spec() -> dict[str, Any]:
 
 
 def noop(ctx: StepContext) -> dict[str, Any]:
+    return {}
+
+
+entered = threading.Event()
+release = threading.Event()
+
+
+def blocked(ctx: StepContext) -> dict[str, Any]:
+    """Runs until the test sets `release`: an attempt in flight."""
+    entered.set()
+    release.wait(timeout=30)
     return {}
