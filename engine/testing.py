@@ -32,8 +32,9 @@ from engine import results
 from engine.builder import Workflow
 from engine.config import Durability, EngineConfig, StorageConfig
 from engine.context import StepContext
-from engine.errors import ErrorKind, WorkflowAutomatorError
+from engine.errors import ErrorKind, ValidationError, WorkflowAutomatorError
 from engine.facade import Engine, RunHandle
+from engine.input_types import input_defaults, struct_problems
 from engine.spec import WorkflowSpec
 
 __all__ = ["Fail", "FailedAttempt", "FakeClock", "RunResult", "run_workflow"]
@@ -203,12 +204,13 @@ def run_workflow(
     """
     engine_wf: Any = wf
     if overrides:
+        if isinstance(wf, Workflow) and wf.inputs_type is not None:
+            _check_struct_inputs(wf, inputs or {})  # the overridden spec has no Struct
         engine_wf = _overridden(wf, overrides)
-    clock: Any = FakeClock() if skip_time else None
+    clock = FakeClock() if skip_time else None
     with tempfile.TemporaryDirectory(prefix="wfa-test-") as data_dir:
         config = EngineConfig(storage=StorageConfig(durability=Durability.RELAXED))
-        extra = {} if clock is None else {"clock": clock}
-        with Engine(data_dir, config, **extra) as engine:
+        with Engine(data_dir, config, clock=clock) as engine:
             if isinstance(wf, Workflow) and not isinstance(engine_wf, Workflow):
                 engine.register(wf)
             where = os.path.dirname(os.fspath(wf)) if isinstance(wf, str | os.PathLike) else None
@@ -221,6 +223,15 @@ def run_workflow(
             events = tuple(r.event for r in engine.history(handle.id))
     fields = {f: getattr(result, f) for f in result.__struct_fields__}
     return RunResult(**fields, events=events)
+
+
+def _check_struct_inputs(wf: Workflow, inputs: Mapping[str, Any]) -> None:
+    """What `Engine.submit(wf, inputs)` checks with the workflow's inputs Struct."""
+    assert wf.inputs_type is not None
+    given = {**input_defaults(wf.spec.inputs), **msgspec.to_builtins(dict(inputs))}
+    problems = struct_problems(wf.inputs_type, given)
+    if problems:
+        raise ValidationError(problems, source=wf.name)
 
 
 def _for_person(handle: RunHandle) -> bool:

@@ -59,6 +59,7 @@ def test_a_declined_card_is_not_retried() -> None:
 
 
 def test_inputs_are_checked_when_the_run_is_submitted() -> None:
-    with pytest.raises(ValidationError) as caught:
-        run_workflow(orders, {"sku": "tea", "count": "two"})
-    assert str(caught.value.problems[0]) == "inputs.count: Expected `int`, got `str`"
+    for overrides in (None, {"charge": {"receipt": "r-1"}}):
+        with pytest.raises(ValidationError) as caught:
+            run_workflow(orders, {"sku": "tea", "count": "two"}, overrides=overrides)
+        assert str(caught.value.problems[0]) == "inputs.count: Expected `int`, got `str`"
