@@ -71,7 +71,12 @@ def run_on_step_loop(
     else:
         watch.append(loop.call_later(_WAIT_SLICE, look))
     try:
-        return loop.run_until_complete(task)
+        # One pass of the loop first: a step that never suspends ends in it. Each pass
+        # polls the selector (a system call that lets other threads take the GIL), and
+        # `run_until_complete` alone takes two passes for such a step.
+        loop.stop()
+        loop.run_forever()
+        return task.result() if task.done() else loop.run_until_complete(task)
     finally:
         for handle in watch:
             handle.cancel()
