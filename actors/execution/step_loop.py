@@ -68,15 +68,16 @@ def run_on_step_loop(
 
     if cancelled.is_set():
         task.cancel()
-    else:
-        watch.append(loop.call_later(_WAIT_SLICE, look))
     try:
-        # One pass of the loop first: a step that never suspends ends in it. Each pass
-        # polls the selector (a system call that lets other threads take the GIL), and
-        # `run_until_complete` alone takes two passes for such a step.
+        # One pass of the loop first: a step that never suspends ends in it, and then
+        # needs no watch on `cancelled` (`run_until_complete` alone takes two passes,
+        # each polling the selector).
         loop.stop()
         loop.run_forever()
-        return task.result() if task.done() else loop.run_until_complete(task)
+        if task.done():
+            return task.result()
+        look()
+        return loop.run_until_complete(task)
     finally:
         for handle in watch:
             handle.cancel()
