@@ -15,9 +15,9 @@ Measured and chosen (benchmarks/async_bench.py, W2 with async beside sync
 no-op steps): one loop thread shared by every async step of the process cost
 two thread hand-offs per attempt (to the loop thread and back) and ran async
 steps at 0.77 of the sync ones' rate; a loop on the attempt's own thread has
-no hand-off and ran them at 0.83-0.98 (the README's Benchmarks). It also isolates steps as sync steps
-are: an async step that blocks its loop (`time.sleep` in `async def`) holds up
-only its own agent slot.
+no hand-off and ran them at 0.83-0.98 (the README's Benchmarks). It also
+isolates steps as sync steps are: an async step that blocks its loop
+(`time.sleep` in `async def`) holds up only its own agent slot.
 """
 
 from __future__ import annotations
