@@ -125,6 +125,11 @@ class AgentPool:
         with self._lock:
             return len(self._waiting)
 
+    def in_flight(self) -> int:
+        """Attempts holding a slot: granted, starting or running, until their end is decided."""
+        with self._lock:
+            return len(self._reserved)
+
     # -- the calls -----------------------------------------------------------------
 
     def request(self, asks: Sequence[Ask], tell: Callable[[Any], None]) -> list[Message]:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
+import weakref
 from collections.abc import Callable, Hashable, Iterable
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from actors.admission import RESOURCES_STREAM, ResourceGate
 from actors.agent_load import AttemptKey
 from actors.agents import AgentActor, StepActors
 from actors.cache import CACHE_STREAM, SharedCache
+from actors.clock import SYSTEM_CLOCK, Clock
 from actors.cluster import ClusterConnection, dask_resources, require_dask
 from actors.execution import AttemptRequest
 from actors.execution.process_group import attempt_processes, end_leftover_group, end_processes
@@ -137,8 +138,13 @@ class Runtime:
         usage_report: UsageReport | None = None,
         health_policy: HealthPolicy | None = None,
         after_crash: bool = True,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.store = store
+        self.clock = clock
+        """Every timer and every recorded time (actors/clock.py); wall-clock by default."""
+        self._tracked: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._tracked_lock = threading.Lock()
         self.after_crash = after_crash
         """The engine before this one died without closing (see EngineLock)."""
         self.config = config
@@ -149,9 +155,9 @@ class Runtime:
         self.agents = {a.name: a for a in configured_agents(config)}
         self.clusters = self._connect_clusters()
         self._cluster_resources: dict[AttemptKey, dict[str, float]] = {}
-        self.timers = TimerService()
+        self.timers = TimerService(clock)
         self._waker = _PoolWaker(self)
-        now = time.time()
+        now = clock.now()
         recorded = [r.event for r in store.read_stream(AGENTS_STREAM)]
         changes = agent_changes(self.agents.values(), recorded, now)
         if changes:
@@ -176,6 +182,7 @@ class Runtime:
             gate=gate,
             record=self._recorder(AGENTS_STREAM),
             wake_at=self._wake_pool,
+            clock=clock.now,
         )
         self.cache = SharedCache(
             CacheIndex.from_events(r.event for r in store.read_stream(CACHE_STREAM))
@@ -212,6 +219,23 @@ class Runtime:
         for conn in self.clusters.values():
             conn.close()
         self.timers.stop()
+
+    def quiet(self) -> bool:
+        """Nothing can move but a timer: no attempt holds a slot and no actor has work.
+
+        Read by a fake clock's auto-skip (engine.testing) from its own thread.
+        """
+        if self.pool.in_flight():
+            return False
+        with self._tracked_lock:
+            actors = list(self._tracked)
+        return all(actor.quiet() for actor in actors)
+
+    def track(self, actor: Any) -> None:
+        """The scheduler or a workflow actor exists (called as it is built): `quiet`
+        looks at it until it is gone."""
+        with self._tracked_lock:
+            self._tracked.add(actor)
 
     def _connect_clusters(self) -> dict[str, ClusterConnection]:
         """A connection per `backend: dask` agent; a default capacity becomes the cluster's."""
@@ -318,9 +342,14 @@ class Runtime:
             return self._scanned
 
     def attempt_request(
-        self, state: RunState, started: ev.AttemptStarted, steps: dict[str, Any]
+        self,
+        state: RunState,
+        started: ev.AttemptStarted,
+        steps: dict[str, Any],
+        calls: dict[str, str] | None = None,
     ) -> AttemptRequest:
-        """What an agent needs to run an attempt; `steps` is the run's `ctx.steps` view."""
+        """What an agent needs to run an attempt; `steps` is the run's `ctx.steps` view,
+        `calls` the `call` of each of its call steps (for their typed outputs)."""
         step = spec_of(state, started.step_id)
         agent = self.agents.get(started.agent)
         argv = resolve_run_argv(state, started.step_id)
@@ -339,6 +368,7 @@ class Runtime:
             params=step.params,
             inputs=state.inputs,
             steps=steps,
+            step_calls=calls or {},
             item=state.steps[started.step_id].item,
             env=step.env,
             timeout=timeout,

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pykka
 
 from actors.messages import AdmitRun, DeliverCommand, RunEnded, StopRuns
+from actors.quiet import Accounted
 from actors.workflow import WorkflowActor
 
 if TYPE_CHECKING:
@@ -27,12 +28,13 @@ log = logging.getLogger(__name__)
 MAX_RESTARTS = 3
 
 
-class SchedulerActor(pykka.ThreadingActor):
+class SchedulerActor(Accounted, pykka.ThreadingActor):
     """Runs on its own thread; never waits on a workflow actor except when stopping."""
 
     def __init__(self, runtime: Runtime, max_concurrent: int) -> None:
         super().__init__()
         self.runtime = runtime
+        runtime.track(self)
         self.max_concurrent = max_concurrent
         self._queue: list[tuple[int, int, str]] = []
         self._queued: set[str] = set()

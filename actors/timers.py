@@ -19,14 +19,14 @@ import itertools
 import logging
 import math
 import threading
-import time
 from collections.abc import Hashable
-from typing import Any, Final, Protocol
+from typing import Any, Protocol
+
+from actors.clock import MAX_SLEEP, SYSTEM_CLOCK, Clock
 
 log = logging.getLogger(__name__)
 
-MAX_SLEEP: Final = 60.0
-"""Longest the thread waits at once, in seconds: below any platform's wait limit."""
+__all__ = ["MAX_SLEEP", "Recipient", "TimerService"]
 
 
 class Recipient(Protocol):
@@ -38,10 +38,11 @@ class TimerService:
 
     `schedule` and `cancel` may be called from any thread and never block on
     delivery; delivery happens on the service's own thread, through `tell`.
-    Re-scheduling a key replaces its timer.
+    Re-scheduling a key replaces its timer. Times are read from `clock`
+    (actors/clock.py), so a fake clock makes a timer a day away fire at once.
     """
 
-    def __init__(self, clock: Any = time.time) -> None:
+    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
         self._clock = clock
         self._heap: list[tuple[float, int, Hashable]] = []
         """Every timer scheduled, cancelled ones too (they are skipped when due)."""
@@ -49,6 +50,7 @@ class TimerService:
         self._groups: dict[Hashable, set[Hashable]] = {}
         """Live tuple keys by their first element (a run id), for `cancel_group`."""
         self._seq = itertools.count()
+        self._delivering = 0  # timers taken off the heap and not yet told
         self._wake = threading.Condition()
         self._stopped = False
         self._thread = threading.Thread(target=self._loop, name="wfa-timers", daemon=True)
@@ -91,6 +93,25 @@ class TimerService:
         with self._wake:
             return len(self._live)
 
+    def next_at(self) -> float | None:
+        """When the earliest live timer is due; None if there is none, or while timers
+        already due are still being delivered (nothing may skip past their effects)."""
+        with self._wake:
+            at = self._earliest()
+            return None if self._delivering or at == math.inf else at
+
+    def _earliest(self) -> float:
+        """When the earliest live timer is due, inf if none (under the lock); drops the
+        cancelled and replaced timers on top of the heap, so a clock is never asked to
+        wait for a time nobody waits for."""
+        while self._heap:
+            at, seq, key = self._heap[0]
+            live = self._live.get(key)
+            if live is not None and live[0] == seq:
+                return at
+            heapq.heappop(self._heap)
+        return math.inf
+
     def stop(self) -> None:
         with self._wake:
             self._stopped = True
@@ -105,7 +126,7 @@ class TimerService:
             with self._wake:
                 if self._stopped:
                     return
-                now = self._clock()
+                now = self._clock.now()
                 while self._heap and self._heap[0][0] <= now:
                     _, seq, key = heapq.heappop(self._heap)
                     live = self._live.get(key)
@@ -113,11 +134,13 @@ class TimerService:
                         self._forget(key)
                         due.append((live[1], live[2]))
                 if not due:
-                    delay = self._heap[0][0] - now if self._heap else MAX_SLEEP
-                    self._wake.wait(timeout=min(delay, MAX_SLEEP))
+                    self._clock.wait(self._wake, self._earliest())
                     continue
+                self._delivering = len(due)
             for recipient, message in due:
                 try:
                     recipient.tell(message)
                 except Exception:  # e.g. pykka's ActorDeadError: the others must still fire
                     log.exception("a timer could not be delivered: %r", message)
+            with self._wake:
+                self._delivering = 0

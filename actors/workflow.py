@@ -17,7 +17,6 @@ reserved slots go back to the pool, and its parent rebuilds it from the log.
 from __future__ import annotations
 
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
 import pykka
@@ -36,6 +35,7 @@ from actors.messages import (
     WaitForResources,
 )
 from actors.pool import Deferred
+from actors.quiet import Accounted
 from actors.waiting import Ask
 from engine import decide as rules
 from engine import events as ev
@@ -64,13 +64,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class WorkflowActor(pykka.ThreadingActor):
+class WorkflowActor(Accounted, pykka.ThreadingActor):
     """One per admitted run; every method runs on the actor's own thread."""
 
     def __init__(self, run_id: str, runtime: Runtime, commands: list[Any] | None = None) -> None:
         super().__init__()
         self.run_id = run_id
         self.runtime = runtime
+        runtime.track(self)
         self._commands = commands or []  # operators' commands issued before admission
         self.state: RunState
         self.version = 0
@@ -98,6 +99,7 @@ class WorkflowActor(pykka.ThreadingActor):
         self._awaiting: dict[str, None] = dict.fromkeys(ready_steps(self.state))
         self._asked: dict[str, None] = {}
         self._view: dict[str, dict[str, Any]] = {}
+        self._calls = {s.id: s.call for s in self.state.spec.steps if s.call is not None}
         for sid in self.state.steps:
             self._refresh_view(sid)
         if is_terminal(self.state):
@@ -178,7 +180,7 @@ class WorkflowActor(pykka.ThreadingActor):
         """One decision, durable before anything acts on it. `finished`: the attempt
         whose end `trigger` reports; its slot goes back to the pool in this cycle."""
         pool = self.runtime.pool
-        now = time.time()
+        now = self.runtime.clock.now()
         batch: list[Any] = []
         reserved: list[AttemptKey] = []
         deferred: Deferred = []
@@ -327,6 +329,9 @@ class WorkflowActor(pykka.ThreadingActor):
         timers = [step_timer(self.state, sid) for sid in touched if sid is not None]
         if None in touched:
             timers.append(run_timer(self.state))
+        for sid in touched:
+            if sid is not None and step_timer(self.state, sid) is None:
+                self.runtime.timers.cancel((self.run_id, sid))  # e.g. its attempt's timeout
         for timer in timers:
             if timer is not None:
                 self._arm(timer)
@@ -340,7 +345,9 @@ class WorkflowActor(pykka.ThreadingActor):
             return  # failed in the same batch (no agent available): nothing to send
         key = (self.run_id, started.step_id, started.attempt)
         try:
-            request = self.runtime.attempt_request(self.state, started, dict(self._view))
+            request = self.runtime.attempt_request(
+                self.state, started, dict(self._view), self._calls
+            )
         except WorkflowAutomatorError as exc:  # e.g. a ${{ }} over outputs that are missing
             self.runtime.pool.release(key)
             kind = ErrorKind.DEFINITION if isinstance(exc, ExpressionError) else ErrorKind.USER
@@ -377,6 +384,6 @@ class WorkflowActor(pykka.ThreadingActor):
         self.stop()
 
     def _arm(self, timer: Timer) -> None:
-        key = (self.run_id, timer.step_id, timer.kind)
+        key = (self.run_id, timer.step_id)  # a step has one timer at a time: this replaces it
         trigger = rules.TimerFired(kind=timer.kind, step_id=timer.step_id, attempt=timer.attempt)
         self.runtime.timers.schedule(key, timer.at, self.actor_ref, FireTimer(trigger))

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import msgspec
 
 from engine.config import EngineConfig
 from engine.errors import WorkflowAutomatorError
+from engine.input_types import inputs_struct, struct_declarations
 from engine.loading import workflow_from_data
 from engine.spec import CacheSpec, Mode, ResourcesSpec, RetrySpec, WorkflowSpec
 from engine.validation import check_workflow
@@ -51,9 +52,17 @@ class Workflow:
         timeout: float | None = None,
         priority: int = 0,
         schedule: str | Mapping[str, Any] | None = None,  # cron, or {"cron", "overlap"}
-        inputs: Mapping[str, Any] | None = None,
+        inputs: Mapping[str, Any] | type[msgspec.Struct] | Callable[..., Any] | None = None,
     ) -> None:
         self.name = name
+        self.inputs_type = inputs_struct(inputs)
+        """A Struct the inputs are validated with at submit, from `inputs=` a Struct
+        class or a function with typed parameters; None for a mapping of defaults."""
+        declared = (
+            struct_declarations(self.inputs_type)
+            if self.inputs_type
+            else dict(cast(Mapping[str, Any], inputs or {}))
+        )
         self._header: dict[str, Any] = {
             "name": name,
             "description": description,
@@ -61,7 +70,7 @@ class Workflow:
             "timeout": timeout,
             "priority": priority,
             "schedule": schedule,
-            "inputs": dict(inputs or {}),
+            "inputs": declared,
         }
         self._steps: list[dict[str, Any]] = []
         self._ids: dict[int, str] = {}  # id(function) -> step id

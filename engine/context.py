@@ -32,7 +32,9 @@ class StepContext:
     `inputs`, `params`, `steps` and `item` are private copies: changing them
     changes nothing outside the attempt. `steps` is a read-only mapping of each
     step id of the run to `{"outputs": ..., "status": ...}`, each entry copied
-    when first read (`dict(ctx.steps)` for a plain dict).
+    when first read (`dict(ctx.steps)` for a plain dict). `ctx.steps.api.outputs`
+    reads the same entry as an attribute, typed: the msgspec Struct that step's
+    function is annotated to return, if it is one (actors/execution/steps_view.py).
     """
 
     run_id: str

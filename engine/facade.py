@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -59,6 +59,7 @@ from engine.events import (
     run_stream,
 )
 from engine.health import HealthPolicy
+from engine.input_types import coerce_inputs, input_defaults, struct_problems
 from engine.loading import load_config
 from engine.results import RunResult, result_of
 from engine.run_index import (
@@ -74,6 +75,9 @@ from engine.submission import check_run_id, same_submission, signal_problems
 from engine.telemetry import Observer
 from engine.validation import check_inputs, check_workflow, load_checked
 from eventstore import ConcurrencyError, CorruptStoreError, EventStore, Recorded
+
+if TYPE_CHECKING:
+    from actors.clock import Clock
 
 log = logging.getLogger("wfa")
 log.addHandler(logging.NullHandler())
@@ -229,6 +233,8 @@ class Engine:
     `drive=True` (the default) drives runs in this process when no other
     engine holds the directory. `health_policy` tunes the agents' circuit
     breaker (failures in a row, cool-down); the config file has no key for it.
+    `clock` is the time every timer and recorded time reads (actors/clock.py);
+    tests pass `engine.testing.FakeClock`.
     Use as a context manager, or call `close()`.
     """
 
@@ -240,7 +246,13 @@ class Engine:
         drive: bool = True,
         create: bool = True,
         health_policy: HealthPolicy | None = None,
+        clock: Clock | None = None,
     ) -> None:
+        if clock is None:
+            from actors.clock import SYSTEM_CLOCK  # the facade meets actors lazily
+
+            clock = SYSTEM_CLOCK
+        self.clock: Clock = clock
         self.config = (
             config if isinstance(config, EngineConfig) else load_config(config, os.environ)
         )
@@ -276,10 +288,12 @@ class Engine:
         self._finishing = False
         self._holding_back: list[CommandIssued] | None = None
         self._follower: threading.Thread | None = None
+        self._followed = 0  # the last log position the follower has acted on
         try:  # a log found damaged here must not leave the actors it started running
             if drive and self._lock.acquire():
                 self._start_driving()
             start = self.store.last_position() + 1
+            self._followed = start - 1
             if self._runtime is not None:
                 self.recover()
         except BaseException:
@@ -319,6 +333,7 @@ class Engine:
                 usage_report=self._observer.set_resource_usage,
                 health_policy=self._health_policy,
                 after_crash=self._lock.previous_crashed,
+                clock=self.clock,
             )
         except BaseException:  # e.g. a dask agent without dask installed: leave nothing open
             self._observer.close()
@@ -427,7 +442,8 @@ class Engine:
         if workflow_dir is None and isinstance(workflow, str | os.PathLike):
             workflow_dir = os.path.dirname(os.fspath(workflow))
         code_dir = None if workflow_dir is None else os.path.abspath(workflow_dir)
-        inputs = self._inputs(spec, inputs or {})
+        struct = workflow.inputs_type if isinstance(workflow, Workflow) else None
+        inputs = self._inputs(spec, inputs or {}, struct)
         return self._submit(spec, inputs, priority=priority, workflow_dir=code_dir, run_id=run_id)
 
     async def submit_async(
@@ -613,7 +629,7 @@ class Engine:
         Works whether or not this engine drives: a driving engine follows the
         cache stream and forgets every entry stored before the event.
         """
-        now = time.time()
+        now = self.clock.now()
         index = CacheIndex.from_events(r.event for r in self.store.read_stream(CACHE_STREAM))
         index.prune(now)
         self.store.append(CACHE_STREAM, [CacheCleared(at=now)])
@@ -633,11 +649,19 @@ class Engine:
         return spec
 
     @staticmethod
-    def _inputs(spec: WorkflowSpec, given: Mapping[str, Any]) -> dict[str, Any]:
-        problems = check_inputs(spec, given)
+    def _inputs(
+        spec: WorkflowSpec, given: Mapping[str, Any], struct: type[msgspec.Struct] | None = None
+    ) -> dict[str, Any]:
+        """The run's inputs: defaults, then `given` checked (by `struct` too, a Python
+        workflow's inputs type) and held as their declared types (engine/input_types.py)."""
+        plain = msgspec.to_builtins(dict(given))
+        problems = []  # a Struct's own errors first: they name the path inside an input
+        if struct is not None:
+            problems = struct_problems(struct, {**input_defaults(spec.inputs), **plain})
+        problems = problems or check_inputs(spec, plain)
         if problems:
             raise ValidationError(problems, source=spec.name)
-        return {**spec.inputs, **msgspec.to_builtins(dict(given))}
+        return {**input_defaults(spec.inputs), **coerce_inputs(spec.inputs, plain)}
 
     def _submit(
         self,
@@ -658,7 +682,7 @@ class Engine:
             same_submission(existing, spec, inputs)
             return RunHandle(self, run_id)
         submitted = RunSubmitted(
-            at=time.time(),
+            at=self.clock.now(),
             run_id=run_id,
             spec=spec,
             inputs=inputs,
@@ -694,7 +718,7 @@ class Engine:
         signal: str | None = None,
     ) -> None:
         """Check the command applies now (else CommandNotApplicable), then log it."""
-        now = time.time()
+        now = self.clock.now()
         command = CommandIssued(
             at=now, run_id=run_id, command=verb, step_id=step_id, outputs=outputs, signal=signal
         )
@@ -727,7 +751,18 @@ class Engine:
                             self._holding_back.append(event)
                         else:
                             runtime.deliver(event.run_id, command_trigger(event))
+            self._followed = record.position
             self._notify()
+
+    def idle(self) -> bool:
+        """This engine drives, and nothing it drives can move until a timer fires: the
+        log is followed to its end, no attempt runs and no actor has work. What a fake
+        clock's auto-skip (engine.testing) waits for before it jumps to the next timer."""
+        runtime = self._runtime
+        if runtime is None:
+            return False
+        end = self.store.last_position()
+        return self._followed >= end and runtime.quiet()
 
     def _notify(self) -> None:
         with self._changed:

@@ -58,6 +58,7 @@ from engine.events import (
     StepWaitingForResources,
     StepWaitingForSignal,
 )
+from engine.input_types import input_defaults
 from engine.spec import Mode, StepSpec, WorkflowSpec
 
 
@@ -309,7 +310,7 @@ def _submitted(ev: RunSubmitted) -> RunState:
     return RunState(
         run_id=ev.run_id,
         spec=ev.spec,
-        inputs={**ev.spec.inputs, **ev.inputs},
+        inputs={**input_defaults(ev.spec.inputs), **ev.inputs},
         settings=ev.settings,
         submitted_at=ev.at,
         parent_run_id=ev.parent_run_id,

@@ -30,6 +30,7 @@ from engine.expressions import (
     referenced_steps,
     template_expressions,
 )
+from engine.input_types import declaration_problems, input_problems
 from engine.loading import MAX_INT, load_workflow_partly
 from engine.policies.schedules import schedule_of
 from engine.spec import Mode, WorkflowSpec
@@ -71,6 +72,7 @@ def validate_workflow(
     for rule in _RULES:
         problems.extend(rule(spec, config, graph))
     problems.extend(check_resources_fit(spec, config, machine))
+    problems.extend(declaration_problems(spec.inputs))
     return sorted(problems, key=_step_order)
 
 
@@ -132,6 +134,7 @@ def check_inputs(spec: WorkflowSpec, given: Mapping[str, Any]) -> list[Problem]:
             Problem(f"-i {name}", "not an input of this workflow", f"declared inputs: {declared}")
             for name in sorted(set(given) - set(spec.inputs))
         ]
+        problems += input_problems(spec.inputs, given)
     for name, value in given.items():
         if _too_large(value):
             problems.append(

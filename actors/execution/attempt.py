@@ -45,6 +45,7 @@ class AttemptRequest(msgspec.Struct, frozen=True, kw_only=True):
     params: dict[str, Any] = {}
     inputs: dict[str, Any] = {}
     steps: dict[str, Any] = {}  # upstream: {id: {"outputs": ..., "status": ...}}
+    step_calls: dict[str, str] = {}  # "module:function" of the run's call steps: typed outputs
     item: Any = None  # foreach item
     env: dict[str, str] = {}  # the step's `env:`, over the engine's environment
     timeout: float | None = None  # seconds for this attempt; None: no limit

@@ -11,7 +11,6 @@ process's step loop (step_loop.py), cancelled when `ctx.cancelled` is set.
 from __future__ import annotations
 
 import contextlib
-import copy
 import importlib
 import inspect
 import logging
@@ -19,7 +18,7 @@ import os
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -28,6 +27,7 @@ from actors.execution.attempt import AttemptRequest, OutputsError
 from actors.execution.capture import AttemptOutput, captured, current_output
 from actors.execution.classify import classify_exception, describe_exception
 from actors.execution.step_loop import run_on_step_loop
+from actors.execution.steps_view import StepsView, private_copy
 from engine.context import StepContext
 from engine.errors import ErrorKind
 
@@ -215,7 +215,7 @@ def make_context(
     private_copies: bool,
 ) -> StepContext:
     """The `StepContext` for `request`; with `private_copies`, the function gets its own data."""
-    convert = _private_copy if private_copies else _same
+    convert = private_copy if private_copies else _same
     return StepContext(
         run_id=request.run_id,
         step_id=request.step_id,
@@ -224,7 +224,7 @@ def make_context(
         idempotency_key=request.idempotency_key,
         inputs=convert(request.inputs),
         params=convert(request.params),
-        steps=_CopiedOnRead(request.steps) if private_copies else request.steps,
+        steps=StepsView(request.steps, request.step_calls, request.code_dir, copy=private_copies),
         item=convert(request.item),
         cancelled=cancelled,
         logger=logger,
@@ -300,41 +300,6 @@ class _AttemptLogHandler(logging.Handler):
 def _write_traceback(output: AttemptOutput, exc: BaseException) -> None:
     with contextlib.suppress(OSError):  # the outcome still carries the message
         output.write("stderr", "".join(traceback.format_exception(exc)))
-
-
-class _CopiedOnRead(Mapping[str, Any]):
-    """`ctx.steps`: a read-only mapping whose entries are privately copied when first read.
-
-    A long run has many upstream steps and a step reads few of them; copying
-    all of them for every attempt made a 1,000-step run quadratic.
-    """
-
-    def __init__(self, source: Mapping[str, Any]) -> None:
-        self._source = source
-        self._copies: dict[str, Any] = {}
-
-    def __getitem__(self, key: str) -> Any:
-        if key not in self._copies:
-            self._copies[key] = _private_copy(self._source[key])
-        return self._copies[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._source)
-
-    def __len__(self) -> int:
-        return len(self._source)
-
-    def __repr__(self) -> str:
-        return repr(dict(self))
-
-
-def _private_copy(value: Any) -> Any:
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    try:
-        return msgspec.msgpack.decode(msgspec.msgpack.encode(value))
-    except Exception:
-        return copy.deepcopy(value)
 
 
 def _same(value: Any) -> Any:

@@ -213,7 +213,25 @@ async def async_prints(ctx: StepContext) -> dict[str, int]:
         print("from a task it started")
 
     await asyncio.create_task(child())
-    return {"thread": threading.get_ident()}
+    return {"thread": threading.get_ident(), "loop": id(asyncio.get_running_loop())}
+
+
+async def async_leaves_a_task(ctx: StepContext) -> None:
+    """Start a task and return without awaiting it; it writes the marker when cancelled."""
+
+    async def lingers() -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            with open(ctx.params["marker"], "w") as f:
+                f.write("cancelled")
+            raise
+
+    LINGERING.append(asyncio.create_task(lingers()))
+    await asyncio.sleep(0)  # let it start
+
+
+LINGERING: list[asyncio.Task[None]] = []
 
 
 async def async_raises(ctx: StepContext) -> None:

@@ -56,12 +56,36 @@ def test_prints_of_the_task_and_of_tasks_it_starts_go_to_the_attempts_log(
     assert "from the async step" not in capfd.readouterr().out
 
 
-def test_async_steps_of_the_process_share_one_loop_thread_not_the_callers(
+def test_an_async_step_runs_on_the_loop_of_the_thread_that_runs_the_attempt(
     tmp_path: Path,
 ) -> None:
-    first = call(tmp_path / "1", "async_prints")
-    second = call(tmp_path / "2", "async_prints")
-    assert first.outputs["thread"] == second.outputs["thread"] != threading.get_ident()
+    from actors.execution import AttemptRequest
+    from actors.execution.call_thread import run_call_here
+    from tests.actors.test_execution_call import STEPS
+
+    loops = []
+    for n in (1, 2):
+        request = AttemptRequest(
+            run_id="run-1",
+            step_id="api",
+            attempt=n,
+            agent="agent-1",
+            idempotency_key="run-1/api",
+            output_dir=str(tmp_path / str(n)),
+            call=f"{STEPS}:async_prints",
+        )
+        outcome = run_call_here(request, threading.Event())
+        assert outcome.succeeded, outcome.message
+        assert outcome.outputs["thread"] == threading.get_ident()
+        loops.append(outcome.outputs["loop"])
+    assert loops[0] == loops[1]  # made once per thread, then reused
+
+
+def test_tasks_a_step_leaves_running_are_cancelled_when_it_returns(tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    outcome = call(tmp_path, "async_leaves_a_task", params={"marker": str(marker)})
+    assert outcome.succeeded, outcome.message
+    assert marker.read_text() == "cancelled"
 
 
 @ISOLATIONS

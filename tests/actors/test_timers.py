@@ -116,3 +116,31 @@ def test_a_recipient_that_raises_never_stops_the_other_timers() -> None:
     timers.schedule("alive", time.time() + 0.05, inbox, "kept")
     assert inbox.received.get(timeout=2)[1] == "kept"
     timers.stop()
+
+
+def test_on_a_fake_clock_a_timer_fires_when_the_clock_is_advanced_past_it() -> None:
+    from engine.testing import FakeClock
+
+    clock = FakeClock(start=1000.0)
+    timers, inbox = TimerService(clock), Inbox()
+    timers.schedule("day", 1000.0 + 86400, inbox, "a day later")
+    assert timers.next_at() == 1000.0 + 86400
+    clock.advance(86399)
+    with pytest.raises(queue.Empty):
+        inbox.received.get(timeout=0.2)
+    clock.advance(1)
+    assert inbox.received.get(timeout=5)[1] == "a day later"
+    assert timers.next_at() is None
+    timers.stop()
+
+
+def test_next_at_skips_cancelled_and_replaced_timers() -> None:
+    timers, inbox = TimerService(), Inbox()
+    now = time.time()
+    timers.schedule("gone", now + 100, inbox, "cancelled")
+    timers.schedule("moved", now + 200, inbox, "first time")
+    timers.schedule("moved", now + 400, inbox, "replaced")
+    timers.schedule("kept", now + 300, inbox, "kept")
+    timers.cancel("gone")
+    assert timers.next_at() == now + 300
+    timers.stop()
