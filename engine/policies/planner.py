@@ -51,6 +51,7 @@ from engine.events import (
     StepWaitingForApproval,
     StepWaitingForSignal,
 )
+from engine.policies import children
 from engine.policies.conditions import condition_holds, foreach_items, wake_time
 from engine.policies.retry import AGENT_FAILURES, RetryDecision, next_retry_at, retry_decision
 from engine.policies.triggers import Gate, skip_reason, trigger_gate
@@ -77,6 +78,7 @@ _NEXT_COMMANDS = {
     WaitReason.RESOURCES: "skip it, or let it run once usage allows",
     WaitReason.SLEEP: "skip it, or let it wake",
     WaitReason.SIGNAL: "send its signal (`wfa signal`), or skip it",
+    WaitReason.CHILD: "skip it, or let its child run end",
 }
 
 
@@ -226,6 +228,9 @@ class Planner:
             )
             self._take_signal(sid, signal)
             return
+        if spec.workflow is not None:
+            children.start_child(self, sid)
+            return
         if spec.run is None and spec.call is None:  # a gate only: passing it is its success
             self.emit(StepSucceeded(at=self.now, step_id=sid, attempt=0, outputs={}))
             self.settled(sid)
@@ -309,6 +314,16 @@ class Planner:
         self.emit(StepFailed(at=now, step_id=sid, kind=kind, message=message))
         self.settled(sid)
 
+    def retry_due(self, sid: str) -> None:
+        """A retry delay ended: the next attempt is ready (a child workflow's: submitted)."""
+        if spec_of(self.work, sid).workflow is not None:
+            children.start_child(self, sid)
+        else:
+            self.emit(StepReady(at=self.now, step_id=sid))
+
+    def fail_now(self, sid: str, message: str) -> None:
+        self._fail_now(sid, message)
+
     def _fail_now(self, sid: str, message: str) -> None:
         """An expression failed: deterministic, so no retry and no pause."""
         self.emit(StepFailed(at=self.now, step_id=sid, kind=ErrorKind.USER, message=message))
@@ -374,6 +389,8 @@ class Planner:
         if failed:
             reason = f"critical step(s) failed: {', '.join(failed)}"
             self.emit(RunFailed(at=self.now, reason=reason))
+        elif work.spec.outputs:
+            children.end_with_outputs(self)
         else:
             self.emit(RunSucceeded(at=self.now))
 
