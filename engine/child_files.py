@@ -13,6 +13,7 @@ Python API, from the workflows registered with the engine.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import msgspec
@@ -65,3 +66,20 @@ def load_with_children(
     if found != spec.workflows:
         spec = msgspec.structs.replace(spec, workflows=found)
     return spec, problems
+
+
+def with_registered(
+    spec: WorkflowSpec, registered: Mapping[str, WorkflowSpec], _parents: tuple[str, ...] = ()
+) -> WorkflowSpec:
+    """`spec` with every `workflow:` name that it does not hold itself taken from
+    `registered` (the Python API's `Engine.register`), its children's too. A name that
+    would run a parent again is left for validation to report as a cycle."""
+    names = (*_parents, spec.name)
+    found = {
+        ref: with_registered(child, registered, names) for ref, child in spec.workflows.items()
+    }
+    for step in spec.steps:
+        ref = step.workflow
+        if ref is not None and ref not in found and ref in registered and ref not in names:
+            found[ref] = with_registered(registered[ref], registered, names)
+    return spec if found == spec.workflows else msgspec.structs.replace(spec, workflows=found)

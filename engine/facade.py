@@ -38,6 +38,7 @@ from engine.alerts import AlertMonitor
 from engine.async_changes import AsyncChanges
 from engine.builder import Workflow
 from engine.caching import CACHE_STREAM, CacheIndex
+from engine.child_files import with_registered
 from engine.config import EngineConfig
 from engine.datadir import (
     EVENTS,
@@ -261,6 +262,7 @@ class Engine:
         self._async_changes = AsyncChanges()  # coroutines in wait_async(), woken with the threads
         self._generation = 0
         self._functions: dict[str, Any] = {}
+        self._workflows: dict[str, WorkflowSpec] = {}  # registered: child workflows by name
         self._lock = EngineLock(self.data_dir)
         self._runtime: Any = None
         self._observer: Observer | None = None
@@ -451,8 +453,10 @@ class Engine:
         )
 
     def register(self, workflow: Workflow) -> None:
-        """Make a Python workflow's functions known (for runs resumed by this engine)."""
+        """Make a Python workflow's functions known (for runs resumed by this engine), and
+        its name one that a step's `workflow:` may run as a child."""
         self._functions.update(workflow.functions)
+        self._workflows[workflow.name] = workflow.spec
 
     def restart(self, run_id: str, from_step: str | None = None) -> RunHandle:
         """A new run of the same spec and inputs, reusing outputs of steps not after `from_step`.
@@ -621,6 +625,7 @@ class Engine:
             spec = workflow
         else:
             return load_checked(workflow, self.config)
+        spec = with_registered(spec, self._workflows)
         check_workflow(spec, self.config)
         return spec
 

@@ -19,21 +19,26 @@ template, and other values are passed as they are.
 from __future__ import annotations
 
 import hashlib
+import posixpath
 import re
 from typing import TYPE_CHECKING, Any, Final
 
+import msgspec
+
 from engine.errors import ErrorKind, ExpressionError
 from engine.events import (
+    ChildOf,
     ChildRunSubmitted,
     RunFailed,
     RunOutputsProduced,
+    RunSubmitted,
     RunSucceeded,
     StepSucceeded,
 )
 from engine.expressions import evaluate, render_template
 from engine.policies.conditions import step_variables
 from engine.spec import WorkflowSpec
-from engine.state import RunState, WaitReason, spec_of
+from engine.state import TERMINAL_RUN, RunState, RunStatus, WaitReason, spec_of
 
 if TYPE_CHECKING:
     from engine.policies.planner import Planner
@@ -151,3 +156,55 @@ def end_with_outputs(plan: Planner) -> None:
         return
     plan.emit(RunOutputsProduced(at=plan.now, outputs=outputs))
     plan.emit(RunSucceeded(at=plan.now))
+
+
+def child_submission(parent: RunState, step_id: str, now: float) -> RunSubmitted:
+    """The RunSubmitted of the child run the step waits for; the same on every call but
+    for `at`, so that submitting it again (recovery) is the idempotent case.
+
+    The child takes its parent's settings; its `call:` code is found beside its file.
+    """
+    st = parent.steps[step_id]
+    assert st.child_run_id is not None, f"step {step_id} has no child run"
+    ref = spec_of(parent, step_id).workflow or ""
+    settings = parent.settings
+    folder = posixpath.dirname(ref)
+    if settings.workflow_dir is not None and folder:
+        settings = msgspec.structs.replace(
+            settings, workflow_dir=posixpath.normpath(posixpath.join(settings.workflow_dir, folder))
+        )
+    return RunSubmitted(
+        at=now,
+        run_id=st.child_run_id,
+        spec=child_spec(parent, step_id),
+        inputs=dict(st.child_inputs or {}),
+        settings=settings,
+        child_of=ChildOf(run_id=parent.run_id, step_id=step_id, attempt=st.attempts),
+    )
+
+
+def ended_report(child: RunState) -> Any:
+    """The `ChildEnded` trigger for the parent of an ended child run (None otherwise)."""
+    from engine.decide import ChildEnded  # decide imports this module
+
+    link = child.child_of
+    if link is None or child.status not in TERMINAL_RUN:
+        return None
+    return ChildEnded(
+        step_id=link.step_id,
+        run_id=child.run_id,
+        status=child.status.value,
+        outputs=child.outputs if child.status is RunStatus.SUCCEEDED else None,
+        reason=child.reason,
+    )
+
+
+def still_wanted(parent: RunState, child_run_id: str, step_id: str) -> bool:
+    """Does the parent still wait for this child run (else the child should stop)?"""
+    st = parent.steps.get(step_id)
+    return (
+        parent.status not in TERMINAL_RUN
+        and st is not None
+        and st.waiting is WaitReason.CHILD
+        and st.child_run_id == child_run_id
+    )

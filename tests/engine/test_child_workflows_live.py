@@ -1,0 +1,123 @@
+"""Child workflows through the Python API: real engines, real LMDB, real step processes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from engine import Engine, Workflow
+from engine.config import EngineConfig, ExecutionConfig, ResourcesConfig
+from engine.events import ChildRunSubmitted, RunSubmitted
+from engine.loading import workflow_from_data
+from engine.spec import WorkflowSpec
+from tests.support import until
+
+PY = sys.executable
+
+
+def config(max_runs: int = 1) -> EngineConfig:
+    return EngineConfig(
+        execution=ExecutionConfig(
+            default_timeout=30.0, default_retry_count=0, max_concurrent_workflows=max_runs
+        ),
+        resources=ResourcesConfig(agent_pool_size=2),
+    )
+
+
+def calc(code: str = "total = inputs_n * 2") -> WorkflowSpec:
+    script = (
+        "import json, os, sys\n"
+        "n = int(sys.argv[1])\n"
+        "if n < 0: sys.exit('negative')\n"
+        "json.dump({'total': n * 2}, open(os.environ['WFA_OUTPUTS'], 'w'))\n"
+    )
+    return workflow_from_data(
+        {
+            "name": "calc",
+            "inputs": {"n": 0},
+            "outputs": {"total": "steps.double.outputs.total"},
+            "steps": [{"id": "double", "run": [PY, "-c", script, "${{ inputs.n }}"]}],
+        }
+    )
+
+
+def parent(n: object = 21) -> Workflow:
+    wf = Workflow("parent", inputs={"n": n})
+    wf.child("sub", calc(), params={"n": "${{ inputs.n }}"})
+    return wf
+
+
+def test_a_parent_step_waits_for_its_child_and_takes_its_outputs(tmp_path: Path) -> None:
+    """With one run slot, the child is still admitted: its parent holds the slot."""
+    with Engine(data_dir=tmp_path / "wfa", config=config(max_runs=1)) as engine:
+        result = engine.submit(parent(), run_id="order-1").wait(timeout=60)
+        assert result.status == "succeeded", result
+        assert result.steps["sub"].outputs == {"total": 42}
+        assert result.steps["sub"].child_run_id == "order-1.sub.1"
+        child = engine.replay("order-1.sub.1")
+        assert child.status == "succeeded" and child.outputs == {"total": 42}
+        assert child.child_of is not None and child.child_of.run_id == "order-1"
+
+
+def test_a_failed_child_fails_the_parent_step_with_kind_dependency(tmp_path: Path) -> None:
+    with Engine(data_dir=tmp_path / "wfa", config=config()) as engine:
+        result = engine.submit(parent(-1), run_id="neg").wait(timeout=60)
+        assert result.status == "failed"
+        error = result.steps["sub"].error
+        assert error is not None and error.kind == "dependency"
+        assert "child run neg.sub.1 failed" in error.message
+        assert engine.replay("neg.sub.1").status == "failed"
+
+
+def test_cancelling_the_parent_cancels_its_child(tmp_path: Path) -> None:
+    gate = tmp_path / "never"
+    child = workflow_from_data(
+        {
+            "name": "slow",
+            "steps": [
+                {
+                    "id": "wait",
+                    "run": [
+                        PY,
+                        "-c",
+                        f"import os,time\nwhile not os.path.exists({str(gate)!r}): time.sleep(0.05)",
+                    ],
+                }
+            ],
+        }
+    )
+    wf = Workflow("parent")
+    wf.child("sub", child)
+    with Engine(data_dir=tmp_path / "wfa", config=config(2)) as engine:
+        handle = engine.submit(wf, run_id="p")
+        until(lambda: any(isinstance(r.event, RunSubmitted) for r in _history(engine, "p.sub.1")))
+        until(lambda: engine.replay("p.sub.1").steps["wait"].status == "running")
+        engine.cancel("p")
+        assert handle.wait(timeout=30).status == "cancelled"
+        until(lambda: engine.replay("p.sub.1").status == "cancelled")
+        assert "its parent run p" in (engine.replay("p.sub.1").reason or "")
+
+
+def test_a_registered_workflow_runs_as_a_child_by_name(tmp_path: Path) -> None:
+    inner = Workflow("inner", outputs={"x": "steps.gate.status"})
+    inner.step(id="gate")(_noop)
+    wf = Workflow("outer")
+    wf.child("sub", "inner")
+    with Engine(data_dir=tmp_path / "wfa", config=config()) as engine:
+        engine.register(inner)
+        result = engine.submit(wf).wait(timeout=60)
+        assert result.status == "succeeded", result
+        assert result.steps["sub"].outputs == {"x": "succeeded"}
+        history = [r.event for r in engine.history(result.run_id)]
+        assert sum(isinstance(e, ChildRunSubmitted) for e in history) == 1
+
+
+def _noop(ctx: object) -> dict[str, int]:
+    return {}
+
+
+def _history(engine: Engine, run_id: str) -> list:
+    try:
+        return engine.history(run_id)
+    except Exception:
+        return []
