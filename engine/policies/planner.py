@@ -11,7 +11,8 @@ it changes, not the size of the workflow.
 With `enable_parallel_execution: false` one step holds the run's slot at a
 time (ready, running or in a retry delay); a step that passes its gates while
 the slot is taken stays pending and is released, in spec order, when it frees.
-Approval waits, sleeps, signal waits and paused steps do not hold the slot.
+Approval waits, sleeps, signal waits and paused steps do not hold the slot; a
+step waiting for its child run does, as a running attempt would.
 
 A `sleep`/`until` step and a `wait_for` step hold no agent: once past their
 gates they wait in the log (StepSleeping, StepWaitingForSignal) for a timer or
@@ -228,14 +229,14 @@ class Planner:
             )
             self._take_signal(sid, signal)
             return
-        if spec.workflow is not None:
-            children.start_child(self, sid)
-            return
-        if spec.run is None and spec.call is None:  # a gate only: passing it is its success
+        if spec.run is None and spec.call is None and spec.workflow is None:  # a gate only
             self.emit(StepSucceeded(at=self.now, step_id=sid, attempt=0, outputs={}))
             self.settled(sid)
             return
         if not self.state.settings.enable_parallel_execution and self._slot_taken():
+            return
+        if spec.workflow is not None:  # its child run holds the slot, as an attempt would
+            children.start_child(self, sid)
             return
         self.emit(StepReady(at=self.now, step_id=sid))
 
@@ -350,6 +351,8 @@ class Planner:
         for st in self.work.steps.values():
             waiting = st.waiting
             if waiting is WaitReason.AGENT or waiting is WaitReason.RETRY:
+                return True
+            if waiting is WaitReason.CHILD:
                 return True
             if waiting is WaitReason.RESOURCES:
                 return True

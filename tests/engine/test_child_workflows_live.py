@@ -80,7 +80,8 @@ def test_cancelling_the_parent_cancels_its_child(tmp_path: Path) -> None:
                     "run": [
                         PY,
                         "-c",
-                        f"import os,time\nwhile not os.path.exists({str(gate)!r}): time.sleep(0.05)",
+                        f"import os,time\nwhile not os.path.exists({str(gate)!r}): "
+                        "time.sleep(0.05)",
                     ],
                 }
             ],

@@ -166,3 +166,11 @@ def test_child_run_ids_are_deterministic_valid_run_ids_even_when_long() -> None:
     long = child_run_id("r" * 100, "s" * 100, 3)
     check_run_id(long)
     assert long != child_run_id("r" * 100, "t" * 100, 3)
+
+
+def test_in_serial_mode_a_waiting_child_holds_the_slot_like_a_running_attempt() -> None:
+    from engine.events import RunSettings
+
+    sim = Sim(parent(sub(), step("other")), settings=RunSettings(enable_parallel_execution=False))
+    assert sim.types(sim.start()) == ["RunStarted", "ChildRunSubmitted"]
+    assert sim.types(ended(sim, outputs={"total": 1})) == ["StepSucceeded", "StepReady"]
