@@ -233,7 +233,23 @@ def step_line(step: StepResult) -> str:
     error = error_text(step)
     if error and step.status in ("failed", "waiting", "skipped", "cancelled"):
         parts.append(error)
+    if step.child_run_id and step.status == "waiting":
+        parts.append(f"child run {step.child_run_id}")
     return "  ".join(parts)
+
+
+def child_links(result: RunResult) -> list[str]:
+    """`show`'s links between a parent and its child runs, both ways."""
+    lines = []
+    if result.child_of is not None:
+        link = result.child_of
+        lines.append(f"child of run {link.run_id} (step {link.step_id}, attempt {link.attempt})")
+    lines += [
+        f"step {step.id}: child run {step.child_run_id}"
+        for step in result.steps.values()
+        if step.child_run_id
+    ]
+    return lines
 
 
 def summary_line(result: RunResult) -> str:
@@ -311,6 +327,8 @@ def console() -> Console:
 def print_result(result: RunResult, title: str | None = None, now: float | None = None) -> None:
     """The `show` view: the step table, then the one-line summary; `now` when replaying."""
     console().print(steps_table(result, title, now))
+    for line in child_links(result):
+        click.echo(line)
     click.echo(summary_line(result))
 
 

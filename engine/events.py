@@ -367,6 +367,11 @@ class ChildOf(msgspec.Struct, frozen=True, kw_only=True):
     run_id: str
     step_id: str
     attempt: int
+    root_run_id: str = ""  # the top-most ancestor run: its trace holds the child's spans
+
+    @property
+    def trace_run_id(self) -> str:
+        return self.root_run_id or self.run_id
 
 
 class ChildRunSubmitted(_Event, frozen=True, tag=True, kw_only=True):

@@ -179,7 +179,12 @@ def child_submission(parent: RunState, step_id: str, now: float) -> RunSubmitted
         spec=child_spec(parent, step_id),
         inputs=dict(st.child_inputs or {}),
         settings=settings,
-        child_of=ChildOf(run_id=parent.run_id, step_id=step_id, attempt=st.attempts),
+        child_of=ChildOf(
+            run_id=parent.run_id,
+            step_id=step_id,
+            attempt=st.attempts,
+            root_run_id=parent.child_of.trace_run_id if parent.child_of else parent.run_id,
+        ),
     )
 
 

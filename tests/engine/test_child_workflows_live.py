@@ -122,3 +122,19 @@ def _history(engine: Engine, run_id: str) -> list:
         return engine.history(run_id)
     except Exception:
         return []
+
+
+def test_the_child_spans_nest_under_the_parent_step_in_the_parent_trace(tmp_path: Path) -> None:
+    from engine.telemetry.spans import spans_for_run
+
+    with Engine(data_dir=tmp_path / "wfa", config=config()) as engine:
+        engine.submit(parent(), run_id="t").wait(timeout=60)
+        parent_spans = spans_for_run(r.event for r in engine.history("t"))
+        child_spans = spans_for_run(r.event for r in engine.history("t.sub.1"))
+    (attempt,) = [s for s in parent_spans if s.kind == "attempt"]
+    (step,) = [s for s in parent_spans if s.kind == "step"]
+    (child_root,) = [s for s in child_spans if s.kind == "run"]
+    assert attempt.parent_id == step.span_id
+    assert attempt.attributes["wfa.child_run_id"] == "t.sub.1"
+    assert child_root.parent_id == attempt.span_id
+    assert {s.trace_id for s in parent_spans + child_spans} == {parent_spans[0].trace_id}
