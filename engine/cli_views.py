@@ -24,6 +24,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from engine.child_runs import waits_for_people
 from engine.events import RUN_STREAM_PREFIX, AttemptInterrupted, Event, RunSubmitted, run_stream
 from engine.facade import Engine, UnknownRunError
 from engine.results import RunResult, StepResult, iso, result_of
@@ -84,7 +85,7 @@ class RunWatch:
         if result.status in TERMINAL:
             return True
         settled = self.version > self.settle_after or time.monotonic() > self.settle_deadline
-        return settled and result.needs_intervention
+        return settled and waits_for_people(self.store, result)
 
 
 def follow_runs(

@@ -39,6 +39,7 @@ from engine.async_changes import AsyncChanges
 from engine.builder import Workflow
 from engine.caching import CACHE_STREAM, CacheIndex
 from engine.child_files import with_registered
+from engine.child_runs import waits_for_people
 from engine.config import EngineConfig
 from engine.datadir import (
     EVENTS,
@@ -183,7 +184,7 @@ def _waited_for(follower: _StateFollower) -> RunResult | None:
     # only when the run is quiet, not on every event of a busy run.
     if not moved:
         result = result_of(state)
-        if result.needs_intervention and not follower.command_pending():
+        if waits_for_people(follower.store, result) and not follower.command_pending():
             return result
     return None
 
@@ -745,7 +746,8 @@ def _quiet(follower: _StateFollower) -> bool:
     assert state is not None
     if state.status in TERMINAL_RUN:
         return True
-    return result_of(state).needs_intervention and not follower.command_pending()
+    quiet = waits_for_people(follower.store, result_of(state))
+    return quiet and not follower.command_pending()
 
 
 def _downstream(state: RunState, step_id: str) -> set[str]:
