@@ -37,7 +37,11 @@ steps:
     with: {n: "${{ inputs.n }}", gate: "${{ inputs.gate }}"}
   - id: report
     after: [sub]
-    run: ["python3", "-c", "import sys; assert sys.argv[1] == '42'", "${{ steps.sub.outputs.total }}"]
+    run:
+      - python3
+      - -c
+      - "import sys; assert sys.argv[1] == '42'"
+      - ${{ steps.sub.outputs.total }}
 """
 
 
