@@ -33,8 +33,8 @@ def load_with_children(
 ) -> tuple[WorkflowSpec | None, list[Problem]]:
     """`load_workflow_partly` of `path`, with every child file it names read and stored
     in its `workflows`; a child's problems are reported at the step that names it."""
-    here = Path(path).resolve()
     spec, problems = load_workflow_partly(path)
+    here = Path(os.path.realpath(path))  # never raises, not even for a symlink loop
     if spec is None:
         return spec, problems
     found = dict(spec.workflows)
@@ -43,7 +43,7 @@ def load_with_children(
         if ref is None or not is_file_reference(ref) or ref in found:
             continue
         where = f"$.steps[{position}].workflow"
-        target = (here.parent / ref).resolve()
+        target = Path(os.path.realpath(here.parent / ref))
         if target in (*_stack, here):
             chain = " -> ".join(p.name for p in (*_stack, here, target))
             problems.append(
