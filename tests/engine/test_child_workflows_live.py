@@ -138,3 +138,65 @@ def test_the_child_spans_nest_under_the_parent_step_in_the_parent_trace(tmp_path
     assert attempt.attributes["wfa.child_run_id"] == "t.sub.1"
     assert child_root.parent_id == attempt.span_id
     assert {s.trace_id for s in parent_spans + child_spans} == {parent_spans[0].trace_id}
+
+
+DRIVER = """
+import sys
+from engine import Engine
+from engine.config import EngineConfig, ExecutionConfig
+from engine.loading import workflow_from_data
+from engine.spec import WorkflowSpec
+
+data, gate = sys.argv[1], sys.argv[2]
+code = "import os, time\\nwhile not os.path.exists(%r): time.sleep(0.05)" % gate
+child = {"name": "slow", "steps": [{"id": "hold", "run": [sys.executable, "-c", code]}]}
+spec = workflow_from_data(
+    {"name": "top", "steps": [{"id": "sub", "workflow": "slow"}], "workflows": {"slow": child}}
+)
+config = EngineConfig(execution=ExecutionConfig(default_retry_count=0))
+with Engine(data_dir=data, config=config) as engine:
+    engine.submit(spec, run_id="k").wait(timeout=120)
+"""
+
+
+def test_a_sigkill_of_an_embedding_engine_mid_wait_recovers_the_same_child(
+    tmp_path: Path,
+) -> None:
+    import os
+    import signal
+    import subprocess
+
+    data, gate = tmp_path / "wfa", tmp_path / "go"
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    root = Path(__file__).resolve().parents[2]
+    driver = subprocess.Popen(
+        [PY, str(script), str(data), str(gate)],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        start_new_session=True,
+    )
+    try:
+        with Engine(data_dir=data, drive=False) as reader:
+            until(lambda: _started(reader, "k.sub.1"), timeout=60)
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=20)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait(timeout=20)
+    gate.touch()
+    with Engine(data_dir=data, config=config()) as engine:
+        result = engine.handle("k").wait(timeout=60)
+        assert result.status == "succeeded", result
+        parent_events = [r.event for r in engine.history("k")]
+        child_events = [r.event for r in engine.history("k.sub.1")]
+        runs = [r.run_id for r in engine.runs()]
+    assert sum(isinstance(e, ChildRunSubmitted) for e in parent_events) == 1
+    assert sum(isinstance(e, RunSubmitted) for e in child_events) == 1
+    assert sorted(runs) == ["k", "k.sub.1"]
+
+
+def _started(engine: Engine, run_id: str) -> bool:
+    history = _history(engine, run_id)
+    return any(type(r.event).__name__ == "AttemptStarted" for r in history)
