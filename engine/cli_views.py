@@ -269,6 +269,9 @@ def summary_line(result: RunResult) -> str:
     if result.needs_intervention:
         line += "; waits for " + ", ".join(map(waiting_text, result.waiting_for))
         line += "; " + next_steps(result)
+    elif children := [w.split(" ")[2] for w in result.waiting_for if w.startswith("child run ")]:
+        line += "; waits for child run " + ", ".join(children)
+        line += "; see " + " and ".join(f"`wfa show {c}`" for c in children)
     return line
 
 

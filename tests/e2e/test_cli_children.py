@@ -126,6 +126,7 @@ def test_a_parent_whose_child_waits_for_a_person_exits_3_and_goes_on_once_approv
     data = tmp_path / "data"
     first = cli(data, "run", flow, "--id", "w-1")
     assert first.returncode == 3, first.stderr
+    assert "waits for child run w-1.sub.1; see `wfa show w-1.sub.1`" in first.stdout
     approved = cli(data, "approve", "w-1.sub.1", "gate")
     assert approved.returncode == 0, approved.stderr
     resumed = cli(data, "resume", "w-1", "--json")
