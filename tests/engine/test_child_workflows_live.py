@@ -200,3 +200,40 @@ def test_a_sigkill_of_an_embedding_engine_mid_wait_recovers_the_same_child(
 def _started(engine: Engine, run_id: str) -> bool:
     history = _history(engine, run_id)
     return any(type(r.event).__name__ == "AttemptStarted" for r in history)
+
+
+def test_a_child_whose_parent_no_longer_waits_for_it_is_cancelled_on_recovery(
+    tmp_path: Path,
+) -> None:
+    """The log an engine leaves when it died between cancelling a parent and its child."""
+    from engine.events import ChildOf, RunCancelled, RunSettings, RunStarted, StepCancelled
+    from engine.events import run_stream as stream
+
+    gate = tmp_path / "never"
+    code = f"import os,time\nwhile not os.path.exists({str(gate)!r}): time.sleep(0.05)"
+    child = workflow_from_data({"name": "slow", "steps": [{"id": "w", "run": [PY, "-c", code]}]})
+    wf = Workflow("top")
+    wf.child("sub", child)
+    spec = wf.spec
+    link = ChildOf(run_id="p", step_id="sub", attempt=1, root_run_id="p")
+    with Engine(data_dir=tmp_path / "wfa", config=config(), drive=False) as client:
+        client.store.append(
+            stream("p"),
+            [
+                RunSubmitted(at=1.0, run_id="p", spec=spec, settings=RunSettings()),
+                RunStarted(at=1.0),
+                ChildRunSubmitted(at=1.0, step_id="sub", attempt=1, run_id="p.sub.1"),
+                StepCancelled(at=2.0, step_id="sub"),
+                RunCancelled(at=2.0),
+            ],
+            expected_version=0,
+        )
+        client.store.append(
+            stream("p.sub.1"),
+            [RunSubmitted(at=1.0, run_id="p.sub.1", spec=child, child_of=link), RunStarted(at=1.0)],
+            expected_version=0,
+        )
+    with Engine(data_dir=tmp_path / "wfa", config=config()) as engine:
+        result = engine.handle("p.sub.1").wait(timeout=60)
+    assert result.status == "cancelled"
+    assert result.reason == "its parent run p no longer waits for it"
