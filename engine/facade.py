@@ -625,7 +625,7 @@ class Engine:
         elif isinstance(workflow, WorkflowSpec):
             spec = workflow
         else:
-            return load_checked(workflow, self.config)
+            return load_checked(workflow, self.config, registered=self._workflows)
         spec = with_registered(spec, self._workflows)
         check_workflow(spec, self.config)
         return spec

@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 from croniter import croniter
 
-from engine.child_files import load_with_children
+from engine.child_files import load_with_children, with_registered
 from engine.config import EngineConfig
 from engine.errors import ExpressionError, Problem, ValidationError
 from engine.expressions import (
@@ -95,19 +95,24 @@ def check_workflow(
 
 
 def validate_file(
-    path: str | os.PathLike[str], config: EngineConfig, machine: MachineCapacity | None = None
+    path: str | os.PathLike[str],
+    config: EngineConfig,
+    machine: MachineCapacity | None = None,
+    registered: Mapping[str, WorkflowSpec] | None = None,
 ) -> tuple[WorkflowSpec | None, list[Problem]]:
     """Every problem of the workflow file at `path`, schema and cross-field at once.
 
     The cross-field rules run on whatever parsed, except where a schema problem
     already covers the place (a step whose `run` has the wrong type is not also
-    reported as having no `run`). The spec is None when too little of it parsed."""
+    reported as having no `run`). The spec is None when too little of it parsed.
+    `registered`: workflows a step's `workflow:` may name (Engine.register)."""
     try:
         spec, problems = load_with_children(path)
     except ValidationError as exc:
         return None, list(exc.problems)
     if spec is None:
         return None, problems
+    spec = with_registered(spec, registered or {})
     covered = [p.location for p in problems if p.location != "$"]
     problems += [
         p
@@ -118,11 +123,14 @@ def validate_file(
 
 
 def load_checked(
-    path: str | os.PathLike[str], config: EngineConfig, machine: MachineCapacity | None = None
+    path: str | os.PathLike[str],
+    config: EngineConfig,
+    machine: MachineCapacity | None = None,
+    registered: Mapping[str, WorkflowSpec] | None = None,
 ) -> WorkflowSpec:
     """The workflow at `path` if it is valid under `config`; else ValidationError with
     every problem of the file."""
-    spec, problems = validate_file(path, config, machine)
+    spec, problems = validate_file(path, config, machine, registered)
     if problems or spec is None:
         raise ValidationError(problems, source=str(path))
     return spec

@@ -237,3 +237,15 @@ def test_a_child_whose_parent_no_longer_waits_for_it_is_cancelled_on_recovery(
         result = engine.handle("p.sub.1").wait(timeout=60)
     assert result.status == "cancelled"
     assert result.reason == "its parent run p no longer waits for it"
+
+
+def test_a_workflow_file_may_run_a_registered_python_workflow_by_name(tmp_path: Path) -> None:
+    inner = Workflow("inner", outputs={"x": "steps.gate.status"})
+    inner.step(id="gate")(_noop)
+    flow = tmp_path / "outer.yaml"
+    flow.write_text("name: outer\nsteps:\n  - {id: sub, workflow: inner}\n")
+    with Engine(data_dir=tmp_path / "wfa", config=config()) as engine:
+        engine.register(inner)
+        result = engine.submit(flow).wait(timeout=60)
+    assert result.status == "succeeded", result
+    assert result.steps["sub"].outputs == {"x": "succeeded"}
