@@ -25,7 +25,14 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.child_runs import waits_for_people
-from engine.events import RUN_STREAM_PREFIX, AttemptInterrupted, Event, RunSubmitted, run_stream
+from engine.events import (
+    RUN_STREAM_PREFIX,
+    AttemptInterrupted,
+    ChildRunSubmitted,
+    Event,
+    RunSubmitted,
+    run_stream,
+)
 from engine.facade import Engine, UnknownRunError
 from engine.results import RunResult, StepResult, iso, result_of
 from engine.run_index import RunSummary
@@ -333,6 +340,8 @@ def print_result(result: RunResult, title: str | None = None, now: float | None 
     console().print(steps_table(result, title, now))
     for line in child_links(result):
         click.echo(line)
+    if result.outputs is not None:
+        click.echo("outputs " + msgspec.json.encode(result.outputs).decode())
     click.echo(summary_line(result))
 
 
@@ -389,6 +398,8 @@ def event_line(rec: Recorded[Event]) -> str:
         details = f"workflow={event.spec.name} " + details
     elif isinstance(event, AttemptInterrupted):
         details = f"attempt={event.attempt} " + interruption_text(event)
+    elif isinstance(event, ChildRunSubmitted):
+        details = f"child={event.run_id} " + details
     step = getattr(event, "step_id", None) or "-"
     return f"{rec.position:>6}  {iso(event.at)}  {type(event).__name__:<22} {step:<16} {details}"
 

@@ -66,6 +66,9 @@ def test_a_parent_runs_its_child_file_and_show_links_them_both_ways(tmp_path: Pa
     assert "step sub: child run o-1.sub.1" in parent_view.stdout
     child_view = cli(data, "show", "o-1.sub.1")
     assert "child of run o-1 (step sub, attempt 1)" in child_view.stdout
+    assert 'outputs {"total":42}' in child_view.stdout
+    history = cli(data, "history", "o-1").stdout
+    assert "ChildRunSubmitted" in history and "child=o-1.sub.1 attempt=1" in history
     child = json.loads(cli(data, "show", "o-1.sub.1", "--json").stdout)
     assert child["outputs"] == {"total": 42} and child["child_of"]["run_id"] == "o-1"
     trace = [line for line in parent_view.stdout.splitlines() if line.startswith("trace ")]
