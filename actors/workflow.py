@@ -388,8 +388,9 @@ class WorkflowActor(pykka.ThreadingActor):
         link = self.state.child_of
         if link is None or is_terminal(self.state):
             return
-        parent = fold(r.event for r in self.runtime.store.read_stream(run_stream(link.run_id)))
-        if not still_wanted(parent, self.run_id, link.step_id):
+        records = list(self.runtime.store.read_stream(run_stream(link.run_id)))
+        parent = fold(r.event for r in records) if records else None  # None: pruned, so ended
+        if parent is None or not still_wanted(parent, self.run_id, link.step_id):
             reason = f"its parent run {link.run_id} no longer waits for it"
             self.actor_ref.tell(DeliverCommand(self.run_id, rules.Cancel(reason=reason)))
 
