@@ -59,9 +59,10 @@ from engine.config import (
 from engine.datadir import attempt_dir
 from engine.estimates import DurationEstimates
 from engine.health import HealthPolicy, fold_health
-from engine.policies.children import child_submission, ended_report
+from engine.policies.children import child_lost, child_submission, ended_report
 from engine.policies.conditions import resolve_run_argv
 from engine.resources import UsageSampler, machine_size
+from engine.run_index import pruned_into
 from engine.state import RunState, StepStatus, fold, spec_of
 from eventstore import ConcurrencyError
 
@@ -386,6 +387,10 @@ class Runtime:
             if report is not None:
                 self.deliver(parent.run_id, report)
                 return
+        elif pruned_into(self.store, child_id) is not None:  # ended, its end no longer known
+            why = "it was pruned from the log before its parent took its end"
+            self.deliver(parent.run_id, child_lost(parent, step_id, why))
+            return
         else:
             try:
                 submitted = child_submission(parent, step_id, time.time())

@@ -204,6 +204,14 @@ def ended_report(child: RunState) -> Any:
     )
 
 
+def child_lost(parent: RunState, step_id: str, why: str) -> Any:
+    """The `ChildEnded` for a child run that cannot be found any more: a failure."""
+    from engine.decide import ChildEnded  # decide imports this module
+
+    child = parent.steps[step_id].child_run_id or ""
+    return ChildEnded(step_id=step_id, run_id=child, status="failed", reason=why)
+
+
 def still_wanted(parent: RunState, child_run_id: str, step_id: str) -> bool:
     """Does the parent still wait for this child run (else the child should stop)?"""
     st = parent.steps.get(step_id)

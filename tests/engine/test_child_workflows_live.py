@@ -249,3 +249,44 @@ def test_a_workflow_file_may_run_a_registered_python_workflow_by_name(tmp_path: 
         result = engine.submit(flow).wait(timeout=60)
     assert result.status == "succeeded", result
     assert result.steps["sub"].outputs == {"x": "succeeded"}
+
+
+def test_a_child_pruned_before_its_parent_took_its_end_fails_the_step_and_is_not_rerun(
+    tmp_path: Path,
+) -> None:
+    """A child id found pruned is never submitted again: that would be a second child."""
+    from engine.events import ChildOf, RunSettings, RunStarted, RunSucceeded
+    from engine.events import run_stream as stream
+    from engine.retention import prune
+
+    child = calc()
+    wf = Workflow("top")
+    wf.child("sub", child)
+    link = ChildOf(run_id="p", step_id="sub", attempt=1, root_run_id="p")
+    data = tmp_path / "wfa"
+    with Engine(data_dir=data, config=config(), drive=False) as client:
+        client.store.append(
+            stream("p"),
+            [
+                RunSubmitted(at=1.0, run_id="p", spec=wf.spec, settings=RunSettings()),
+                RunStarted(at=1.0),
+                ChildRunSubmitted(at=1.0, step_id="sub", attempt=1, run_id="p.sub.1"),
+            ],
+            expected_version=0,
+        )
+        client.store.append(
+            stream("p.sub.1"),
+            [
+                RunSubmitted(at=1.0, run_id="p.sub.1", spec=child, child_of=link),
+                RunStarted(at=1.0),
+                RunSucceeded(at=2.0),
+            ],
+            expected_version=0,
+        )
+        prune(client.store, data, ["p.sub.1"], tmp_path / "archive.jsonl.gz")
+    with Engine(data_dir=data, config=config()) as engine:
+        result = engine.handle("p").wait(timeout=60)
+        assert engine.store.stream_version(stream("p.sub.1")) == 0  # not submitted again
+    error = result.steps["sub"].error
+    assert result.status == "failed"
+    assert error is not None and "pruned from the log" in error.message
