@@ -69,3 +69,13 @@ class WaitForResources(msgspec.Struct, frozen=True):
 
 class StopRuns(msgspec.Struct, frozen=True):
     """Stop admitting and stop every workflow actor, leaving runs resumable."""
+
+
+# ---- child workflows (issue 16) ----
+
+
+class AdmitChild(msgspec.Struct, frozen=True):
+    """A child run its parent waits for: admit it now, beyond max_concurrent_workflows
+    (its parent holds a slot already; waiting for another could wait for ever)."""
+
+    run_id: str

@@ -44,7 +44,7 @@ from actors.clock import SYSTEM_CLOCK, Clock
 from actors.cluster import ClusterConnection, dask_resources, require_dask
 from actors.execution import AttemptRequest
 from actors.execution.process_group import attempt_processes, end_leftover_group, end_processes
-from actors.messages import AdmitRun, DeliverCommand, StopRuns
+from actors.messages import AdmitChild, AdmitRun, DeliverCommand, StopRuns
 from actors.pool import AgentPool
 from actors.scheduler import SchedulerActor
 from actors.timers import TimerService
@@ -60,9 +60,12 @@ from engine.config import (
 from engine.datadir import attempt_dir
 from engine.estimates import DurationEstimates
 from engine.health import HealthPolicy, fold_health
+from engine.policies.children import child_lost, child_submission, ended_report
 from engine.policies.conditions import resolve_run_argv
 from engine.resources import UsageSampler, machine_size
-from engine.state import RunState, StepStatus, spec_of
+from engine.run_index import pruned_into
+from engine.state import RunState, StepStatus, fold, spec_of
+from eventstore import ConcurrencyError
 
 log = logging.getLogger(__name__)
 
@@ -400,3 +403,34 @@ class Runtime:
                 self._listener(run_id, state, batch)
             except Exception:  # a listener's bug must not stop a run
                 log.exception("run %s: listener failed", run_id)
+
+    # -- child workflows (issue 16); called by workflow actors ----------------
+
+    def submit_child(self, parent: RunState, step_id: str) -> None:
+        """Submit the child run `step_id` waits for and admit it at once; if it exists
+        already (recovery), submit nothing: admit it, or report its end if it ended."""
+        child_id = parent.steps[step_id].child_run_id
+        assert child_id is not None, f"step {step_id} waits for no child run"
+        records = list(self.store.read_stream(ev.run_stream(child_id)))
+        if records:
+            report = ended_report(fold(r.event for r in records))
+            if report is not None:
+                self.deliver(parent.run_id, report)
+                return
+        elif pruned_into(self.store, child_id) is not None:  # ended, its end no longer known
+            why = "it was pruned from the log before its parent took its end"
+            self.deliver(parent.run_id, child_lost(parent, step_id, why))
+            return
+        else:
+            try:
+                submitted = child_submission(parent, step_id, self.clock.now())
+                self.store.append(ev.run_stream(child_id), [submitted], expected_version=0)
+            except ConcurrencyError:  # submitted meanwhile: it is that run
+                pass
+        self.scheduler.tell(AdmitChild(child_id))
+
+    def child_ended(self, child: RunState) -> None:
+        """An ended child run's report to its parent (after the end is durable)."""
+        report = ended_report(child)
+        if report is not None and child.child_of is not None:
+            self.deliver(child.child_of.run_id, report)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pykka
 
-from actors.messages import AdmitRun, DeliverCommand, RunEnded, StopRuns
+from actors.messages import AdmitChild, AdmitRun, DeliverCommand, RunEnded, StopRuns
 from actors.quiet import Accounted
 from actors.workflow import WorkflowActor
 
@@ -68,6 +68,10 @@ class SchedulerActor(Accounted, pykka.ThreadingActor):
                     ref.tell(message)
                 elif run_id in self._queued:
                     self._held.setdefault(run_id, []).append(message.trigger)
+            case AdmitChild(run_id=run_id):
+                if run_id not in self._active and not self._stopping:
+                    self._queued.discard(run_id)  # its heap entry is skipped when popped
+                    self._start(run_id)
             case StopRuns():
                 self._stopping = True
                 self._queue.clear()
@@ -79,8 +83,9 @@ class SchedulerActor(Accounted, pykka.ThreadingActor):
     def _admit(self) -> None:
         while not self._stopping and self._queue and len(self._active) < self.max_concurrent:
             _, _, run_id = heapq.heappop(self._queue)
-            self._queued.discard(run_id)
-            self._start(run_id)
+            if run_id in self._queued:  # else admitted meanwhile as a child
+                self._queued.discard(run_id)
+                self._start(run_id)
 
     def _start(self, run_id: str) -> None:
         held = self._held.pop(run_id, [])

@@ -43,6 +43,7 @@ from engine.allocation import Demand
 from engine.caching import cache_entry
 from engine.errors import ErrorKind, ExpressionError, WorkflowAutomatorError
 from engine.events import run_stream, step_id_of
+from engine.policies.children import still_wanted
 from engine.policies.timeouts import Timer, active_timers, run_timer, step_timer
 from engine.state import (
     RunState,
@@ -115,6 +116,7 @@ class WorkflowActor(Accounted, pykka.ThreadingActor):
                 crashed=self.runtime.after_crash, in_engine=self.runtime.ran_in_engine(self.state)
             )
         self._cycle(first)
+        self._recover_children()
         for command in self._commands:
             if command is not first:
                 self.actor_ref.tell(DeliverCommand(self.run_id, command))
@@ -326,6 +328,12 @@ class WorkflowActor(Accounted, pykka.ThreadingActor):
                     self._cancel_attempt(event.step_id)
                 case ev.StepSucceeded(attempt=attempt) if attempt > 0:
                     self._store_in_cache(event)
+                case ev.ChildRunSubmitted(step_id=step_id):
+                    self.runtime.submit_child(self.state, step_id)
+                case _:
+                    pass
+            if isinstance(event, ev.StepCancelled | ev.StepSkippedManually):
+                self._stop_child(event.step_id)
         timers = [step_timer(self.state, sid) for sid in touched if sid is not None]
         if None in touched:
             timers.append(run_timer(self.state))
@@ -378,7 +386,31 @@ class WorkflowActor(Accounted, pykka.ThreadingActor):
             cancel = CancelAttempt(self.run_id, step_id, step.attempts)
             self.runtime.agent_ref(step.agent).tell(cancel)
 
+    def _recover_children(self) -> None:
+        """After a restart: submit (or admit) the child runs this run waits for, and stop
+        this run if it is a child its parent no longer waits for."""
+        for sid, st in self.state.steps.items():
+            if st.waiting is WaitReason.CHILD:
+                self.runtime.submit_child(self.state, sid)
+        link = self.state.child_of
+        if link is None or is_terminal(self.state):
+            return
+        records = list(self.runtime.store.read_stream(run_stream(link.run_id)))
+        parent = fold(r.event for r in records) if records else None  # None: pruned, so ended
+        if parent is None or not still_wanted(parent, self.run_id, link.step_id):
+            reason = f"its parent run {link.run_id} no longer waits for it"
+            self.actor_ref.tell(DeliverCommand(self.run_id, rules.Cancel(reason=reason)))
+
+    def _stop_child(self, step_id: str) -> None:
+        """The step was cancelled or skipped while its child run went on: cancel that."""
+        st = self.state.steps[step_id]
+        if st.child_run_id is not None and st.error is None:
+            reason = f"its parent run {self.run_id} cancelled or skipped step {step_id}"
+            self.runtime.deliver(st.child_run_id, rules.Cancel(reason=reason))
+
     def _finish(self) -> None:
+        if self.state.child_of is not None:
+            self.runtime.child_ended(self.state)
         self.runtime.timers.cancel_group(self.run_id)
         self.runtime.scheduler.tell(RunEnded(self.run_id))
         self.stop()

@@ -53,6 +53,7 @@ class Workflow:
         priority: int = 0,
         schedule: str | Mapping[str, Any] | None = None,  # cron, or {"cron", "overlap"}
         inputs: Mapping[str, Any] | type[msgspec.Struct] | Callable[..., Any] | None = None,
+        outputs: Mapping[str, str] | None = None,  # name -> CEL over steps, for a parent
     ) -> None:
         self.name = name
         self.inputs_type = inputs_struct(inputs)
@@ -71,7 +72,9 @@ class Workflow:
             "priority": priority,
             "schedule": schedule,
             "inputs": declared,
+            "outputs": dict(outputs or {}),
         }
+        self._workflows: dict[str, WorkflowSpec] = {}
         self._steps: list[dict[str, Any]] = []
         self._ids: dict[int, str] = {}  # id(function) -> step id
         self._functions: dict[str, Callable[..., Any]] = {}
@@ -138,12 +141,58 @@ class Workflow:
 
         return register
 
+    def child(
+        self,
+        id: str,
+        workflow: Workflow | WorkflowSpec | str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        after: Sequence[StepRef] = (),
+        retry: int | Mapping[str, Any] | RetrySpec | None = None,
+        when: str | None = None,
+        trigger: str = "all_success",
+        critical: bool = True,
+        on_failure: str = "fail",
+        foreach: str | None = None,
+        description: str = "",
+    ) -> str:
+        """Add a step that runs `workflow` as a child run (`workflow:` in YAML); its id.
+
+        `workflow` is a `Workflow` or `WorkflowSpec` (stored with this one) or the name
+        of a workflow registered with `Engine.register`; `params` is the YAML `with:`,
+        the child's inputs. The step succeeds with the child's `outputs`.
+        """
+        if isinstance(after, str | bytes) or callable(after):
+            raise BuilderError(f"after= takes a list of steps, e.g. after=[{after!r}]")
+        ref = workflow if isinstance(workflow, str) else workflow.name
+        if isinstance(workflow, Workflow):
+            self._workflows[ref] = workflow.spec
+            self._functions.update(workflow.functions)
+        elif isinstance(workflow, WorkflowSpec):
+            self._workflows[ref] = workflow
+        entry: dict[str, Any] = {
+            "id": id,
+            "description": description,
+            "workflow": ref,
+            "with": dict(params or {}),
+            "after": [self._step_id(r) for r in after],
+            "retry": _retry(retry),
+            "critical": critical,
+            "when": when,
+            "trigger": trigger,
+            "on_failure": on_failure,
+            "foreach": foreach,
+        }
+        self._steps.append({k: v for k, v in entry.items() if v is not None})
+        return id
+
     @property
     def spec(self) -> WorkflowSpec:
         """The frozen spec; raises ValidationError (with locations) on bad shapes or values."""
         document = {k: v for k, v in self._header.items() if v is not None}
         document["steps"] = [dict(step) for step in self._steps]
-        return workflow_from_data(document, source=f"workflow {self.name!r}")
+        spec = workflow_from_data(document, source=f"workflow {self.name!r}")
+        return msgspec.structs.replace(spec, workflows=dict(self._workflows))
 
     @property
     def functions(self) -> Mapping[str, Callable[..., Any]]:

@@ -122,7 +122,8 @@ def show(state: CliState, run_id: str, as_json: bool) -> None:
         print_result(result)
         if driver is not None:
             click.echo(driver)
-        click.echo(f"trace {trace_id_of(run_id)}")
+        link = result.child_of
+        click.echo(f"trace {trace_id_of(link.trace_run_id if link else run_id)}")
 
 
 @main.command()

@@ -29,6 +29,7 @@ from engine.cli import CliState, fail, main, pass_state
 from engine.cli_ui import start_ui, ui_options
 from engine.cli_views import TERMINAL
 from engine.events import (
+    ChildRunSubmitted,
     CommandIssued,
     RunFailed,
     RunPaused,
@@ -107,6 +108,8 @@ def announce_runs(engine: Engine, start: int, stop: threading.Event) -> None:
             log_line(f"run {run_id} paused: {event.reason}")
         elif isinstance(event, StepWaitingForSignal):
             log_line(f"run {run_id} waits for signal {event.signal} in {event.step_id}")
+        elif isinstance(event, ChildRunSubmitted):
+            log_line(f"run {run_id} waits for child run {event.run_id} in {event.step_id}")
         elif isinstance(event, CommandIssued):
             step = f" {event.step_id or event.signal}" if event.step_id or event.signal else ""
             log_line(f"run {event.run_id}: {event.command}{step} (operator)")

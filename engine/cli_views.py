@@ -24,7 +24,15 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from engine.events import RUN_STREAM_PREFIX, AttemptInterrupted, Event, RunSubmitted, run_stream
+from engine.child_runs import waits_for_people
+from engine.events import (
+    RUN_STREAM_PREFIX,
+    AttemptInterrupted,
+    ChildRunSubmitted,
+    Event,
+    RunSubmitted,
+    run_stream,
+)
 from engine.facade import Engine, UnknownRunError
 from engine.results import RunResult, StepResult, iso, result_of
 from engine.run_index import RunSummary
@@ -84,7 +92,7 @@ class RunWatch:
         if result.status in TERMINAL:
             return True
         settled = self.version > self.settle_after or time.monotonic() > self.settle_deadline
-        return settled and result.needs_intervention
+        return settled and waits_for_people(self.store, result)
 
 
 def follow_runs(
@@ -233,7 +241,23 @@ def step_line(step: StepResult) -> str:
     error = error_text(step)
     if error and step.status in ("failed", "waiting", "skipped", "cancelled"):
         parts.append(error)
+    if step.child_run_id and step.status == "waiting":
+        parts.append(f"child run {step.child_run_id}")
     return "  ".join(parts)
+
+
+def child_links(result: RunResult) -> list[str]:
+    """`show`'s links between a parent and its child runs, both ways."""
+    lines = []
+    if result.child_of is not None:
+        link = result.child_of
+        lines.append(f"child of run {link.run_id} (step {link.step_id}, attempt {link.attempt})")
+    lines += [
+        f"step {step.id}: child run {step.child_run_id}"
+        for step in result.steps.values()
+        if step.child_run_id
+    ]
+    return lines
 
 
 def summary_line(result: RunResult) -> str:
@@ -252,6 +276,9 @@ def summary_line(result: RunResult) -> str:
     if result.needs_intervention:
         line += "; waits for " + ", ".join(map(waiting_text, result.waiting_for))
         line += "; " + next_steps(result)
+    elif children := [w.split(" ")[2] for w in result.waiting_for if w.startswith("child run ")]:
+        line += "; waits for child run " + ", ".join(children)
+        line += "; see " + " and ".join(f"`wfa show {c}`" for c in children)
     return line
 
 
@@ -311,6 +338,10 @@ def console() -> Console:
 def print_result(result: RunResult, title: str | None = None, now: float | None = None) -> None:
     """The `show` view: the step table, then the one-line summary; `now` when replaying."""
     console().print(steps_table(result, title, now))
+    for line in child_links(result):
+        click.echo(line)
+    if result.outputs is not None:
+        click.echo("outputs " + msgspec.json.encode(result.outputs).decode())
     click.echo(summary_line(result))
 
 
@@ -367,6 +398,8 @@ def event_line(rec: Recorded[Event]) -> str:
         details = f"workflow={event.spec.name} " + details
     elif isinstance(event, AttemptInterrupted):
         details = f"attempt={event.attempt} " + interruption_text(event)
+    elif isinstance(event, ChildRunSubmitted):
+        details = f"child={event.run_id} " + details
     step = getattr(event, "step_id", None) or "-"
     return f"{rec.position:>6}  {iso(event.at)}  {type(event).__name__:<22} {step:<16} {details}"
 

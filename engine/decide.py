@@ -42,12 +42,12 @@ from engine.events import (
     RunStarted,
     StepApproved,
     StepCacheHit,
-    StepReady,
     StepRetriedManually,
     StepSkippedManually,
     StepSucceeded,
     StepWaitingForResources,
 )
+from engine.policies import children
 from engine.policies.planner import CommandNotApplicable, Planner
 from engine.policies.timeouts import TimerKind, attempt_timeout_at, run_deadline
 from engine.state import (
@@ -67,6 +67,7 @@ __all__ = [
     "AttemptSucceeded",
     "CacheHitFound",
     "Cancel",
+    "ChildEnded",
     "CommandNotApplicable",
     "Recover",
     "ResourcesRefused",
@@ -180,6 +181,20 @@ class Recover(_Trigger, frozen=True, tag=True, kw_only=True):
     in_engine: frozenset[str] = frozenset()
 
 
+# ---- child workflows (issue 16) ----
+
+
+class ChildEnded(_Trigger, frozen=True, tag=True, kw_only=True):
+    """Child run `run_id` of a `workflow:` step ended with `status` (a RunStatus value);
+    `outputs` are its top-level outputs, `reason` why it failed or was cancelled."""
+
+    step_id: str
+    run_id: str
+    status: str
+    outputs: Any = None
+    reason: str | None = None
+
+
 Trigger = (
     Start
     | AgentAssigned
@@ -195,6 +210,7 @@ Trigger = (
     | Cancel
     | Resume
     | Recover
+    | ChildEnded
 )
 
 
@@ -302,6 +318,8 @@ def decide(state: RunState, trigger: Trigger, now: float) -> list[Event]:
         case Recover(crashed=crashed, in_engine=in_engine):
             if state.status is not RunStatus.QUEUED:
                 plan.recover(crashed, in_engine)
+        case ChildEnded(step_id=sid, run_id=child, status=status, outputs=out, reason=why):
+            children.child_ended(plan, sid, child, status, out, why)
         case _:
             assert_never(trigger)
     return plan.finish()
@@ -322,7 +340,7 @@ def _timer_fired(plan: Planner, timer: TimerFired) -> None:
         case TimerKind.RETRY:
             st = state.steps.get(sid) if sid is not None else None
             if st is not None and st.waiting is WaitReason.RETRY and n == st.attempts + 1:
-                plan.emit(StepReady(at=plan.now, step_id=st.id))
+                plan.retry_due(st.id)
         case TimerKind.SLEEP:
             if sid is not None and sid in state.steps:
                 plan.wake(sid)

@@ -67,6 +67,7 @@ class RunSubmitted(_Event, frozen=True, tag=True, kw_only=True):
     settings: RunSettings = RunSettings()
     reused: dict[str, Any] = {}  # step id -> outputs reused by `restart --from`
     parent_run_id: str | None = None  # the run a restart came from
+    child_of: ChildOf | None = None  # a child run: the parent step that started it
 
 
 class RunStarted(_Event, frozen=True, tag=True, kw_only=True):
@@ -357,6 +358,38 @@ class SignalConsumed(_Event, frozen=True, tag=True, kw_only=True):
     name: str
 
 
+# ---- child workflows (added with issue 16) ---------------------------------------------------
+
+
+class ChildOf(msgspec.Struct, frozen=True, kw_only=True):
+    """The parent of a child run: the step (and its attempt) that started it."""
+
+    run_id: str
+    step_id: str
+    attempt: int
+    root_run_id: str = ""  # the top-most ancestor run: its trace holds the child's spans
+
+    @property
+    def trace_run_id(self) -> str:
+        return self.root_run_id or self.run_id
+
+
+class ChildRunSubmitted(_Event, frozen=True, tag=True, kw_only=True):
+    """A `workflow:` step's attempt `attempt` runs as child run `run_id` with `inputs`;
+    the step waits, holding no agent, until that run ends."""
+
+    step_id: str
+    attempt: int
+    run_id: str
+    inputs: dict[str, Any] = {}
+
+
+class RunOutputsProduced(_Event, frozen=True, tag=True, kw_only=True):
+    """The run's top-level `outputs:`, evaluated over its steps; RunSucceeded follows."""
+
+    outputs: dict[str, Any] = {}
+
+
 Event = (
     RunSubmitted
     | RunStarted
@@ -399,6 +432,8 @@ Event = (
     | StepWaitingForSignal
     | SignalReceived
     | SignalConsumed
+    | ChildRunSubmitted
+    | RunOutputsProduced
 )
 
 EVENT_TYPES: Final[tuple[type[Event], ...]] = (
@@ -443,6 +478,8 @@ EVENT_TYPES: Final[tuple[type[Event], ...]] = (
     StepWaitingForSignal,
     SignalReceived,
     SignalConsumed,
+    ChildRunSubmitted,
+    RunOutputsProduced,
 )
 
 RUN_EVENT_TYPES: Final = (
@@ -453,6 +490,8 @@ RUN_EVENT_TYPES: Final = (
     StepWaitingForSignal,
     SignalReceived,
     SignalConsumed,
+    ChildRunSubmitted,
+    RunOutputsProduced,
 )  # what `evolve` folds
 
 _MSGPACK_DECODER: Final[msgspec.msgpack.Decoder[Event]] = msgspec.msgpack.Decoder(Event)

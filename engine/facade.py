@@ -38,6 +38,8 @@ from engine.alerts import AlertMonitor
 from engine.async_changes import AsyncChanges
 from engine.builder import Workflow
 from engine.caching import CACHE_STREAM, CacheIndex
+from engine.child_files import with_registered
+from engine.child_runs import waits_for_people
 from engine.config import EngineConfig
 from engine.datadir import (
     EVENTS,
@@ -186,7 +188,7 @@ def _waited_for(follower: _StateFollower) -> RunResult | None:
     # only when the run is quiet, not on every event of a busy run.
     if not moved:
         result = result_of(state)
-        if result.needs_intervention and not follower.command_pending():
+        if waits_for_people(follower.store, result) and not follower.command_pending():
             return result
     return None
 
@@ -273,6 +275,7 @@ class Engine:
         self._async_changes = AsyncChanges()  # coroutines in wait_async(), woken with the threads
         self._generation = 0
         self._functions: dict[str, Any] = {}
+        self._workflows: dict[str, WorkflowSpec] = {}  # registered: child workflows by name
         self._lock = EngineLock(self.data_dir)
         self._runtime: Any = None
         self._observer: Observer | None = None
@@ -467,8 +470,10 @@ class Engine:
         )
 
     def register(self, workflow: Workflow) -> None:
-        """Make a Python workflow's functions known (for runs resumed by this engine)."""
+        """Make a Python workflow's functions known (for runs resumed by this engine), and
+        its name one that a step's `workflow:` may run as a child."""
         self._functions.update(workflow.functions)
+        self._workflows[workflow.name] = workflow.spec
 
     def restart(self, run_id: str, from_step: str | None = None) -> RunHandle:
         """A new run of the same spec and inputs, reusing outputs of steps not after `from_step`.
@@ -644,7 +649,8 @@ class Engine:
         elif isinstance(workflow, WorkflowSpec):
             spec = workflow
         else:
-            return load_checked(workflow, self.config)
+            return load_checked(workflow, self.config, registered=self._workflows)
+        spec = with_registered(spec, self._workflows)
         check_workflow(spec, self.config)
         return spec
 
@@ -783,7 +789,8 @@ def _quiet(follower: _StateFollower) -> bool:
     assert state is not None
     if state.status in TERMINAL_RUN:
         return True
-    return result_of(state).needs_intervention and not follower.command_pending()
+    quiet = waits_for_people(follower.store, result_of(state))
+    return quiet and not follower.command_pending()
 
 
 def _downstream(state: RunState, step_id: str) -> set[str]:

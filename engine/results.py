@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 
+from engine.events import ChildOf
 from engine.state import RunState, StepError, Waiting, waiting_for
 
 HUMAN_WAITS = frozenset({"approval", "intervention", "signal"})
@@ -29,6 +30,7 @@ class StepResult(msgspec.Struct, frozen=True, kw_only=True):
     outputs: Any
     error: StepError | None
     reason: str | None = None
+    child_run_id: str | None = None  # a `workflow:` step's latest child run
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -40,6 +42,7 @@ class StepResult(msgspec.Struct, frozen=True, kw_only=True):
             "ended_at": iso(self.ended_at),
             "outputs": self.outputs,
             "error": msgspec.to_builtins(self.error) if self.error else None,
+            **({"child_run_id": self.child_run_id} if self.child_run_id else {}),
         }
 
 
@@ -53,6 +56,8 @@ class RunResult(msgspec.Struct, frozen=True, kw_only=True):
     reason: str | None
     steps: dict[str, StepResult]
     waiting_for: tuple[str, ...] = ()
+    outputs: dict[str, Any] | None = None  # the top-level `outputs:`, once succeeded
+    child_of: ChildOf | None = None  # a child run: the parent step that started it
 
     @property
     def needs_intervention(self) -> bool:
@@ -77,6 +82,8 @@ class RunResult(msgspec.Struct, frozen=True, kw_only=True):
             "reason": self.reason,
             "waiting_for": list(self.waiting_for),
             "steps": [s.to_json() for s in self.steps.values()],
+            **({"outputs": self.outputs} if self.outputs is not None else {}),
+            **({"child_of": msgspec.to_builtins(self.child_of)} if self.child_of else {}),
         }
 
 
@@ -101,9 +108,12 @@ def result_of(state: RunState) -> RunResult:
                 outputs=st.outputs,
                 error=st.error,
                 reason=st.reason,
+                child_run_id=st.child_run_id,
             )
             for sid, st in state.steps.items()
         },
+        outputs=state.outputs,
+        child_of=state.child_of,
     )
 
 

@@ -144,6 +144,8 @@ class StepSpec(_Spec, frozen=True, kw_only=True):
     sleep: Delay | None = None  # wait this long, durably, then succeed with {}
     until: str | None = None  # ISO 8601 time (may hold ${{ }}): wait until then, then succeed
     wait_for: WaitForSpec | None = None  # wait for a signal; its data are the outputs
+    # ---- child workflows (issue 16) ----
+    workflow: str | None = None  # a child workflow (file path or name); `with:` its inputs
 
 
 class Overlap(StrEnum):
@@ -168,3 +170,8 @@ class WorkflowSpec(_Spec, frozen=True, kw_only=True):
     schedule: str | ScheduleSpec | None = None  # cron, or {cron, overlap}; for `wfa serve`
     inputs: dict[str, Any] = msgspec.field(default_factory=dict)
     steps: tuple[StepSpec, ...]
+    # ---- child workflows (issue 16) ----
+    outputs: dict[str, str] = msgspec.field(default_factory=dict)  # name -> CEL over steps
+    # the child workflows that steps' `workflow:` name, by that reference; filled in
+    # when the file is loaded, so that a run's stored spec holds all it runs
+    workflows: dict[str, WorkflowSpec] = msgspec.field(default_factory=dict)

@@ -28,11 +28,14 @@ from engine.events import (
     AttemptFailed,
     AttemptInterrupted,
     AttemptStarted,
+    ChildOf,
+    ChildRunSubmitted,
     Event,
     ForeachExpanded,
     RetryScheduled,
     RunCancelled,
     RunFailed,
+    RunOutputsProduced,
     RunPaused,
     RunResumed,
     RunSettings,
@@ -93,6 +96,7 @@ class WaitReason(StrEnum):
     INSTANCES = "instances"  # a foreach step waiting for its instances
     SLEEP = "sleep"  # a `sleep`/`until` step, until wake_at
     SIGNAL = "signal"  # a `wait_for` step, until its signal (or timeout_at)
+    CHILD = "child"  # a `workflow:` step, until its child run ends
 
 
 _READY: Final = (WaitReason.AGENT, WaitReason.RESOURCES)  # passed every gate
@@ -171,6 +175,8 @@ class StepState(msgspec.Struct, kw_only=True):
     open_instances: int = 0
     engine_crashes: int = 0  # attempts in a row cut short by a crash while run in the engine
     wake_at: float | None = None  # a sleeping step's end
+    child_run_id: str | None = None  # a `workflow:` step's latest child run
+    child_inputs: dict[str, Any] | None = None  # ... and the inputs it was given
 
 
 class KeptSignal(msgspec.Struct, frozen=True):
@@ -195,6 +201,8 @@ class RunState(msgspec.Struct, kw_only=True, dict=True):
     steps: dict[str, StepState] = {}  # spec order, then foreach instances
     open_steps: int = 0  # top-level steps not yet terminal
     signals: list[KeptSignal] = []  # received, not yet consumed; oldest first (never mutated)
+    child_of: ChildOf | None = None  # a child run: the parent step that started it
+    outputs: dict[str, Any] | None = None  # the top-level `outputs:`, once succeeded
 
     def waiting_for(self) -> list[Waiting]:
         """What a non-terminal run waits for; empty once terminal."""
@@ -205,7 +213,7 @@ class Waiting(msgspec.Struct, frozen=True):
     """One thing a run waits for: `reason` names who must act, `at` when a timer fires."""
 
     reason: str  # admission | agent | resources | attempt | approval | retry | intervention
-    # | sleep | signal <name>
+    # | sleep | signal <name> | child run <run id>
     step_id: str | None = None
     at: float | None = None
 
@@ -314,6 +322,7 @@ def _submitted(ev: RunSubmitted) -> RunState:
         settings=ev.settings,
         submitted_at=ev.at,
         parent_run_id=ev.parent_run_id,
+        child_of=ev.child_of,
         steps=steps,
         open_steps=sum(1 for st in steps.values() if st.status not in TERMINAL_STEP),
     )
@@ -503,6 +512,19 @@ def _signal_consumed(s: RunState, ev: SignalConsumed) -> None:
     s.signals = kept[:i] + kept[i + 1 :]
 
 
+def _child_submitted(s: RunState, ev: ChildRunSubmitted) -> None:
+    st = _step(s, ev.step_id)
+    _move(s, st, StepStatus.WAITING, "child run submitted")
+    st.waiting, st.attempts, st.retry_at = WaitReason.CHILD, ev.attempt, None
+    st.child_run_id, st.child_inputs, st.error = ev.run_id, ev.inputs, None
+    if st.started_at is None:
+        st.started_at = ev.at
+
+
+def _outputs_produced(s: RunState, ev: RunOutputsProduced) -> None:
+    s.outputs = ev.outputs
+
+
 def _run_paused(s: RunState, ev: RunPaused) -> None:
     _run_to(s, RunStatus.PAUSED, ev.at)
     s.reason = ev.reason
@@ -545,6 +567,8 @@ _HANDLERS: Final[dict[type[Any], Callable[[RunState, Any], None]]] = {
     StepWaitingForSignal: _waiting_signal,
     SignalReceived: _signal_received,
     SignalConsumed: _signal_consumed,
+    ChildRunSubmitted: _child_submitted,
+    RunOutputsProduced: _outputs_produced,
     RunPaused: _run_paused,
     RunResumed: _run_resumed,
     RunCancelled: _run_ended(RunStatus.CANCELLED),
@@ -628,4 +652,6 @@ def waiting_for(state: RunState) -> list[Waiting]:
             wait = spec_of(state, sid).wait_for
             name = wait.signal if wait is not None else "?"
             found.append(Waiting(f"signal {name}", sid, st.timeout_at))
+        elif st.waiting is WaitReason.CHILD:
+            found.append(Waiting(f"child run {st.child_run_id}", sid))
     return found

@@ -22,6 +22,7 @@ from typing import Any
 import psutil
 from croniter import croniter
 
+from engine.child_files import load_with_children, with_registered
 from engine.config import EngineConfig
 from engine.errors import ExpressionError, Problem, ValidationError
 from engine.expressions import (
@@ -31,7 +32,7 @@ from engine.expressions import (
     template_expressions,
 )
 from engine.input_types import declaration_problems, input_problems
-from engine.loading import MAX_INT, load_workflow_partly
+from engine.loading import MAX_INT
 from engine.policies.schedules import schedule_of
 from engine.spec import Mode, WorkflowSpec
 
@@ -63,9 +64,13 @@ class MachineCapacity:
 
 
 def validate_workflow(
-    spec: WorkflowSpec, config: EngineConfig, machine: MachineCapacity | None = None
+    spec: WorkflowSpec,
+    config: EngineConfig,
+    machine: MachineCapacity | None = None,
+    _parents: tuple[str, ...] = (),
 ) -> list[Problem]:
-    """Every cross-field problem of `spec` under `config`, in file order."""
+    """Every cross-field problem of `spec` under `config`, in file order (its child
+    workflows' too; `_parents`: the workflows that run this one, to find cycles)."""
     machine = machine or MachineCapacity.current()
     graph = _Graph(spec)
     problems: list[Problem] = []
@@ -73,6 +78,7 @@ def validate_workflow(
         problems.extend(rule(spec, config, graph))
     problems.extend(check_resources_fit(spec, config, machine))
     problems.extend(declaration_problems(spec.inputs))
+    problems.extend(check_child_workflows(spec, config, graph, machine, _parents))
     return sorted(problems, key=_step_order)
 
 
@@ -91,19 +97,24 @@ def check_workflow(
 
 
 def validate_file(
-    path: str | os.PathLike[str], config: EngineConfig, machine: MachineCapacity | None = None
+    path: str | os.PathLike[str],
+    config: EngineConfig,
+    machine: MachineCapacity | None = None,
+    registered: Mapping[str, WorkflowSpec] | None = None,
 ) -> tuple[WorkflowSpec | None, list[Problem]]:
     """Every problem of the workflow file at `path`, schema and cross-field at once.
 
     The cross-field rules run on whatever parsed, except where a schema problem
     already covers the place (a step whose `run` has the wrong type is not also
-    reported as having no `run`). The spec is None when too little of it parsed."""
+    reported as having no `run`). The spec is None when too little of it parsed.
+    `registered`: workflows a step's `workflow:` may name (Engine.register)."""
     try:
-        spec, problems = load_workflow_partly(path)
+        spec, problems = load_with_children(path)
     except ValidationError as exc:
         return None, list(exc.problems)
     if spec is None:
         return None, problems
+    spec = with_registered(spec, registered or {})
     covered = [p.location for p in problems if p.location != "$"]
     problems += [
         p
@@ -114,11 +125,14 @@ def validate_file(
 
 
 def load_checked(
-    path: str | os.PathLike[str], config: EngineConfig, machine: MachineCapacity | None = None
+    path: str | os.PathLike[str],
+    config: EngineConfig,
+    machine: MachineCapacity | None = None,
+    registered: Mapping[str, WorkflowSpec] | None = None,
 ) -> WorkflowSpec:
     """The workflow at `path` if it is valid under `config`; else ValidationError with
     every problem of the file."""
-    spec, problems = validate_file(path, config, machine)
+    spec, problems = validate_file(path, config, machine, registered)
     if problems or spec is None:
         raise ValidationError(problems, source=str(path))
     return spec
@@ -289,6 +303,7 @@ def check_run_or_call(spec: WorkflowSpec, config: EngineConfig, graph: _Graph) -
                 ("sleep", step.sleep),
                 ("until", step.until),
                 ("wait_for", step.wait_for),
+                ("workflow", step.workflow),
             )
             if value is not None
         ]
@@ -296,7 +311,8 @@ def check_run_or_call(spec: WorkflowSpec, config: EngineConfig, graph: _Graph) -
             yield Problem(
                 where,
                 f"step `{step.id}` has {' and '.join(f'`{b}`' for b in bodies)}",
-                "keep one: a step runs a command or a function, sleeps, or waits for a signal",
+                "keep one: a step runs a command, a function or a workflow, sleeps, or waits "
+                "for a signal",
             )
         if step.until is not None and "${{" not in step.until:
             try:
@@ -561,6 +577,79 @@ def check_env(spec: WorkflowSpec, config: EngineConfig, graph: _Graph) -> Iterat
                     f"`{name}` is set by the engine for every attempt",
                     "remove it, or use a name that does not start with WFA_",
                 )
+
+
+# ---- child workflows (issue 16) ----
+
+
+def check_child_workflows(
+    spec: WorkflowSpec,
+    config: EngineConfig,
+    graph: _Graph,
+    machine: MachineCapacity,
+    parents: tuple[str, ...] = (),
+) -> Iterator[Problem]:
+    """`outputs:` read known steps; each `workflow:` is known, takes the `with:` given,
+    has no per-attempt `timeout`, is valid itself, and runs no workflow that runs it."""
+    for name, source in spec.outputs.items():
+        yield from _check_output(source, _key("$.outputs", name), graph)
+    names = (*parents, spec.name)
+    for position, step in enumerate(spec.steps):
+        if step.workflow is None:
+            continue
+        where = f"$.steps[{position}]"
+        child = spec.workflows.get(step.workflow)
+        runs = child.name if child is not None else step.workflow
+        if runs in names:
+            yield Problem(
+                f"{where}.workflow",
+                f"workflow `{runs}` includes itself ({' -> '.join((*names, runs))})",
+                "a child workflow may not run its parent or itself; break the cycle",
+            )
+            continue
+        if child is None:
+            yield Problem(
+                f"{where}.workflow",
+                f"no workflow `{step.workflow}`",
+                "name a workflow file (.yaml, .yml, .json, .toml) relative to this file, or "
+                "a Python workflow registered with Engine.register",
+            )
+            continue
+        if step.timeout is not None:
+            yield Problem(
+                f"{where}.timeout",
+                "a `workflow:` step has no per-attempt timeout",
+                "give the child workflow a `timeout:`; its timing out fails this step",
+            )
+        if child.inputs:
+            for key in sorted(set(step.params) - set(child.inputs)):
+                yield Problem(
+                    _key(f"{where}.with", key),
+                    f"`{key}` is not an input of workflow `{child.name}`",
+                    f"its inputs: {_listing(sorted(child.inputs))}",
+                )
+        for p in validate_workflow(child, config, machine, names):
+            yield Problem(
+                f"{where}.workflow", f"in `{step.workflow}`: {p.location}: {p.message}", p.hint
+            )
+
+
+def _check_output(source: str, where: str, graph: _Graph) -> Iterator[Problem]:
+    whole = re.fullmatch(r"\s*\$\{\{(.*)\}\}\s*", source, re.DOTALL)
+    text = whole.group(1) if whole else source
+    try:
+        compile_expression(text)
+    except ExpressionError as exc:
+        yield Problem(where, f"output `{source}` does not compile: {_tidy(exc)}", "fix the CEL")
+        return
+    ids = list(graph.index)
+    for name in sorted(referenced_steps(text)):
+        if name not in graph.index:
+            yield Problem(
+                where,
+                f"output reads unknown step `{name}`{_did_you_mean(name, ids)}",
+                f"steps of this workflow: {_listing(ids)}",
+            )
 
 
 _RULES: tuple[Rule, ...] = (

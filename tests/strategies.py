@@ -188,6 +188,8 @@ def waiting_step(draw: st.DrawFn, spec: StepSpec) -> StepSpec:
     choice = draw(st.integers(0, 9))
     if choice == 0:
         return msgspec.structs.replace(spec, call=None, sleep=draw(st.sampled_from([0.0, 2.0])))
+    if choice == 2:  # a child workflow (issue 16); `with_children` stores it with the spec
+        return msgspec.structs.replace(spec, call=None, workflow=CHILD_REF)
     if choice == 1:
         wait = WaitForSpec(
             signal=draw(st.sampled_from(SIGNAL_NAMES)),
@@ -199,6 +201,22 @@ def waiting_step(draw: st.DrawFn, spec: StepSpec) -> StepSpec:
 
 @st.composite
 def waiting_workflows(draw: st.DrawFn, max_steps: int = 50) -> WorkflowSpec:
-    """`workflows`, where some steps sleep or wait for a signal."""
+    """`workflows`, where some steps sleep, wait for a signal or run a child workflow."""
     spec = draw(workflows(max_steps=max_steps))
-    return msgspec.structs.replace(spec, steps=tuple(draw(waiting_step(s)) for s in spec.steps))
+    steps = tuple(draw(waiting_step(s)) for s in spec.steps)
+    return with_children(msgspec.structs.replace(spec, steps=steps))
+
+
+CHILD_REF = "child.yaml"
+CHILD_SPEC = WorkflowSpec(
+    name="child",
+    steps=(StepSpec(id="c", call=NOOP),),
+    outputs={"ok": '"yes"'},
+)
+CHILD_ENDS = ["succeeded", "succeeded", "failed", "timed_out", "cancelled"]
+"""How a child run may end, as its parent's `ChildEnded` reports it."""
+
+
+def with_children(spec: WorkflowSpec) -> WorkflowSpec:
+    """`spec` holding the child workflow its `workflow:` steps run, as loading stores it."""
+    return msgspec.structs.replace(spec, workflows={CHILD_REF: CHILD_SPEC})

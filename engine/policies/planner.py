@@ -11,7 +11,8 @@ it changes, not the size of the workflow.
 With `enable_parallel_execution: false` one step holds the run's slot at a
 time (ready, running or in a retry delay); a step that passes its gates while
 the slot is taken stays pending and is released, in spec order, when it frees.
-Approval waits, sleeps, signal waits and paused steps do not hold the slot.
+Approval waits, sleeps, signal waits and paused steps do not hold the slot; a
+step waiting for its child run does, as a running attempt would.
 
 A `sleep`/`until` step and a `wait_for` step hold no agent: once past their
 gates they wait in the log (StepSleeping, StepWaitingForSignal) for a timer or
@@ -51,6 +52,7 @@ from engine.events import (
     StepWaitingForApproval,
     StepWaitingForSignal,
 )
+from engine.policies import children
 from engine.policies.conditions import condition_holds, foreach_items, wake_time
 from engine.policies.retry import AGENT_FAILURES, RetryDecision, next_retry_at, retry_decision
 from engine.policies.triggers import Gate, skip_reason, trigger_gate
@@ -77,6 +79,7 @@ _NEXT_COMMANDS = {
     WaitReason.RESOURCES: "skip it, or let it run once usage allows",
     WaitReason.SLEEP: "skip it, or let it wake",
     WaitReason.SIGNAL: "send its signal (`wfa signal`), or skip it",
+    WaitReason.CHILD: "skip it, or let its child run end",
 }
 
 
@@ -226,11 +229,14 @@ class Planner:
             )
             self._take_signal(sid, signal)
             return
-        if spec.run is None and spec.call is None:  # a gate only: passing it is its success
+        if spec.run is None and spec.call is None and spec.workflow is None:  # a gate only
             self.emit(StepSucceeded(at=self.now, step_id=sid, attempt=0, outputs={}))
             self.settled(sid)
             return
         if not self.state.settings.enable_parallel_execution and self._slot_taken():
+            return
+        if spec.workflow is not None:  # its child run holds the slot, as an attempt would
+            children.start_child(self, sid)
             return
         self.emit(StepReady(at=self.now, step_id=sid))
 
@@ -309,6 +315,16 @@ class Planner:
         self.emit(StepFailed(at=now, step_id=sid, kind=kind, message=message))
         self.settled(sid)
 
+    def retry_due(self, sid: str) -> None:
+        """A retry delay ended: the next attempt is ready (a child workflow's: submitted)."""
+        if spec_of(self.work, sid).workflow is not None:
+            children.start_child(self, sid)
+        else:
+            self.emit(StepReady(at=self.now, step_id=sid))
+
+    def fail_now(self, sid: str, message: str) -> None:
+        self._fail_now(sid, message)
+
     def _fail_now(self, sid: str, message: str) -> None:
         """An expression failed: deterministic, so no retry and no pause."""
         self.emit(StepFailed(at=self.now, step_id=sid, kind=ErrorKind.USER, message=message))
@@ -335,6 +351,8 @@ class Planner:
         for st in self.work.steps.values():
             waiting = st.waiting
             if waiting is WaitReason.AGENT or waiting is WaitReason.RETRY:
+                return True
+            if waiting is WaitReason.CHILD:
                 return True
             if waiting is WaitReason.RESOURCES:
                 return True
@@ -374,6 +392,8 @@ class Planner:
         if failed:
             reason = f"critical step(s) failed: {', '.join(failed)}"
             self.emit(RunFailed(at=self.now, reason=reason))
+        elif work.spec.outputs:
+            children.end_with_outputs(self)
         else:
             self.emit(RunSucceeded(at=self.now))
 

@@ -59,6 +59,12 @@ def trace_id_of(run_id: str) -> str:
     return hashlib.sha256(run_id.encode()).hexdigest()[:32]
 
 
+def child_span_id(link: ev.ChildOf) -> str:
+    """The span a child run's root span hangs under: the attempt of the step that
+    started it (attempt spans hash run id, step id and attempt; see the docstring)."""
+    return span_id_of(link.run_id, link.step_id, "attempt", link.attempt)
+
+
 def span_id_of(*parts: object) -> str:
     """A 64-bit span id from what the span is about; never all zeros (invalid in OTLP)."""
     digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:16]
@@ -122,12 +128,23 @@ class SpanBuilder:
     """
 
     def __init__(
-        self, run_id: str, workflow: str, submitted_at: float, parent_run_id: str | None = None
+        self,
+        run_id: str,
+        workflow: str,
+        submitted_at: float,
+        parent_run_id: str | None = None,
+        child_of: ev.ChildOf | None = None,
     ) -> None:
         self.run_id, self.workflow = run_id, workflow
-        self.trace_id = trace_id_of(run_id)
-        self.root = _Open("run", f"run {workflow}", span_id_of(run_id, "run"), None, submitted_at)
+        # a child run's spans live in its top-most parent's trace, under the attempt
+        # span of the step that started it
+        self.trace_id = trace_id_of(child_of.trace_run_id if child_of else run_id)
+        up = child_span_id(child_of) if child_of else None
+        self.root = _Open("run", f"run {workflow}", span_id_of(run_id, "run"), up, submitted_at)
         self.root.attributes.update({"wfa.run_id": run_id, "wfa.workflow": workflow})
+        if child_of:
+            self.root.attributes["wfa.parent_run_id"] = child_of.run_id
+            self.root.attributes["wfa.parent_step_id"] = child_of.step_id
         if parent_run_id:
             self.root.attributes["wfa.parent_run_id"] = parent_run_id
         self.steps: dict[str, _Open] = {}  # open step spans
@@ -139,7 +156,13 @@ class SpanBuilder:
 
     @classmethod
     def for_submitted(cls, submitted: ev.RunSubmitted) -> SpanBuilder:
-        return cls(submitted.run_id, submitted.spec.name, submitted.at, submitted.parent_run_id)
+        return cls(
+            submitted.run_id,
+            submitted.spec.name,
+            submitted.at,
+            submitted.parent_run_id,
+            submitted.child_of,
+        )
 
     # -- folding -------------------------------------------------------------
 
@@ -181,6 +204,21 @@ class SpanBuilder:
                 span.attributes.update({"wfa.attempt": event.attempt, "wfa.agent": event.agent})
                 self.attempts[step_id] = span
                 step.attributes["wfa.agent"] = event.agent
+                step.attributes["wfa.attempts"] = event.attempt
+            case ev.ChildRunSubmitted():  # the attempt is the child run: its span's parent
+                step = self._step(step_id, at)
+                span = _Open(
+                    "attempt",
+                    f"attempt {step_id}#{event.attempt}",
+                    span_id_of(self.run_id, step_id, "attempt", event.attempt),
+                    step.span_id,
+                    at,
+                )
+                span.attributes.update(self._ids(step_id))
+                span.attributes.update(
+                    {"wfa.attempt": event.attempt, "wfa.child_run_id": event.run_id}
+                )
+                self.attempts[step_id] = span
                 step.attributes["wfa.attempts"] = event.attempt
             case ev.StepSucceeded():
                 self._end_attempt(step_id, at, "ok", "")

@@ -20,7 +20,7 @@ import yaml
 from engine.config import EngineConfig
 from engine.loading import load_config, parse_workflow
 from engine.spec import CacheSpec, ResourcesSpec, RetrySpec, StepSpec, WaitForSpec, WorkflowSpec
-from engine.validation import validate_config, validate_workflow
+from engine.validation import validate_config, validate_file, validate_workflow
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -72,10 +72,29 @@ def test_every_yaml_block_of_the_docs_is_valid(where: str, text: str, tmp_path: 
         earlier = other_doc == doc and int(other_line) < int(line)
         if earlier and _kind(yaml.safe_load(other)) == "config":
             config = config_of(other, tmp_path)
+    if "workflow:" in text:  # runs child workflow files: write this doc's files, load it
+        path = write_files(doc, tmp_path, text)
+        assert validate_file(path, config)[1] == [], where
+        return
     if "name" not in yaml.safe_load(text):
         text = "name: fragment\n" + text
     spec = parse_workflow(text, "yaml", where)
     assert validate_workflow(spec, config) == [], where
+
+
+def write_files(doc: str, tmp_path: Path, text: str) -> Path:
+    """Every block of `doc` whose first line names its file (`# children/calc.yaml`),
+    written there under `tmp_path`; the path of `text`'s own file."""
+    own = None
+    for where, block in blocks("yaml"):
+        header = block.split("\n", 1)[0]
+        if where.startswith(doc + ":") and header.startswith("# ") and header.endswith(".yaml"):
+            path = tmp_path / header[2:].strip()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(block)
+            own = path if block == text else own
+    assert own is not None, f"{doc}: a block with `workflow:` needs a `# file.yaml` first line"
+    return own
 
 
 def config_of(text: str, tmp_path: Path) -> EngineConfig:

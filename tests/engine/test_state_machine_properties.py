@@ -14,6 +14,7 @@ from engine.decide import (
     Approve,
     AttemptFailedWith,
     AttemptSucceeded,
+    ChildEnded,
     Recover,
     ResourcesRefused,
     Resume,
@@ -45,6 +46,7 @@ from engine.state import (
     index_of,
 )
 from tests.strategies import (
+    CHILD_ENDS,
     ERROR_KINDS,
     SIGNAL_NAMES,
     Sim,
@@ -52,6 +54,7 @@ from tests.strategies import (
     settings_strategy,
     waiting_step,
     waiting_workflows,
+    with_children,
     workflows,
 )
 
@@ -77,7 +80,7 @@ def gated_workflows(draw: st.DrawFn) -> WorkflowSpec:
             )
         )
     timeout = draw(st.sampled_from([None, None, None, 20.0]))
-    return msgspec.structs.replace(spec, steps=tuple(steps), timeout=timeout)
+    return with_children(msgspec.structs.replace(spec, steps=tuple(steps), timeout=timeout))
 
 
 def _options(sim: Sim, retried: set[str]) -> list[Trigger]:
@@ -99,6 +102,13 @@ def _options(sim: Sim, retried: set[str]) -> list[Trigger]:
         elif s.waiting is WaitReason.APPROVAL:
             found += [Approve(step_id=sid), SkipStep(step_id=sid)]
         elif s.waiting in (WaitReason.SLEEP, WaitReason.SIGNAL):
+            found.append(SkipStep(step_id=sid))
+        elif s.waiting is WaitReason.CHILD and s.child_run_id is not None:
+            for status, outputs in zip(CHILD_ENDS, OUTPUTS + OUTPUTS, strict=False):
+                found.append(
+                    ChildEnded(step_id=sid, run_id=s.child_run_id, status=status, outputs=outputs)
+                )
+            found.append(ChildEnded(step_id=sid, run_id="stale", status="succeeded"))
             found.append(SkipStep(step_id=sid))
         elif s.waiting is WaitReason.PAUSED:
             found += [SkipStep(step_id=sid, outputs={"ok": "yes"}), SkipStep(step_id=sid)]
@@ -142,7 +152,7 @@ def _check_serial(state: RunState) -> None:
     holders = [
         sid
         for sid, s in state.steps.items()
-        if s.waiting in (WaitReason.AGENT, WaitReason.RESOURCES, WaitReason.RETRY)
+        if s.waiting in (WaitReason.AGENT, WaitReason.RESOURCES, WaitReason.RETRY, WaitReason.CHILD)
         or (s.status is StepStatus.RUNNING and s.waiting is None)
     ]
     assert len(holders) <= 1, holders
