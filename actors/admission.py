@@ -19,9 +19,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from engine.config import ResourcesConfig
-from engine.events import Event
-from engine.resources import (
+from engine.rules.config import ResourcesConfig
+from engine.rules.events import Event
+from engine.rules.policies.resources import (
     RESOURCES,
     MachineSize,
     ResourceUsage,
@@ -31,7 +31,7 @@ from engine.resources import (
     never_fits,
     with_demand,
 )
-from engine.spec import ResourcesSpec
+from engine.rules.spec import ResourcesSpec
 
 RESOURCES_STREAM = "resources"
 WARM_UP = 0.25  # seconds: psutil measures cpu since the previous sample; the first is empty

@@ -11,10 +11,16 @@ from __future__ import annotations
 import msgspec
 
 from actors.execution import AttemptOutcome
-from engine.allocation import AgentView
-from engine.errors import ErrorKind
-from engine.events import AgentHealthChanged
-from engine.health import AgentHealth, BreakerState, HealthPolicy, is_available, on_outcome
+from engine.rules.errors import ErrorKind
+from engine.rules.events import AgentHealthChanged
+from engine.rules.policies.allocation import AgentView
+from engine.rules.policies.health import (
+    AgentHealth,
+    BreakerState,
+    HealthPolicy,
+    is_available,
+    on_outcome,
+)
 
 AttemptKey = tuple[str, str, int]  # run id, step id, attempt
 

@@ -36,7 +36,7 @@ from actors.execution import AttemptOutcome, AttemptRequest, run_attempt
 from actors.execution.attempt import failed_outcome
 from actors.execution.call_thread import run_call_here
 from actors.pool import AgentPool
-from engine.errors import ErrorKind
+from engine.rules.errors import ErrorKind
 
 ClusterResources = Callable[[AttemptKey], Mapping[str, float]]
 """Gives (and forgets) the Dask resources the runtime noted for an attempt."""

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from engine.errors import ErrorKind
+from engine.rules.errors import ErrorKind
 
 
 class AdmitRun(msgspec.Struct, frozen=True):
@@ -34,13 +34,13 @@ class DeliverCommand(msgspec.Struct, frozen=True):
     """An operator's command (a decide trigger) for one run (scheduler -> workflow)."""
 
     run_id: str
-    trigger: Any  # an engine.decide Trigger: frozen Struct
+    trigger: Any  # an engine.rules.decide Trigger: frozen Struct
 
 
 class FireTimer(msgspec.Struct, frozen=True):
     """A timer armed from state came due (timer service -> workflow)."""
 
-    trigger: Any  # engine.decide.TimerFired
+    trigger: Any  # engine.rules.decide.TimerFired
 
 
 class AgentGranted(msgspec.Struct, frozen=True):

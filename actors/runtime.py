@@ -47,21 +47,21 @@ from actors.messages import AdmitRun, DeliverCommand, StopRuns
 from actors.pool import AgentPool
 from actors.scheduler import SchedulerActor
 from actors.timers import TimerService
-from engine import events as ev
-from engine.caching import CacheIndex
-from engine.config import (
+from engine.input.datadir import attempt_dir
+from engine.rules import events as ev
+from engine.rules.config import (
     AgentBackend,
     AgentConfig,
     AllocationStrategy,
     EngineConfig,
     Isolation,
 )
-from engine.datadir import attempt_dir
-from engine.estimates import DurationEstimates
-from engine.health import HealthPolicy, fold_health
-from engine.policies.conditions import resolve_run_argv
-from engine.resources import UsageSampler, machine_size
-from engine.state import RunState, StepStatus, spec_of
+from engine.rules.policies.caching import CacheIndex
+from engine.rules.policies.conditions import resolve_run_argv
+from engine.rules.policies.estimates import DurationEstimates
+from engine.rules.policies.health import HealthPolicy, fold_health
+from engine.rules.policies.resources import UsageSampler, machine_size
+from engine.rules.state import RunState, StepStatus, spec_of
 
 log = logging.getLogger(__name__)
 

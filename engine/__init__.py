@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from engine.builder import Workflow
-from engine.context import StepContext
-from engine.errors import ErrorKind, Problem, ValidationError, WorkflowAutomatorError
-from engine.results import RunResult, StepResult
+from actors.context import StepContext
+from engine.input.builder import Workflow
+from engine.rules.errors import ErrorKind, Problem, ValidationError, WorkflowAutomatorError
+from engine.rules.results import RunResult, StepResult
 
 if TYPE_CHECKING:
     from engine.facade import Engine, RunHandle, UnknownRunError

@@ -33,13 +33,9 @@ from typing import Any
 
 import msgspec
 
-from engine import decide as rules
-from engine.alerts import AlertMonitor
 from engine.async_changes import AsyncChanges
-from engine.builder import Workflow
-from engine.caching import CACHE_STREAM, CacheIndex
-from engine.config import EngineConfig
-from engine.datadir import (
+from engine.input.builder import Workflow
+from engine.input.datadir import (
     EVENTS,
     EngineLock,
     LockHolder,
@@ -48,8 +44,12 @@ from engine.datadir import (
     not_writable,
     writable,
 )
-from engine.errors import Problem, ValidationError, WorkflowAutomatorError
-from engine.events import (
+from engine.input.loading import load_config
+from engine.input.validation import check_inputs, check_workflow, load_checked
+from engine.rules import decide as rules
+from engine.rules.config import EngineConfig
+from engine.rules.errors import Problem, ValidationError, WorkflowAutomatorError
+from engine.rules.events import (
     COMMANDS_STREAM,
     CacheCleared,
     CommandIssued,
@@ -58,9 +58,13 @@ from engine.events import (
     RunSubmitted,
     run_stream,
 )
-from engine.health import HealthPolicy
-from engine.loading import load_config
-from engine.results import RunResult, result_of
+from engine.rules.policies.alerts import AlertMonitor
+from engine.rules.policies.caching import CACHE_STREAM, CacheIndex
+from engine.rules.policies.health import HealthPolicy
+from engine.rules.results import RunResult, result_of
+from engine.rules.spec import WorkflowSpec
+from engine.rules.state import TERMINAL_RUN, RunState, evolve, fold, index_of
+from engine.rules.submission import check_run_id, same_submission, signal_problems
 from engine.run_index import (
     RunIndexer,
     command_positions,
@@ -68,11 +72,7 @@ from engine.run_index import (
     list_runs,
     missing_run,
 )
-from engine.spec import WorkflowSpec
-from engine.state import TERMINAL_RUN, RunState, evolve, fold, index_of
-from engine.submission import check_run_id, same_submission, signal_problems
 from engine.telemetry import Observer
-from engine.validation import check_inputs, check_workflow, load_checked
 from eventstore import ConcurrencyError, CorruptStoreError, EventStore, Recorded
 
 log = logging.getLogger("wfa")

@@ -30,7 +30,7 @@ from typing import Any, Final
 
 import msgspec
 
-from engine.events import (
+from engine.rules.events import (
     COMMANDS_STREAM,
     RUN_STREAM_PREFIX,
     CommandIssued,
@@ -45,7 +45,7 @@ from engine.events import (
     RunSucceeded,
     RunTimedOut,
 )
-from engine.state import TERMINAL_RUN, RunStatus
+from engine.rules.state import TERMINAL_RUN, RunStatus
 from eventstore import EventStore, IndexTxn, Recorded
 
 INDEX_NAME: Final = "runs"
@@ -83,7 +83,7 @@ class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
 
     def to_json(self) -> dict[str, Any]:
         """The `wfa runs --json` object (README, Machine output)."""
-        from engine.results import iso
+        from engine.rules.results import iso
 
         return {
             "run_id": self.run_id,

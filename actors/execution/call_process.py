@@ -49,7 +49,7 @@ from actors.execution.files import (
 )
 from actors.execution.invoke import CallResult
 from actors.execution.process_group import spawn_with_logs, supervise_attempt
-from engine.errors import ErrorKind
+from engine.rules.errors import ErrorKind
 
 __all__ = ["REQUEST_FILE", "child_pythonpath", "run_call_in_process"]
 

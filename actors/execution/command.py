@@ -51,7 +51,7 @@ from actors.execution.files import (
     read_regular,
 )
 from actors.execution.process_group import spawn_with_logs, supervise_attempt
-from engine.errors import ErrorKind
+from engine.rules.errors import ErrorKind
 
 __all__ = ["exit_description", "read_outputs_file", "run_command_attempt"]
 

@@ -48,7 +48,7 @@ from actors.execution.files import (
     read_tail,
 )
 from actors.execution.log_cap import PipedLogs
-from engine.errors import ErrorKind
+from engine.rules.errors import ErrorKind
 
 __all__ = [
     "GROUP_FILE",

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from engine import events as ev
-from engine.alerts import ALERTS_STREAM, open_alerts
-from engine.events import RUN_STREAM_PREFIX
-from engine.state import TERMINAL_RUN, RunState, evolve
+from engine.rules import events as ev
+from engine.rules.events import RUN_STREAM_PREFIX
+from engine.rules.policies.alerts import ALERTS_STREAM, open_alerts
+from engine.rules.state import TERMINAL_RUN, RunState, evolve
 
 RECENT_LIMIT = 8
 
