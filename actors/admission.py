@@ -19,13 +19,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from actors.monitors.usage import UsageSampler
 from engine.rules.config import ResourcesConfig
 from engine.rules.events import Event
 from engine.rules.policies.resources import (
     RESOURCES,
     MachineSize,
     ResourceUsage,
-    UsageSampler,
     admit,
     cap_changes,
     never_fits,

@@ -44,6 +44,7 @@ from actors.cluster import ClusterConnection, dask_resources, require_dask
 from actors.execution import AttemptRequest
 from actors.execution.process_group import attempt_processes, end_leftover_group, end_processes
 from actors.messages import AdmitRun, DeliverCommand, StopRuns
+from actors.monitors.usage import UsageSampler, machine_size
 from actors.pool import AgentPool
 from actors.scheduler import SchedulerActor
 from actors.timers import TimerService
@@ -60,7 +61,6 @@ from engine.rules.policies.caching import CacheIndex
 from engine.rules.policies.conditions import resolve_run_argv
 from engine.rules.policies.estimates import DurationEstimates
 from engine.rules.policies.health import HealthPolicy, fold_health
-from engine.rules.policies.resources import UsageSampler, machine_size
 from engine.rules.state import RunState, StepStatus, spec_of
 
 log = logging.getLogger(__name__)

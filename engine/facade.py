@@ -33,6 +33,7 @@ from typing import Any
 
 import msgspec
 
+from actors.monitors.alerts import AlertMonitor
 from engine.async_changes import AsyncChanges
 from engine.input.builder import Workflow
 from engine.input.datadir import (
@@ -58,7 +59,6 @@ from engine.rules.events import (
     RunSubmitted,
     run_stream,
 )
-from engine.rules.policies.alerts import AlertMonitor
 from engine.rules.policies.caching import CACHE_STREAM, CacheIndex
 from engine.rules.policies.health import HealthPolicy
 from engine.rules.results import RunResult, result_of

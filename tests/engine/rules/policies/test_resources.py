@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
-
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -13,10 +10,8 @@ from engine.rules.events import ResourceCapExceeded, ResourceCapRecovered
 from engine.rules.policies.resources import (
     MachineSize,
     ResourceUsage,
-    UsageSampler,
     admit,
     cap_changes,
-    machine_size,
     never_fits,
     over_caps,
     with_demand,
@@ -97,18 +92,6 @@ def test_cap_crossings_give_one_event_each_way() -> None:
     over, events = cap_changes(over, ResourceUsage(cpu_percent=80), CAPS, 3.0)
     assert over == frozenset()
     assert events == [ResourceCapRecovered(at=3.0, resource="cpu", usage=80, cap=80)]
-
-
-def test_the_sampler_reads_plausible_figures_from_this_machine(tmp_path: Path) -> None:
-    sampler = UsageSampler(tmp_path, network_capacity_mbps=1000)
-    first = sampler.sample(time.time())
-    assert first.network_percent == 0.0  # a rate needs two samples
-    second = sampler.sample(time.time() + 0.01)
-    for value in (second.cpu_percent, second.memory_percent, second.storage_percent):
-        assert 0 <= value <= 100
-    assert second.network_percent >= 0
-    size = machine_size(tmp_path, 1000)
-    assert size.cpus >= 1 and size.memory_mb > 0 and size.storage_mb > 0
 
 
 def test_without_caps_any_usage_admits_a_step_and_no_cap_is_ever_crossed() -> None:
