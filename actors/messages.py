@@ -2,8 +2,8 @@
 
 pykka does not copy messages, so nothing mutable crosses between actors: a
 message holds only frozen Structs, tuples, strings and numbers (ActorRefs are
-immutable handles). Attempt messages live in actors/agents.py beside the actor
-that handles them.
+immutable handles). Every message between actors is here, so the protocol
+between them reads in one place.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 
+from actors.execution.attempt import AttemptOutcome, AttemptRequest
 from engine.rules.errors import ErrorKind
 
 
@@ -69,3 +70,28 @@ class WaitForResources(msgspec.Struct, frozen=True):
 
 class StopRuns(msgspec.Struct, frozen=True):
     """Stop admitting and stop every workflow actor, leaving runs resumable."""
+
+
+class StartAttempt(msgspec.Struct, frozen=True):
+    """Run this attempt to its end and tell `reply_to` how it ended (-> a step actor)."""
+
+    request: AttemptRequest
+    reply_to: Any  # the ActorRef told AttemptFinished
+
+
+class CancelAttempt(msgspec.Struct, frozen=True):
+    """Cancel this attempt if it still runs (workflow -> its agent)."""
+
+    run_id: str
+    step_id: str
+    attempt: int
+
+
+class AttemptFinished(msgspec.Struct, frozen=True):
+    """How an attempt ended, to be turned into events (step actor -> workflow)."""
+
+    run_id: str
+    step_id: str
+    attempt: int
+    agent: str
+    outcome: AttemptOutcome

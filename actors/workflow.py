@@ -23,12 +23,13 @@ from typing import TYPE_CHECKING, Any
 import pykka
 
 from actors.agent_load import AttemptKey
-from actors.agents import AttemptFinished, CancelAttempt
 from actors.cache import step_cache_key
 from actors.execution import AttemptOutcome
 from actors.execution.attempt import failed_outcome
 from actors.messages import (
     AgentGranted,
+    AttemptFinished,
+    CancelAttempt,
     DeliverCommand,
     FireTimer,
     PlaceGranted,
