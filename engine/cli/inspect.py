@@ -22,11 +22,11 @@ from engine.cli.views import (
     TERMINAL,
     console,
     driver_line,
-    event_json,
     event_line,
     print_result,
     runs_table,
 )
+from engine.rules.results import event_json
 from engine.rules.state import RunStatus
 from engine.run_index import list_runs, summary
 from engine.telemetry.spans import trace_id_of

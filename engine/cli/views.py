@@ -26,7 +26,6 @@ from rich.text import Text
 
 from engine.facade import Engine, UnknownRunError
 from engine.rules.events import (
-    RUN_STREAM_PREFIX,
     AttemptInterrupted,
     Event,
     RunSubmitted,
@@ -338,26 +337,6 @@ def runs_table(results: Iterable[RunResult | RunSummary]) -> Table:
 # ---- events ------------------------------------------------------------------------
 
 _HIDDEN_IN_TEXT = {"type", "at", "step_id", "run_id", "spec", "settings"}
-
-
-def event_json(rec: Recorded[Event], *, with_stream: bool = False) -> dict[str, Any]:
-    """One event as machine output: its own fields plus seq, type, run_id, at (ISO)."""
-    event = rec.event
-    fields: dict[str, Any] = msgspec.to_builtins(event)
-    run_id = getattr(event, "run_id", None)
-    if run_id is None and rec.stream.startswith(RUN_STREAM_PREFIX):
-        run_id = rec.stream[len(RUN_STREAM_PREFIX) :]
-    line: dict[str, Any] = {
-        "seq": rec.position,
-        "type": type(event).__name__,
-        "run_id": run_id,
-        "at": iso(event.at),
-    }
-    if with_stream:
-        line["stream"] = rec.stream
-    line.update({k: v for k, v in fields.items() if k not in ("type", "at", "run_id")})
-    line["recorded_at"] = iso(rec.recorded_at)
-    return line
 
 
 def event_line(rec: Recorded[Event]) -> str:

@@ -1,4 +1,4 @@
-"""What users read about a run: `RunResult` and `StepResult`, and their JSON form.
+"""What users read about a run: `RunResult` and `StepResult`, their JSON form and an event's.
 
 Built from a `RunState` (live or replayed), so `wfa show`, `wfa replay` and
 `run.wait()` can never disagree. The JSON form is the stable machine output of
@@ -12,7 +12,9 @@ from typing import Any
 
 import msgspec
 
+from engine.rules.events import RUN_STREAM_PREFIX, Event
 from engine.rules.state import RunState, StepError, Waiting, waiting_for
+from eventstore import Recorded
 
 HUMAN_WAITS = frozenset({"approval", "intervention", "signal"})
 """What only a person (or another system's signal) can end; a signal wait with a
@@ -122,3 +124,23 @@ def iso(at: float | None) -> str | None:
     except (OverflowError, ValueError, OSError):  # beyond any calendar: an old log's .inf
         return "never" if at > 0 else repr(at)
     return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def event_json(rec: Recorded[Event], *, with_stream: bool = False) -> dict[str, Any]:
+    """One event as machine output: its own fields plus seq, type, run_id, at (ISO)."""
+    event = rec.event
+    fields: dict[str, Any] = msgspec.to_builtins(event)
+    run_id = getattr(event, "run_id", None)
+    if run_id is None and rec.stream.startswith(RUN_STREAM_PREFIX):
+        run_id = rec.stream[len(RUN_STREAM_PREFIX) :]
+    line: dict[str, Any] = {
+        "seq": rec.position,
+        "type": type(event).__name__,
+        "run_id": run_id,
+        "at": iso(event.at),
+    }
+    if with_stream:
+        line["stream"] = rec.stream
+    line.update({k: v for k, v in fields.items() if k not in ("type", "at", "run_id")})
+    line["recorded_at"] = iso(rec.recorded_at)
+    return line
