@@ -8,13 +8,15 @@ Built from a `RunState` (live or replayed), so `wfa show`, `wfa replay` and
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from engine.rules.events import RUN_STREAM_PREFIX, Event
 from engine.rules.state import RunState, StepError, Waiting, waiting_for
-from eventstore import Recorded
+
+if TYPE_CHECKING:
+    from eventstore import Recorded
 
 HUMAN_WAITS = frozenset({"approval", "intervention", "signal"})
 """What only a person (or another system's signal) can end; a signal wait with a
