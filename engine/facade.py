@@ -29,11 +29,10 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from actors.monitors.alerts import AlertMonitor
 from engine.async_changes import AsyncChanges
 from engine.input.builder import Workflow
 from engine.input.datadir import (
@@ -72,8 +71,11 @@ from engine.run_index import (
     list_runs,
     missing_run,
 )
-from engine.telemetry import Observer
 from eventstore import ConcurrencyError, CorruptStoreError, EventStore, Recorded
+
+if TYPE_CHECKING:  # what only a driving engine starts, imported when it starts (reads stay light)
+    from actors.monitors.alerts import AlertMonitor
+    from engine.telemetry import Observer
 
 log = logging.getLogger("wfa")
 log.addHandler(logging.NullHandler())
@@ -294,7 +296,9 @@ class Engine:
 
     def _start_driving(self) -> None:
         """This process holds the lock: start the runtime, live telemetry and alerts."""
+        from actors.monitors.alerts import AlertMonitor
         from actors.runtime import Runtime  # the facade is the one place engine meets actors
+        from engine.telemetry import Observer
 
         try:
             self._observer = Observer(

@@ -19,6 +19,7 @@ import traceback
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from importlib import import_module
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -153,8 +154,39 @@ def interrupted(engine: Engine, run_ids: Sequence[str]) -> NoReturn:
     raise click.exceptions.Exit(EXIT_INTERRUPTED)
 
 
+COMMANDS = {  # each command of `main` -> the module that registers it, imported on first use
+    "approve": "engine.cli.runs",
+    "cache": "engine.cli.runs",
+    "cancel": "engine.cli.runs",
+    "check": "engine.cli.check",
+    "compact": "engine.cli.retention",
+    "demo": "engine.cli.runs",
+    "export": "engine.cli.inspect",
+    "history": "engine.cli.inspect",
+    "logs": "engine.cli.logs",
+    "prune": "engine.cli.retention",
+    "replay": "engine.cli.inspect",
+    "restart": "engine.cli.runs",
+    "resume": "engine.cli.runs",
+    "retry": "engine.cli.runs",
+    "run": "engine.cli.runs",
+    "runs": "engine.cli.inspect",
+    "serve": "engine.cli.serve",
+    "show": "engine.cli.inspect",
+    "signal": "engine.cli.signal",
+    "skip": "engine.cli.runs",
+    "stats": "engine.cli.observe",
+    "traces": "engine.cli.observe",
+    "validate": "engine.cli.app",
+    "watch": "engine.cli.observe",
+}
+
+
 class WfaGroup(click.Group):
     """Reports errors escaping a command as `error: ...` instead of a traceback.
+
+    Commands named in `lazy` (command -> module) are imported when first looked
+    up, so `wfa runs` loads the read commands only, not the engine that runs.
 
     `main` does so for click's own errors too (a bad option value, an unknown
     option or command, a missing argument), which click would print as usage
@@ -162,6 +194,18 @@ class WfaGroup(click.Group):
     """
 
     group_class = type  # `@main.group()` makes WfaGroups too
+
+    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy or {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            import_module(self.lazy[cmd_name])  # registers its commands on this group
+        return super().get_command(ctx, cmd_name)
 
     def main(
         self,
@@ -241,7 +285,7 @@ class WfaGroup(click.Group):
             fail(f"internal error: {type(exc).__name__}: {exc}", details, EXIT_INTERNAL)
 
 
-@click.group(cls=WfaGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=WfaGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--data",
     type=click.Path(path_type=Path),  # checked by engine.input.datadir, with a clear error
