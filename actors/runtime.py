@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pykka
@@ -62,6 +62,9 @@ from engine.rules.policies.conditions import resolve_run_argv
 from engine.rules.policies.estimates import DurationEstimates
 from engine.rules.policies.health import HealthPolicy, fold_health
 from engine.rules.state import RunState, StepStatus, spec_of
+
+if TYPE_CHECKING:
+    from eventstore import EventLog
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +132,7 @@ class _PoolWaker:
 class Runtime:
     def __init__(
         self,
-        store: Any,
+        store: EventLog[ev.Event],
         config: EngineConfig,
         data_dir: Path,
         listener: Listener | None = None,

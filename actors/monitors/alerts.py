@@ -14,7 +14,7 @@ import subprocess
 import threading
 import time
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -31,6 +31,9 @@ from engine.rules.policies.alerts import (
 )
 from engine.rules.stats import WINDOW_SLACK, event_time
 
+if TYPE_CHECKING:
+    from eventstore import EventLog
+
 log = logging.getLogger("wfa.alerts")
 log.addHandler(logging.NullHandler())
 
@@ -45,7 +48,7 @@ class AlertMonitor:
     (stream "alerts"), to the "wfa.alerts" logger and to `alert_command`.
     """
 
-    def __init__(self, store: Any, monitoring: MonitoringConfig) -> None:
+    def __init__(self, store: EventLog[ev.Event], monitoring: MonitoringConfig) -> None:
         self.store = store
         self.interval = monitoring.check_interval
         self.command = monitoring.alert_command

@@ -21,10 +21,13 @@ AttemptStarted, agent utilisation is busy seconds over the window's seconds
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.rules import events as ev
 from engine.rules.events import RUN_STREAM_PREFIX
+
+if TYPE_CHECKING:
+    from eventstore import EventLog, Recorded
 
 RUN_END_STATUS: dict[type[Any], str] = {
     ev.RunSucceeded: "succeeded",
@@ -312,7 +315,7 @@ WINDOW_SLACK = 60.0
 event times along the log may step back by a little (concurrent runs)."""
 
 
-def window_records(store: Any, since: float | None) -> Iterator[Any]:
+def window_records(store: EventLog[Any], since: float | None) -> Iterator[Recorded[Any]]:
     """The records `StatsFold(since)` needs, in log order, reading only the window
     (see the module docstring); the whole log when `since` is None."""
     if since is None:
