@@ -49,7 +49,12 @@ from engine.rules.events import (
     StepWaitingForResources,
 )
 from engine.rules.planner import CommandNotApplicable, Planner
-from engine.rules.policies.timeouts import TimerKind, attempt_timeout_at, run_deadline
+from engine.rules.policies.timeouts import (
+    TimerKind,
+    attempt_timeout,
+    attempt_timeout_at,
+    run_deadline,
+)
 from engine.rules.state import (
     TERMINAL_RUN,
     RunState,
@@ -315,7 +320,7 @@ def _timer_fired(plan: Planner, timer: TimerFired) -> None:
                 plan.stop(RunStatus.TIMED_OUT, f"the run timed out after {state.spec.timeout}s")
         case TimerKind.ATTEMPT_TIMEOUT:
             if sid is not None and n is not None and plan.is_current_attempt(sid, n):
-                limit = spec_of(state, sid).timeout or state.settings.default_timeout
+                limit = attempt_timeout(spec_of(state, sid), state.settings)
                 plan.attempt_failed(
                     sid, n, ErrorKind.TIMEOUT, f"attempt {n} timed out after {limit:g}s"
                 )

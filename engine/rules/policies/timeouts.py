@@ -35,9 +35,14 @@ class Timer(msgspec.Struct, frozen=True):
     attempt: int | None = None
 
 
+def attempt_timeout(step: StepSpec, settings: RunSettings) -> float:
+    """How long one attempt of `step` may run: its own timeout, else the run's default."""
+    return step.timeout if step.timeout is not None else settings.default_timeout
+
+
 def attempt_timeout_at(step: StepSpec, settings: RunSettings, now: float) -> float:
-    """When an attempt started `now` times out: the step's timeout or the run default."""
-    return now + (step.timeout if step.timeout is not None else settings.default_timeout)
+    """When an attempt started `now` times out."""
+    return now + attempt_timeout(step, settings)
 
 
 def run_deadline(spec: WorkflowSpec, now: float) -> float | None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from engine.rules.decide import AgentAssigned, AttemptSucceeded, TimerFired
 from engine.rules.errors import ErrorKind
 from engine.rules.events import (
@@ -13,10 +16,10 @@ from engine.rules.events import (
     StepMovedToFallback,
 )
 from engine.rules.policies.retry import RetryDecision, max_attempts, next_retry_at, retry_decision
-from engine.rules.policies.timeouts import TimerKind, active_timers
+from engine.rules.policies.timeouts import TimerKind, active_timers, attempt_timeout
 from engine.rules.results import result_of
 from engine.rules.spec import OnFailure, RetrySpec, TriggerRule
-from engine.rules.state import RunStatus, StepStatus, WaitReason, ready_steps
+from engine.rules.state import RunStatus, StepStatus, WaitReason, ready_steps, spec_of
 from tests.strategies import Sim, step, workflow
 
 POLICY = RetrySpec(max_attempts=3, initial_delay=1.0, backoff=2.0, max_delay=3.0)
@@ -279,3 +282,21 @@ def test_disabled_parallel_execution_holds_the_slot_during_a_retry_delay() -> No
     sim.fire(TimerKind.RETRY, "a")
     sim.succeed("a")
     assert ready_steps(sim.state) == ["b"]
+
+
+@given(own=st.one_of(st.none(), st.integers(1, 10_000)), default=st.integers(1, 10_000))
+def test_an_attempt_times_out_after_the_limit_its_message_names(
+    own: int | None, default: int
+) -> None:
+    """One rule, `attempt_timeout`: the step's timeout, else the run's default, for the
+    deadline the timer is armed at and for the limit the failure names."""
+    sim = Sim(workflow(step("a", timeout=own)), settings=RunSettings(default_timeout=default))
+    sim.start()
+    sim.assign("a")
+    limit = own if own is not None else default
+    assert attempt_timeout(spec_of(sim.state, "a"), sim.state.settings) == limit
+    started = sim.state.steps["a"]
+    assert started.timeout_at is not None and started.started_at is not None
+    assert started.timeout_at - started.started_at == limit
+    failed = sim.fire(TimerKind.ATTEMPT_TIMEOUT, "a")[0]
+    assert isinstance(failed, AttemptFailed) and failed.message.endswith(f"after {limit:g}s")
