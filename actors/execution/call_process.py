@@ -42,7 +42,6 @@ from actors.execution.files import (
     RESULT_FILE,
     STDERR_FILE,
     STDOUT_FILE,
-    last_line,
     open_private,
     prepare_output_dir,
     read_regular,
@@ -83,7 +82,7 @@ def run_call_in_process(request: AttemptRequest, cancel: threading.Event) -> Att
     except OSError as exc:
         message = f"cannot start a Python process for the step ({sys.executable}): {exc}"
         return failed_outcome(ErrorKind.AGENT, message, started)
-    common, stopped = supervise_attempt(
+    exited, stopped = supervise_attempt(
         proc,
         request,
         cancel,
@@ -95,26 +94,18 @@ def run_call_in_process(request: AttemptRequest, cancel: threading.Event) -> Att
     )
     if stopped is not None:
         return stopped
-    returncode, stderr_tail = common["exit_code"], common["stderr_tail"]
     limit = request.max_output_bytes + _RESULT_OVERHEAD
-    result = _read_result(result_path, limit) if returncode == 0 else None
+    result = _read_result(result_path, limit) if exited.exit_code == 0 else None
     if result is None:
-        message = f"the step's process {exit_description(returncode)} without a result"
-        reason = last_line(stderr_tail)
-        return AttemptOutcome(
-            succeeded=False,
-            error_kind=ErrorKind.AGENT,
-            message=f"{message}: {reason}" if reason else message,
-            ended_at=time.time(),
-            **common,
-        )
+        description = exit_description(exited.exit_code)
+        return exited.failed(ErrorKind.AGENT, f"the step's process {description} without a result")
     return outcome_from_result(
         result,
         started=started,
-        stdout_tail=common["stdout_tail"],
-        stderr_tail=stderr_tail,
-        exit_code=returncode,
-        pid=proc.pid,
+        stdout_tail=exited.stdout_tail,
+        stderr_tail=exited.stderr_tail,
+        exit_code=exited.exit_code,
+        pid=exited.pid,
     )
 
 

@@ -45,7 +45,6 @@ from actors.execution.files import (
     STDERR_FILE,
     STDOUT_FILE,
     NotRegularFile,
-    last_line,
     open_private,
     prepare_output_dir,
     read_regular,
@@ -83,7 +82,7 @@ def run_command_attempt(request: AttemptRequest, cancel: threading.Event) -> Att
     except OSError as exc:
         kind, message = _spawn_failure(argv[0], exc)
         return failed_outcome(kind, message, started)
-    common, stopped = supervise_attempt(
+    exited, stopped = supervise_attempt(
         proc,
         request,
         cancel,
@@ -95,28 +94,13 @@ def run_command_attempt(request: AttemptRequest, cancel: threading.Event) -> Att
     )
     if stopped is not None:
         return stopped
-    returncode, stderr_tail = common["exit_code"], common["stderr_tail"]
-    if returncode != 0:
-        message = exit_description(returncode)
-        reason = last_line(stderr_tail)
-        return AttemptOutcome(
-            succeeded=False,
-            error_kind=ErrorKind.USER,
-            message=f"{message}: {reason}" if reason else message,
-            ended_at=time.time(),
-            **common,
-        )
+    if exited.exit_code != 0:
+        return exited.failed(ErrorKind.USER, exit_description(exited.exit_code))
     try:
         outputs = read_outputs_file(outputs_path, request.max_output_bytes)
     except OutputsError as exc:
-        return AttemptOutcome(
-            succeeded=False,
-            error_kind=ErrorKind.OUTPUT,
-            message=str(exc),
-            ended_at=time.time(),
-            **common,
-        )
-    return AttemptOutcome(succeeded=True, outputs=outputs, ended_at=time.time(), **common)
+        return exited.outcome(succeeded=False, error_kind=ErrorKind.OUTPUT, message=str(exc))
+    return exited.outcome(succeeded=True, outputs=outputs)
 
 
 def read_outputs_file(path: str, limit: int) -> dict[str, Any]:
