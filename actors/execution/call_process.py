@@ -40,8 +40,6 @@ from actors.execution.command import exit_description
 from actors.execution.environment import attempt_environment
 from actors.execution.files import (
     RESULT_FILE,
-    STDERR_FILE,
-    STDOUT_FILE,
     open_private,
     prepare_output_dir,
     read_regular,
@@ -66,8 +64,6 @@ def run_call_in_process(request: AttemptRequest, cancel: threading.Event) -> Att
     out_dir = prepare_output_dir(request.output_dir)
     request_path = os.path.join(out_dir, REQUEST_FILE)
     result_path = os.path.join(out_dir, RESULT_FILE)
-    stdout_path = os.path.join(out_dir, STDOUT_FILE)
-    stderr_path = os.path.join(out_dir, STDERR_FILE)
     with open_private(request_path) as f:
         f.write(msgspec.msgpack.encode(request))
     with contextlib.suppress(FileNotFoundError):
@@ -83,14 +79,7 @@ def run_call_in_process(request: AttemptRequest, cancel: threading.Event) -> Att
         message = f"cannot start a Python process for the step ({sys.executable}): {exc}"
         return failed_outcome(ErrorKind.AGENT, message, started)
     exited, stopped = supervise_attempt(
-        proc,
-        request,
-        cancel,
-        logs=logs,
-        started=started,
-        stdout_path=stdout_path,
-        stderr_path=stderr_path,
-        what_was_killed="its process",
+        proc, request, cancel, logs=logs, started=started, what_was_killed="its process"
     )
     if stopped is not None:
         return stopped

@@ -42,8 +42,6 @@ from actors.execution.attempt import (
 from actors.execution.environment import attempt_environment
 from actors.execution.files import (
     OUTPUTS_FILE,
-    STDERR_FILE,
-    STDOUT_FILE,
     NotRegularFile,
     open_private,
     prepare_output_dir,
@@ -70,8 +68,6 @@ def run_command_attempt(request: AttemptRequest, cancel: threading.Event) -> Att
     if cancel.is_set():
         return cancelled_outcome(started)
     out_dir = prepare_output_dir(request.output_dir)
-    stdout_path = os.path.join(out_dir, STDOUT_FILE)
-    stderr_path = os.path.join(out_dir, STDERR_FILE)
     outputs_path = os.path.join(out_dir, OUTPUTS_FILE)
     open_private(outputs_path).close()  # fresh, empty and owner-only before the step writes it
     env = attempt_environment(request, outputs_path=outputs_path)
@@ -83,14 +79,7 @@ def run_command_attempt(request: AttemptRequest, cancel: threading.Event) -> Att
         kind, message = _spawn_failure(argv[0], exc)
         return failed_outcome(kind, message, started)
     exited, stopped = supervise_attempt(
-        proc,
-        request,
-        cancel,
-        logs=logs,
-        started=started,
-        stdout_path=stdout_path,
-        stderr_path=stderr_path,
-        what_was_killed="its process group",
+        proc, request, cancel, logs=logs, started=started, what_was_killed="its process group"
     )
     if stopped is not None:
         return stopped

@@ -418,8 +418,6 @@ def supervise_attempt(
     *,
     logs: PipedLogs,
     started: float,
-    stdout_path: str,
-    stderr_path: str,
     what_was_killed: str,
 ) -> tuple[Exited, AttemptOutcome | None]:
     """Wait for an attempt's process group (blocks), then for its `logs` to be complete; its
@@ -431,8 +429,8 @@ def supervise_attempt(
     finally:
         logs.finish()
     exited = Exited(
-        stdout_tail=read_tail(stdout_path, request.tail_bytes),
-        stderr_tail=read_tail(stderr_path, request.tail_bytes),
+        stdout_tail=read_tail(os.path.join(request.output_dir, STDOUT_FILE), request.tail_bytes),
+        stderr_tail=read_tail(os.path.join(request.output_dir, STDERR_FILE), request.tail_bytes),
         exit_code=end.returncode,
         pid=proc.pid,
         started_at=started,
