@@ -155,22 +155,44 @@ class Runtime:
         self.timers = TimerService()
         self._waker = _PoolWaker(self)
         now = time.time()
-        recorded = [r.event for r in store.read_stream(AGENTS_STREAM)]
+        recorded = self._register_agents(now)
+        self.pool = self._agent_pool(recorded, health_policy or HealthPolicy(), usage_report, now)
+        self.cache = SharedCache(
+            CacheIndex.from_events(r.event for r in store.read_stream(CACHE_STREAM))
+        )
+        self.step_actors = {a.name: self._step_actors_of(a) for a in self.agents.values()}
+        self._agent_refs = {name: AgentActor.start(s) for name, s in self.step_actors.items()}
+        self.scheduler: pykka.ActorRef[Any] = SchedulerActor.start(
+            self, config.execution.max_concurrent_workflows
+        )
+
+    def _register_agents(self, now: float) -> list[ev.Event]:
+        """Reconcile the "agents" stream with the configuration; the stream's events."""
+        recorded = [r.event for r in self.store.read_stream(AGENTS_STREAM)]
         changes = agent_changes(self.agents.values(), recorded, now)
         if changes:
-            store.append(AGENTS_STREAM, changes)
-        policy = health_policy or HealthPolicy()
-        caps = config.resources
+            self.store.append(AGENTS_STREAM, changes)
+        return recorded
+
+    def _agent_pool(
+        self,
+        recorded: list[ev.Event],
+        policy: HealthPolicy,
+        usage_report: UsageReport | None,
+        now: float,
+    ) -> AgentPool:
+        """The pool over the agents, their breakers rebuilt from `recorded`, behind the caps."""
+        caps = self.config.resources
         gate = ResourceGate(
             caps,
-            machine_size(data_dir, caps.network_capacity_mbps),
-            UsageSampler(data_dir, caps.network_capacity_mbps),
+            machine_size(self.data_dir, caps.network_capacity_mbps),
+            UsageSampler(self.data_dir, caps.network_capacity_mbps),
             record=self._recorder(RESOURCES_STREAM),
             report=usage_report,
             now=now,
         )
         predictive = caps.allocation_strategy is AllocationStrategy.PREDICTIVE
-        self.pool = AgentPool(
+        return AgentPool(
             tuple(self.agents.values()),
             caps.allocation_strategy,
             health=fold_health(recorded, policy, self.agents),
@@ -180,23 +202,11 @@ class Runtime:
             record=self._recorder(AGENTS_STREAM),
             wake_at=self._wake_pool,
         )
-        self.cache = SharedCache(
-            CacheIndex.from_events(r.event for r in store.read_stream(CACHE_STREAM))
-        )
-        self.step_actors = {
-            a.name: StepActors(
-                a.name,
-                a.capacity,
-                self.pool,
-                self.clusters.get(a.name),
-                self._take_cluster_resources if a.name in self.clusters else None,
-            )
-            for a in self.agents.values()
-        }
-        self._agent_refs = {name: AgentActor.start(s) for name, s in self.step_actors.items()}
-        self.scheduler: pykka.ActorRef[Any] = SchedulerActor.start(
-            self, config.execution.max_concurrent_workflows
-        )
+
+    def _step_actors_of(self, agent: AgentConfig) -> StepActors:
+        cluster = self.clusters.get(agent.name)
+        take = self._take_cluster_resources if cluster is not None else None
+        return StepActors(agent.name, agent.capacity, self.pool, cluster, take)
 
     # -- called by the facade ------------------------------------------------
 
