@@ -13,12 +13,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import traceback
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from importlib import import_module
 from pathlib import Path
 from types import FrameType
@@ -152,6 +154,26 @@ def interrupted(engine: Engine, run_ids: Sequence[str]) -> NoReturn:
     else:
         click.echo(f"interrupted; no engine drives the run: wfa resume {names}", err=True)
     raise click.exceptions.Exit(EXIT_INTERRUPTED)
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_since(value: str | None, now: float, option: str = "--since") -> float | None:
+    """`--since`: a duration back from now (`90s`, `30m`, `1h`, `2d`) or an ISO 8601 time."""
+    if value is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", value)
+    if match:
+        return now - float(match.group(1)) * _UNITS[match.group(2)]
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        fail(
+            f"{option} {value!r} is neither a duration nor an ISO 8601 time",
+            [f"e.g. {option} 1h, {option} 30m, {option} 2026-11-26T05:00:00Z"],
+        )
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
 COMMANDS = {  # each command of `main` -> the module that registers it, imported on first use

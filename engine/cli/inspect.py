@@ -15,9 +15,8 @@ from datetime import UTC, datetime
 import click
 import msgspec
 
-from engine.cli.app import CliState, fail, main, pass_state, print_json
+from engine.cli.app import CliState, fail, main, parse_since, pass_state, print_json
 from engine.cli.complete import complete_run
-from engine.cli.observe import parse_since
 from engine.cli.views import (
     TERMINAL,
     console,

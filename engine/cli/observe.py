@@ -3,7 +3,7 @@
 All three only read the log (without driving or creating the data directory),
 so they work while another process serves it and for any past run.
 
-`wfa stats --json` prints one object (engine/stats.py `figures`):
+`wfa stats --json` prints one object (engine/rules/stats.py `figures`):
 `window {from, to, seconds, workflow}` (times ISO 8601 UTC, like every time
 in machine output), `totals {runs_submitted, runs_ended, runs_succeeded,
 run_success_rate, steps_finished, steps_failed, step_success_rate,
@@ -22,14 +22,12 @@ measure.
 from __future__ import annotations
 
 import json
-import re
 import signal
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
@@ -42,7 +40,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from engine.cli.app import EXIT_FAILED, CliState, fail, main, pass_state, print_json
+from engine.cli.app import EXIT_FAILED, CliState, fail, main, parse_since, pass_state, print_json
 from engine.cli.complete import complete_run
 from engine.cli.views import STATUS_STYLE, console, driver_line, duration
 from engine.rules.config import EngineConfig
@@ -52,26 +50,6 @@ from engine.telemetry.export import export_now, make_exporter, to_jaeger_json, t
 from engine.telemetry.spans import SpanData, spans_for_run
 
 JSON_HELP = "Print machine-readable JSON on stdout."
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_since(value: str | None, now: float, option: str = "--since") -> float | None:
-    """`--since`: a duration back from now (`90s`, `30m`, `1h`, `2d`) or an ISO 8601 time."""
-    if value is None:
-        return None
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", value)
-    if match:
-        return now - float(match.group(1)) * _UNITS[match.group(2)]
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        fail(
-            f"{option} {value!r} is neither a duration nor an ISO 8601 time",
-            [f"e.g. {option} 1h, {option} 30m, {option} 2026-11-26T05:00:00Z"],
-        )
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
-
-
 # ---- stats ------------------------------------------------------------------------------
 
 

@@ -9,15 +9,13 @@ from pathlib import Path
 
 import click
 
-from engine.cli.app import CliState, fail, main, pass_state, print_json
+from engine.cli.app import CliState, fail, main, parse_since, pass_state, print_json
 from engine.input.datadir import COMPACTING, EVENTS, EngineLock, check_data_dir
 from engine.retention import candidates, default_archive, prune
 
 
 def parse_time(value: str, now: float, option: str) -> float:
     """A time: a duration back from now (`30d`, `12h`) or an ISO 8601 time."""
-    from engine.cli.observe import parse_since
-
     parsed = parse_since(value, now, option)
     assert parsed is not None
     return parsed
