@@ -1,6 +1,6 @@
 """ResourceGate: the machine's measured usage, sampled in one place, and admission by caps.
 
-The one impure neighbour of engine/resources.py: it samples usage (psutil)
+The one impure neighbour of engine/rules/policies/resources.py: it samples usage (psutil)
 at most once per `interval`, lazily, when the pool is about to assign, and
 answers `admit` from the last sample plus the declarations of steps started
 since that sample's window began (their load may not show yet, and two steps

@@ -2,7 +2,7 @@
 
 The pool (actors/pool.py) owns a table of these under its lock; this module
 turns a row into what the pure allocator reads (`AgentView`) and folds an
-attempt's outcome into the agent's breaker (engine/health.py). Not thread-safe
+attempt's outcome into the agent's breaker (engine/rules/policies/health.py). Not thread-safe
 on its own.
 """
 

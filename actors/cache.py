@@ -1,6 +1,6 @@
 """The step cache as the runtime uses it: one shared index, and the key of a ready step.
 
-The index is a fold of the "cache" stream (engine/caching.py), shared by every
+The index is a fold of the "cache" stream (engine/rules/policies/caching.py), shared by every
 workflow actor of the process: loaded when the runtime starts, updated when
 this engine stores an entry and when the facade's follower sees any event of
 the stream (so `wfa cache clear` from another process empties it too). The

@@ -2,7 +2,7 @@
 
 2,000 steps of 5-50 ms (drawn with a fixed seed) over 8 agents of capacity 1, of
 which 2 are 3x slower. This is a discrete-event simulation that drives the
-pure allocator (engine/allocation.py) exactly as a runtime would: whenever
+pure allocator (engine/rules/policies/allocation.py) exactly as a runtime would: whenever
 capacity frees it calls `assign` on every waiting step, starts what it returns,
 and feeds each finished attempt's duration to `DurationEstimates.observe`.
 Nothing sleeps, so the figures are exact and repeatable.

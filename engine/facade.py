@@ -421,7 +421,7 @@ class Engine:
 
         `call:` code is imported from `workflow_dir` (default: the directory of
         the workflow file, when `workflow` is a path) and the working directory.
-        `run_id` names the run (engine/submission.py): if that run exists with the
+        `run_id` names the run (engine/rules/submission.py): if that run exists with the
         same workflow and inputs, its handle is returned and nothing is written;
         with different ones, ValidationError names the difference.
         """

@@ -1,5 +1,5 @@
 """Commands that change runs: `run`, `resume`, `restart`, `approve`, `retry`, `skip`,
-`cancel`, and `demo` (`serve` is in engine/cli_serve.py).
+`cancel`, and `demo` (`serve` is in engine/cli/serve.py).
 
 Each opens the data directory as a driving engine unless another process
 holds it (`wfa serve`, or another `wfa run`): then the command only appends to
@@ -11,7 +11,7 @@ A process that drives also drives the other processes' runs (one engine per
 directory); before it exits it keeps driving them until each has ended or
 waits for a person (`finish_driving`), so it never kills another run's step.
 A process that follows a run takes the directory over when its engine is gone
-(engine/cli_views.py `TakeOver`), so every run ends with its own exit code.
+(engine/cli/views.py `TakeOver`), so every run ends with its own exit code.
 """
 
 from __future__ import annotations

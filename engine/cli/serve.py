@@ -5,7 +5,7 @@ run --detach`, the Python API) and the commands they append (`wfa approve`,
 ...), all through the log. Workflow files given with a cron `schedule:` are
 submitted at their times from one timer loop (a heap of due times, no thread
 per schedule); a schedule's `overlap` says what a firing does while its
-previous run has not ended (engine/policies/schedules.py). One thread follows
+previous run has not ended (engine/rules/policies/schedules.py). One thread follows
 the log to print a line per run that is submitted, starts, waits for a person
 or ends. SIGTERM or Ctrl-C stops it gracefully: running steps stop and their
 runs stay resumable.
@@ -48,7 +48,7 @@ class Schedules:
     """Cron schedules of workflows, due times in one heap: one timer loop, no threads.
 
     Remembers each schedule's last run, and which firings wait for it (overlap
-    `queue`), so that the overlap policy (engine/policies/schedules.py) can
+    `queue`), so that the overlap policy (engine/rules/policies/schedules.py) can
     decide what a firing does.
     """
 

@@ -1,6 +1,6 @@
 """Checks of a valid workflow against this machine: can its code and programs be found?
 
-Unlike engine/validation.py these look outside the spec (the import path, PATH,
+Unlike engine/input/validation.py these look outside the spec (the import path, PATH,
 the file system), so they are separate and their findings are warnings by
 default: a `call:` module may exist only where the engine runs, a program may be
 installed later. `wfa validate --imports` makes `call:` modules an error and

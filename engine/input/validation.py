@@ -1,6 +1,6 @@
 """Cross-field rules of a workflow (docs/workflow-file.md), checked before anything executes.
 
-engine/loading.py checks shape (types, unknown and missing keys); this module
+engine/input/loading.py checks shape (types, unknown and missing keys); this module
 checks what only the whole workflow and the engine configuration can tell:
 dependencies, cycles, expressions, agents, limits. Every rule runs and every
 problem is reported at once, each with its location and what to do, so that a

@@ -1,7 +1,7 @@
 """The engine configuration (docs/configuration.md) as frozen msgspec Structs; every key optional.
 
 Loaded from `wfa.yaml` (or JSON/TOML) strictly like a workflow file. Loading
-and environment overrides live in engine/loading.py; these are the types and
+and environment overrides live in engine/input/loading.py; these are the types and
 their defaults.
 """
 

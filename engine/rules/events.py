@@ -1,7 +1,7 @@
 """Every fact the engine records: runs, steps, agents and alerts, in one tagged union.
 
 An event is a frozen msgspec Struct whose tag is its class name; the log stores
-them encoded, and `evolve` (engine/state.py) folds a run's events into its
+them encoded, and `evolve` (engine/rules/state.py) folds a run's events into its
 state. A run's events live in the stream named by its run id, so step and run
 events carry no run id (except `RunSubmitted`, which names its run).
 

@@ -4,7 +4,7 @@ A YAML, JSON or TOML file and the Python builder produce the same
 `WorkflowSpec`; the spec is stored whole in the log with `RunSubmitted`, so a
 run can always be resumed from the log alone. These types only describe shape
 and per-field constraints; cross-field rules (unknown dependencies, cycles,
-expressions) live in engine/validation.py.
+expressions) live in engine/input/validation.py.
 """
 
 from __future__ import annotations

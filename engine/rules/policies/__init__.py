@@ -1,7 +1,7 @@
 """Pure decision rules, one module per policy: retry backoff, trigger rules.
 
 Each is a function over plain data with time as a value, so the state machine
-(engine/decide.py) stays a composition of small rules that are tested alone.
+(engine/rules/decide.py) stays a composition of small rules that are tested alone.
 """
 
 from __future__ import annotations

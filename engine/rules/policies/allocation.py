@@ -54,7 +54,7 @@ class AgentView(msgspec.Struct, frozen=True, kw_only=True):
     capabilities: frozenset[str]
     capacity: int
     running: int = 0
-    available: bool = True  # False: unhealthy (engine/health.py) or removed
+    available: bool = True  # False: unhealthy (engine/rules/policies/health.py) or removed
     busy_for: tuple[float, ...] = ()
 
     def has_room(self) -> bool:
