@@ -75,7 +75,7 @@ from eventstore import ConcurrencyError, CorruptStoreError, EventStore, Recorded
 
 if TYPE_CHECKING:  # what only a driving engine starts, imported when it starts (reads stay light)
     from actors.monitors.alerts import AlertMonitor
-    from engine.telemetry import Observer
+    from engine.telemetry.observer import Observer
 
 log = logging.getLogger("wfa")
 log.addHandler(logging.NullHandler())
@@ -298,7 +298,7 @@ class Engine:
         """This process holds the lock: start the runtime, live telemetry and alerts."""
         from actors.monitors.alerts import AlertMonitor
         from actors.runtime import Runtime  # the facade is the one place engine meets actors
-        from engine.telemetry import Observer
+        from engine.telemetry.observer import Observer
 
         try:
             self._observer = Observer(

@@ -6,63 +6,13 @@ same trace. `Observer` is the runtime's listener that feeds the metrics and
 starts the trace exporter process (exporter.py), which follows the log and
 exports the spans live off the engine's CPU.
 
-Each name is loaded from its module on first use: `wfa show` needs a trace id
-(spans.py), not the OpenTelemetry SDK that export.py and observer.py bring in.
+Only the spans are re-exported here: `wfa show` needs a trace id, not the
+OpenTelemetry SDK, so the exporters (export.py) and the `Observer`
+(observer.py) are imported from their own modules, by what starts them.
 """
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from engine.telemetry.spans import SpanBuilder, SpanData, SpanEvent, spans_for_run, trace_id_of
 
-if TYPE_CHECKING:
-    from engine.telemetry.export import (
-        SpanExport,
-        export_now,
-        live_export,
-        make_exporter,
-        to_jaeger_json,
-    )
-    from engine.telemetry.observer import Observer
-    from engine.telemetry.spans import (
-        SpanBuilder,
-        SpanData,
-        SpanEvent,
-        spans_for_run,
-        trace_id_of,
-    )
-
-__all__ = [
-    "Observer",
-    "SpanBuilder",
-    "SpanData",
-    "SpanEvent",
-    "SpanExport",
-    "export_now",
-    "live_export",
-    "make_exporter",
-    "spans_for_run",
-    "to_jaeger_json",
-    "trace_id_of",
-]
-
-_HOME = {
-    **dict.fromkeys(
-        ("SpanExport", "export_now", "live_export", "make_exporter", "to_jaeger_json"),
-        "engine.telemetry.export",
-    ),
-    "Observer": "engine.telemetry.observer",
-    **dict.fromkeys(
-        ("SpanBuilder", "SpanData", "SpanEvent", "spans_for_run", "trace_id_of"),
-        "engine.telemetry.spans",
-    ),
-}
-
-
-def __getattr__(name: str) -> Any:
-    home = _HOME.get(name)
-    if home is None:
-        raise AttributeError(f"module 'engine.telemetry' has no attribute {name!r}")
-    value = getattr(import_module(home), name)
-    globals()[name] = value  # loaded once
-    return value
+__all__ = ["SpanBuilder", "SpanData", "SpanEvent", "spans_for_run", "trace_id_of"]

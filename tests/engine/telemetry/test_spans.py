@@ -7,8 +7,8 @@ from typing import Any
 from engine.input.loading import workflow_from_data
 from engine.rules import events as ev
 from engine.rules.errors import ErrorKind
-from engine.telemetry import SpanBuilder, spans_for_run, to_jaeger_json, trace_id_of
-from engine.telemetry.export import resource_for, to_readable
+from engine.telemetry import SpanBuilder, spans_for_run, trace_id_of
+from engine.telemetry.export import resource_for, to_jaeger_json, to_readable
 
 SPEC = workflow_from_data(
     {
