@@ -1,9 +1,11 @@
-"""The `wfa` command line (the README's Command line section).
+"""The `wfa` group and what its commands share (the README's Command line section).
 
-One click group; each command is a small function that uses the shared pieces
+One click group, `main`; each command module of this package registers its
+commands on it and is imported when one of them is first looked up
+(`COMMANDS`). Each command is a small function that uses the shared pieces
 here: `CliState` (global options and the lazily loaded engine configuration),
 `fail` (one `error: ...` line plus details on stderr, then an exit code), the
-exit-code constants, and `WfaGroup`, which turns any error a command lets
+exit-code constants, `parse_since`, and `WfaGroup`, which turns any error a command lets
 escape into that same one-line form, so bad input never shows a traceback.
 The CLI, not the library, sets up logging output.
 """

@@ -1,4 +1,5 @@
-"""Pure decision rules, one module per policy: retry backoff, trigger rules.
+"""Pure decision rules, one module per policy: retry backoff, triggers, timeouts,
+conditions, schedules, allocation, health, caching, estimates, resources, alerts.
 
 Each is a function over plain data with time as a value, so the state machine
 (engine/rules/decide.py) stays a composition of small rules that are tested alone.
