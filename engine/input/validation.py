@@ -22,7 +22,8 @@ from typing import Any
 import psutil
 from croniter import croniter
 
-from engine.input.loading import MAX_INT, load_workflow_partly
+from engine.input.loading import load_workflow_partly
+from engine.input.walker import MAX_INT
 from engine.rules.config import EngineConfig
 from engine.rules.errors import ExpressionError, Problem, ValidationError
 from engine.rules.expressions import (

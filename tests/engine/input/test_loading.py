@@ -11,14 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.input.formats import MAX_FILE_BYTES
 from engine.input.loading import (
-    MAX_FILE_BYTES,
-    MAX_NODES,
     load_config,
     load_workflow,
     parse_workflow,
     workflow_from_data,
 )
+from engine.input.walker import MAX_NODES
 from engine.rules.config import AgentConfig, EngineConfig
 from engine.rules.errors import ErrorKind, ValidationError
 from engine.rules.spec import Mode, RetrySpec, TriggerRule, WorkflowSpec

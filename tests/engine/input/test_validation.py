@@ -9,7 +9,8 @@ import msgspec
 import pytest
 import yaml
 
-from engine.input.loading import FORMATS, load_workflow, workflow_from_data
+from engine.input.formats import FORMATS
+from engine.input.loading import load_workflow, workflow_from_data
 from engine.input.validation import (
     MachineCapacity,
     check_inputs,
