@@ -1,6 +1,6 @@
 """ResourceGate: the machine's measured usage, sampled in one place, and admission by caps.
 
-The one impure neighbour of engine/resources.py: it samples usage (psutil)
+The one impure neighbour of engine/rules/policies/resources.py: it samples usage (psutil)
 at most once per `interval`, lazily, when the pool is about to assign, and
 answers `admit` from the last sample plus the declarations of steps started
 since that sample's window began (their load may not show yet, and two steps
@@ -19,19 +19,19 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from engine.config import ResourcesConfig
-from engine.events import Event
-from engine.resources import (
+from actors.monitors.usage import UsageSampler
+from engine.rules.config import ResourcesConfig
+from engine.rules.events import Event
+from engine.rules.policies.resources import (
     RESOURCES,
     MachineSize,
     ResourceUsage,
-    UsageSampler,
     admit,
     cap_changes,
     never_fits,
     with_demand,
 )
-from engine.spec import ResourcesSpec
+from engine.rules.spec import ResourcesSpec
 
 RESOURCES_STREAM = "resources"
 WARM_UP = 0.25  # seconds: psutil measures cpu since the previous sample; the first is empty

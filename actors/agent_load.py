@@ -2,7 +2,7 @@
 
 The pool (actors/pool.py) owns a table of these under its lock; this module
 turns a row into what the pure allocator reads (`AgentView`) and folds an
-attempt's outcome into the agent's breaker (engine/health.py). Not thread-safe
+attempt's outcome into the agent's breaker (engine/rules/policies/health.py). Not thread-safe
 on its own.
 """
 
@@ -11,10 +11,16 @@ from __future__ import annotations
 import msgspec
 
 from actors.execution import AttemptOutcome
-from engine.allocation import AgentView
-from engine.errors import ErrorKind
-from engine.events import AgentHealthChanged
-from engine.health import AgentHealth, BreakerState, HealthPolicy, is_available, on_outcome
+from engine.rules.errors import ErrorKind
+from engine.rules.events import AgentHealthChanged
+from engine.rules.policies.allocation import AgentView
+from engine.rules.policies.health import (
+    AgentHealth,
+    BreakerState,
+    HealthPolicy,
+    is_available,
+    on_outcome,
+)
 
 AttemptKey = tuple[str, str, int]  # run id, step id, attempt
 

@@ -32,35 +32,17 @@ import pykka
 
 from actors.agent_load import AttemptKey
 from actors.cluster import ClusterConnection, run_attempt_on_cluster  # imports no Dask
-from actors.execution import AttemptOutcome, AttemptRequest, run_attempt
+from actors.execution import AttemptRequest, run_attempt
 from actors.execution.attempt import failed_outcome
 from actors.execution.call_thread import run_call_here
+from actors.messages import AttemptFinished, CancelAttempt, StartAttempt
 from actors.pool import AgentPool
-from engine.errors import ErrorKind
+from engine.rules.errors import ErrorKind
 
 ClusterResources = Callable[[AttemptKey], Mapping[str, float]]
 """Gives (and forgets) the Dask resources the runtime noted for an attempt."""
 
 log = logging.getLogger(__name__)
-
-
-class StartAttempt(msgspec.Struct, frozen=True):
-    request: AttemptRequest
-    reply_to: Any  # the ActorRef told AttemptFinished
-
-
-class CancelAttempt(msgspec.Struct, frozen=True):
-    run_id: str
-    step_id: str
-    attempt: int
-
-
-class AttemptFinished(msgspec.Struct, frozen=True):
-    run_id: str
-    step_id: str
-    attempt: int
-    agent: str
-    outcome: AttemptOutcome
 
 
 class _Attempt:

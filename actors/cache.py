@@ -1,6 +1,6 @@
 """The step cache as the runtime uses it: one shared index, and the key of a ready step.
 
-The index is a fold of the "cache" stream (engine/caching.py), shared by every
+The index is a fold of the "cache" stream (engine/rules/policies/caching.py), shared by every
 workflow actor of the process: loaded when the runtime starts, updated when
 this engine stores an entry and when the facade's follower sees any event of
 the stream (so `wfa cache clear` from another process empties it too). The
@@ -13,11 +13,11 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from engine.caching import CACHE_STREAM, CacheIndex, cache_key, steps_read
-from engine.errors import WorkflowAutomatorError
-from engine.events import Event
-from engine.policies.conditions import resolve_run_argv
-from engine.state import RunState, index_of, spec_of
+from engine.rules.errors import WorkflowAutomatorError
+from engine.rules.events import Event
+from engine.rules.policies.caching import CACHE_STREAM, CacheIndex, cache_key, steps_read
+from engine.rules.policies.conditions import resolve_run_argv
+from engine.rules.state import RunState, index_of, spec_of
 
 __all__ = ["CACHE_STREAM", "SharedCache", "step_cache_key"]
 

@@ -2,8 +2,8 @@
 
 pykka does not copy messages, so nothing mutable crosses between actors: a
 message holds only frozen Structs, tuples, strings and numbers (ActorRefs are
-immutable handles). Attempt messages live in actors/agents.py beside the actor
-that handles them.
+immutable handles). Every message between actors is here, so the protocol
+between them reads in one place.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from typing import Any
 
 import msgspec
 
-from engine.errors import ErrorKind
+from actors.execution.attempt import AttemptOutcome, AttemptRequest
+from engine.rules.errors import ErrorKind
 
 
 class AdmitRun(msgspec.Struct, frozen=True):
@@ -34,13 +35,13 @@ class DeliverCommand(msgspec.Struct, frozen=True):
     """An operator's command (a decide trigger) for one run (scheduler -> workflow)."""
 
     run_id: str
-    trigger: Any  # an engine.decide Trigger: frozen Struct
+    trigger: Any  # an engine.rules.decide Trigger: frozen Struct
 
 
 class FireTimer(msgspec.Struct, frozen=True):
     """A timer armed from state came due (timer service -> workflow)."""
 
-    trigger: Any  # engine.decide.TimerFired
+    trigger: Any  # engine.rules.decide.TimerFired
 
 
 class AgentGranted(msgspec.Struct, frozen=True):
@@ -71,7 +72,29 @@ class StopRuns(msgspec.Struct, frozen=True):
     """Stop admitting and stop every workflow actor, leaving runs resumable."""
 
 
-# ---- child workflows (issue 16) ----
+class StartAttempt(msgspec.Struct, frozen=True):
+    """Run this attempt to its end and tell `reply_to` how it ended (-> a step actor)."""
+
+    request: AttemptRequest
+    reply_to: Any  # the ActorRef told AttemptFinished
+
+
+class CancelAttempt(msgspec.Struct, frozen=True):
+    """Cancel this attempt if it still runs (workflow -> its agent)."""
+
+    run_id: str
+    step_id: str
+    attempt: int
+
+
+class AttemptFinished(msgspec.Struct, frozen=True):
+    """How an attempt ended, to be turned into events (step actor -> workflow)."""
+
+    run_id: str
+    step_id: str
+    attempt: int
+    agent: str
+    outcome: AttemptOutcome
 
 
 class AdmitChild(msgspec.Struct, frozen=True):

@@ -5,7 +5,7 @@ that a workflow actor can place its ready steps inside its own decide cycle
 (the grant and the step's `AttemptStarted` then share one commit) without ever
 waiting on another actor. Every run's ready steps wait here in one set, so
 priority (with aging), round robin and predictive placement see all of them;
-which demand goes where is the pure `engine.allocation.assign`.
+which demand goes where is the pure `engine.rules.policies.allocation.assign`.
 
 Who calls what, on which thread:
 
@@ -46,12 +46,12 @@ from actors.agent_load import AgentLoad, AttemptKey, Reservation
 from actors.execution import AttemptOutcome
 from actors.messages import AgentGranted, WaitForResources
 from actors.waiting import Ask, Message, Waiter, WaitingSet
-from engine.allocation import AgentView, Demand, assign, choose_agent
-from engine.config import AgentConfig, AllocationStrategy
-from engine.errors import ErrorKind
-from engine.estimates import DurationEstimates
-from engine.events import Event
-from engine.health import (
+from engine.rules.config import AgentConfig, AllocationStrategy
+from engine.rules.errors import ErrorKind
+from engine.rules.events import Event
+from engine.rules.policies.allocation import AgentView, Demand, assign, choose_agent
+from engine.rules.policies.estimates import DurationEstimates
+from engine.rules.policies.health import (
     AgentHealth,
     BreakerState,
     HealthPolicy,

@@ -31,7 +31,7 @@ import threading
 import weakref
 from collections.abc import Callable, Hashable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pykka
@@ -45,27 +45,30 @@ from actors.cluster import ClusterConnection, dask_resources, require_dask
 from actors.execution import AttemptRequest
 from actors.execution.process_group import attempt_processes, end_leftover_group, end_processes
 from actors.messages import AdmitChild, AdmitRun, DeliverCommand, StopRuns
+from actors.monitors.usage import UsageSampler, machine_size
 from actors.pool import AgentPool
 from actors.scheduler import SchedulerActor
 from actors.timers import TimerService
-from engine import events as ev
-from engine.caching import CacheIndex
-from engine.config import (
+from engine.input.datadir import attempt_dir
+from engine.rules import events as ev
+from engine.rules.config import (
     AgentBackend,
     AgentConfig,
     AllocationStrategy,
     EngineConfig,
     Isolation,
 )
-from engine.datadir import attempt_dir
-from engine.estimates import DurationEstimates
-from engine.health import HealthPolicy, fold_health
-from engine.policies.children import child_lost, child_submission, ended_report
-from engine.policies.conditions import resolve_run_argv
-from engine.resources import UsageSampler, machine_size
+from engine.rules.policies.caching import CacheIndex
+from engine.rules.policies.children import child_lost, child_submission, ended_report
+from engine.rules.policies.conditions import resolve_run_argv
+from engine.rules.policies.estimates import DurationEstimates
+from engine.rules.policies.health import HealthPolicy, fold_health
+from engine.rules.state import RunState, StepStatus, fold, spec_of
 from engine.run_index import pruned_into
-from engine.state import RunState, StepStatus, fold, spec_of
 from eventstore import ConcurrencyError
+
+if TYPE_CHECKING:
+    from eventstore import EventLog
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +136,7 @@ class _PoolWaker:
 class Runtime:
     def __init__(
         self,
-        store: Any,
+        store: EventLog[ev.Event],
         config: EngineConfig,
         data_dir: Path,
         listener: Listener | None = None,
@@ -161,22 +164,44 @@ class Runtime:
         self.timers = TimerService(clock)
         self._waker = _PoolWaker(self)
         now = clock.now()
-        recorded = [r.event for r in store.read_stream(AGENTS_STREAM)]
+        recorded = self._register_agents(now)
+        self.pool = self._agent_pool(recorded, health_policy or HealthPolicy(), usage_report, now)
+        self.cache = SharedCache(
+            CacheIndex.from_events(r.event for r in store.read_stream(CACHE_STREAM))
+        )
+        self.step_actors = {a.name: self._step_actors_of(a) for a in self.agents.values()}
+        self._agent_refs = {name: AgentActor.start(s) for name, s in self.step_actors.items()}
+        self.scheduler: pykka.ActorRef[Any] = SchedulerActor.start(
+            self, config.execution.max_concurrent_workflows
+        )
+
+    def _register_agents(self, now: float) -> list[ev.Event]:
+        """Reconcile the "agents" stream with the configuration; the stream's events."""
+        recorded = [r.event for r in self.store.read_stream(AGENTS_STREAM)]
         changes = agent_changes(self.agents.values(), recorded, now)
         if changes:
-            store.append(AGENTS_STREAM, changes)
-        policy = health_policy or HealthPolicy()
-        caps = config.resources
+            self.store.append(AGENTS_STREAM, changes)
+        return recorded
+
+    def _agent_pool(
+        self,
+        recorded: list[ev.Event],
+        policy: HealthPolicy,
+        usage_report: UsageReport | None,
+        now: float,
+    ) -> AgentPool:
+        """The pool over the agents, their breakers rebuilt from `recorded`, behind the caps."""
+        caps = self.config.resources
         gate = ResourceGate(
             caps,
-            machine_size(data_dir, caps.network_capacity_mbps),
-            UsageSampler(data_dir, caps.network_capacity_mbps),
+            machine_size(self.data_dir, caps.network_capacity_mbps),
+            UsageSampler(self.data_dir, caps.network_capacity_mbps),
             record=self._recorder(RESOURCES_STREAM),
             report=usage_report,
             now=now,
         )
         predictive = caps.allocation_strategy is AllocationStrategy.PREDICTIVE
-        self.pool = AgentPool(
+        return AgentPool(
             tuple(self.agents.values()),
             caps.allocation_strategy,
             health=fold_health(recorded, policy, self.agents),
@@ -185,25 +210,13 @@ class Runtime:
             gate=gate,
             record=self._recorder(AGENTS_STREAM),
             wake_at=self._wake_pool,
-            clock=clock.now,
+            clock=self.clock.now,
         )
-        self.cache = SharedCache(
-            CacheIndex.from_events(r.event for r in store.read_stream(CACHE_STREAM))
-        )
-        self.step_actors = {
-            a.name: StepActors(
-                a.name,
-                a.capacity,
-                self.pool,
-                self.clusters.get(a.name),
-                self._take_cluster_resources if a.name in self.clusters else None,
-            )
-            for a in self.agents.values()
-        }
-        self._agent_refs = {name: AgentActor.start(s) for name, s in self.step_actors.items()}
-        self.scheduler: pykka.ActorRef[Any] = SchedulerActor.start(
-            self, config.execution.max_concurrent_workflows
-        )
+
+    def _step_actors_of(self, agent: AgentConfig) -> StepActors:
+        cluster = self.clusters.get(agent.name)
+        take = self._take_cluster_resources if cluster is not None else None
+        return StepActors(agent.name, agent.capacity, self.pool, cluster, take)
 
     # -- called by the facade ------------------------------------------------
 

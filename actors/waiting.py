@@ -18,8 +18,8 @@ from typing import Any
 import msgspec
 
 from actors.messages import AgentGranted, WaitForResources
-from engine.allocation import Demand
-from engine.spec import ResourcesSpec
+from engine.rules.policies.allocation import Demand
+from engine.rules.spec import ResourcesSpec
 
 Message = AgentGranted | WaitForResources
 StepKey = tuple[str, str]  # run id, step id

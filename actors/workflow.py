@@ -1,4 +1,4 @@
-"""WorkflowActor: drives one admitted run by the rules in engine.decide.
+"""WorkflowActor: drives one admitted run by the rules in engine.rules.decide.
 
 Every cycle is: decide -> evolve in memory -> place ready steps -> append the
 whole batch durably -> act. Placing happens inside the cycle (the pool is a
@@ -22,12 +22,13 @@ from typing import TYPE_CHECKING, Any
 import pykka
 
 from actors.agent_load import AttemptKey
-from actors.agents import AttemptFinished, CancelAttempt
 from actors.cache import step_cache_key
 from actors.execution import AttemptOutcome
 from actors.execution.attempt import failed_outcome
 from actors.messages import (
     AgentGranted,
+    AttemptFinished,
+    CancelAttempt,
     DeliverCommand,
     FireTimer,
     PlaceGranted,
@@ -37,15 +38,15 @@ from actors.messages import (
 from actors.pool import Deferred
 from actors.quiet import Accounted
 from actors.waiting import Ask
-from engine import decide as rules
-from engine import events as ev
-from engine.allocation import Demand
-from engine.caching import cache_entry
-from engine.errors import ErrorKind, ExpressionError, WorkflowAutomatorError
-from engine.events import run_stream, step_id_of
-from engine.policies.children import still_wanted
-from engine.policies.timeouts import Timer, active_timers, run_timer, step_timer
-from engine.state import (
+from engine.rules import decide as rules
+from engine.rules import events as ev
+from engine.rules.errors import ErrorKind, ExpressionError, WorkflowAutomatorError
+from engine.rules.events import run_stream, step_id_of
+from engine.rules.policies.allocation import Demand
+from engine.rules.policies.caching import cache_entry
+from engine.rules.policies.children import still_wanted
+from engine.rules.policies.timeouts import Timer, active_timers, run_timer, step_timer
+from engine.rules.state import (
     RunState,
     RunStatus,
     StepStatus,

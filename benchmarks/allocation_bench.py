@@ -2,7 +2,7 @@
 
 2,000 steps of 5-50 ms (drawn with a fixed seed) over 8 agents of capacity 1, of
 which 2 are 3x slower. This is a discrete-event simulation that drives the
-pure allocator (engine/allocation.py) exactly as a runtime would: whenever
+pure allocator (engine/rules/policies/allocation.py) exactly as a runtime would: whenever
 capacity frees it calls `assign` on every waiting step, starts what it returns,
 and feeds each finished attempt's duration to `DurationEstimates.observe`.
 Nothing sleeps, so the figures are exact and repeatable.
@@ -37,8 +37,8 @@ from typing import Any
 
 import msgspec
 
-from engine.allocation import AgentView, Demand, DurationEstimates, assign
-from engine.config import AllocationStrategy
+from engine.rules.config import AllocationStrategy
+from engine.rules.policies.allocation import AgentView, Demand, DurationEstimates, assign
 
 STEPS = 2_000
 AGENTS = 8
@@ -158,7 +158,8 @@ def sleep_step(ctx: Any) -> None:
 def live(strategy: AllocationStrategy, jobs: Sequence[Job], slowdown: dict[str, float]) -> float:
     """The makespan of `jobs` (one workflow per run id) run by a real engine."""
     from engine import Engine
-    from engine.config import (
+    from engine.input.loading import workflow_from_data
+    from engine.rules.config import (
         AgentConfig,
         Durability,
         EngineConfig,
@@ -166,8 +167,7 @@ def live(strategy: AllocationStrategy, jobs: Sequence[Job], slowdown: dict[str, 
         ResourcesConfig,
         StorageConfig,
     )
-    from engine.events import AttemptStarted, StepSucceeded
-    from engine.loading import workflow_from_data
+    from engine.rules.events import AttemptStarted, StepSucceeded
 
     slow = sorted(name for name, factor in slowdown.items() if factor > 1)
     mode = "sequential" if any(job.after is not None for job in jobs) else "dag"

@@ -34,7 +34,7 @@ async def async_noop(ctx: Any) -> None:
 
 
 def flow(call: str) -> Any:
-    from engine.loading import workflow_from_data
+    from engine.input.loading import workflow_from_data
 
     steps = [{"id": f"s{i}", "call": call} for i in range(STEPS)]
     return workflow_from_data({"name": "w2", "mode": "sequential", "steps": steps})
@@ -52,7 +52,7 @@ def timed(engine: Any, flows: list[Any]) -> float:
 
 def one_round(first_async: bool) -> dict[str, float]:
     from engine import Engine
-    from engine.config import AgentConfig, EngineConfig, ExecutionConfig
+    from engine.rules.config import AgentConfig, EngineConfig, ExecutionConfig
 
     config = EngineConfig(
         execution=ExecutionConfig(max_concurrent_workflows=100),

@@ -29,11 +29,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine import events as ev  # noqa: E402
-from engine.datadir import EVENTS  # noqa: E402
-from engine.errors import ErrorKind  # noqa: E402
+from engine.input.datadir import EVENTS  # noqa: E402
+from engine.rules import events as ev  # noqa: E402
+from engine.rules.errors import ErrorKind  # noqa: E402
+from engine.rules.spec import StepSpec, WorkflowSpec  # noqa: E402
 from engine.run_index import RunIndexer  # noqa: E402
-from engine.spec import StepSpec, WorkflowSpec  # noqa: E402
 from eventstore import EventStore  # noqa: E402
 
 WORKFLOWS = 8

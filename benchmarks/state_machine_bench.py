@@ -16,10 +16,10 @@ import argparse
 import statistics
 import time
 
-from engine.decide import AgentAssigned, AttemptSucceeded, Start, Trigger, decide
-from engine.events import Event, RunSettings, RunSubmitted, decode_event, encode_event
-from engine.spec import StepSpec, WorkflowSpec
-from engine.state import RunState, evolve, ready_steps
+from engine.rules.decide import AgentAssigned, AttemptSucceeded, Start, Trigger, decide
+from engine.rules.events import Event, RunSettings, RunSubmitted, decode_event, encode_event
+from engine.rules.spec import StepSpec, WorkflowSpec
+from engine.rules.state import RunState, evolve, ready_steps
 
 TRANSITION_TARGET_US = 20.0
 FOLD_TARGET = 300_000

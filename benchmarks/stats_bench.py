@@ -26,8 +26,8 @@ EVENTS_PER_RUN = 33  # submitted, started, 10 x (ready, attempt, outcome), ended
 
 def run_events(run_id: str, flow: Any, start: float, rng: random.Random) -> list[Any]:
     """One run of 10 sequential steps; ~5% of steps fail (the run still succeeds: not critical)."""
-    from engine import events as ev
-    from engine.errors import ErrorKind
+    from engine.rules import events as ev
+    from engine.rules.errors import ErrorKind
 
     at = start
     out: list[Any] = [
@@ -60,9 +60,9 @@ def run_events(run_id: str, flow: Any, start: float, rng: random.Random) -> list
 
 def synthetic_log(data: Path, events: int, workers: int = 8, seed: int = 1) -> int:
     """Write about `events` events as runs of 10 steps into a new store at `data`."""
-    from engine.datadir import EVENTS, check_data_dir
-    from engine.events import Event, run_stream
-    from engine.loading import workflow_from_data
+    from engine.input.datadir import EVENTS, check_data_dir
+    from engine.input.loading import workflow_from_data
+    from engine.rules.events import Event, run_stream
     from eventstore import EventStore
 
     flow = workflow_from_data(
@@ -93,9 +93,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     args = parser.parse_args()
-    from engine.datadir import EVENTS
-    from engine.events import Event
-    from engine.stats import compute_stats
+    from engine.input.datadir import EVENTS
+    from engine.rules.events import Event
+    from engine.rules.stats import compute_stats
     from eventstore import EventStore
 
     (ROOT / ".bench-tmp").mkdir(exist_ok=True)

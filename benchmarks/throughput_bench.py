@@ -44,7 +44,13 @@ def noop(ctx: Any) -> None:
 
 
 def config(durability: str = "sync", **execution: Any) -> Any:
-    from engine.config import AgentConfig, Durability, EngineConfig, ExecutionConfig, StorageConfig
+    from engine.rules.config import (
+        AgentConfig,
+        Durability,
+        EngineConfig,
+        ExecutionConfig,
+        StorageConfig,
+    )
 
     return EngineConfig(
         execution=ExecutionConfig(max_steps_per_workflow=1001, **execution),
@@ -54,7 +60,7 @@ def config(durability: str = "sync", **execution: Any) -> Any:
 
 
 def spec(steps: int, mode: str = "sequential", join: bool = False) -> Any:
-    from engine.loading import workflow_from_data
+    from engine.input.loading import workflow_from_data
 
     body: list[dict[str, Any]] = [{"id": f"s{i}", "call": NOOP} for i in range(steps)]
     if join:
@@ -101,10 +107,10 @@ def w3(data: Path) -> dict[str, float]:
 def recovery(data: Path) -> dict[str, float]:
     """Write 1,000 runs whose first step was in flight, then time a fresh engine to all done."""
     from engine import Engine
-    from engine import decide as rules
-    from engine.datadir import EVENTS, check_data_dir
-    from engine.events import Event, RunSettings, RunSubmitted, run_stream
-    from engine.state import evolve
+    from engine.input.datadir import EVENTS, check_data_dir
+    from engine.rules import decide as rules
+    from engine.rules.events import Event, RunSettings, RunSubmitted, run_stream
+    from engine.rules.state import evolve
     from eventstore import EventStore
 
     flow, now = spec(2), time.time()

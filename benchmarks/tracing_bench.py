@@ -35,7 +35,7 @@ def w2_traced(data: Path, traces: str, endpoint: str) -> dict[str, float]:
     import msgspec
 
     from engine import Engine
-    from engine.config import TelemetryConfig, TraceExport
+    from engine.rules.config import TelemetryConfig, TraceExport
 
     cfg = config(max_concurrent_workflows=100)
     cfg = msgspec.structs.replace(

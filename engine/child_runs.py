@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.events import run_stream
-from engine.results import HUMAN_WAITS, RunResult, result_of
-from engine.state import TERMINAL_RUN, fold
+from engine.rules.events import run_stream
+from engine.rules.results import HUMAN_WAITS, RunResult, result_of
+from engine.rules.state import TERMINAL_RUN, fold
 
 _CHILD = "child run "
 

@@ -33,15 +33,11 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from engine import decide as rules
-from engine.alerts import AlertMonitor
 from engine.async_changes import AsyncChanges
-from engine.builder import Workflow
-from engine.caching import CACHE_STREAM, CacheIndex
-from engine.child_files import with_registered
 from engine.child_runs import waits_for_people
-from engine.config import EngineConfig
-from engine.datadir import (
+from engine.input.builder import Workflow
+from engine.input.child_files import with_registered
+from engine.input.datadir import (
     EVENTS,
     EngineLock,
     LockHolder,
@@ -50,8 +46,12 @@ from engine.datadir import (
     not_writable,
     writable,
 )
-from engine.errors import Problem, ValidationError, WorkflowAutomatorError
-from engine.events import (
+from engine.input.loading import load_config
+from engine.input.validation import check_inputs, check_workflow, load_checked
+from engine.rules import decide as rules
+from engine.rules.config import EngineConfig
+from engine.rules.errors import Problem, ValidationError, WorkflowAutomatorError
+from engine.rules.events import (
     COMMANDS_STREAM,
     CacheCleared,
     CommandIssued,
@@ -60,10 +60,13 @@ from engine.events import (
     RunSubmitted,
     run_stream,
 )
-from engine.health import HealthPolicy
-from engine.input_types import coerce_inputs, input_defaults, struct_problems
-from engine.loading import load_config
-from engine.results import RunResult, result_of
+from engine.rules.input_types import coerce_inputs, input_defaults, struct_problems
+from engine.rules.policies.caching import CACHE_STREAM, CacheIndex
+from engine.rules.policies.health import HealthPolicy
+from engine.rules.results import RunResult, result_of
+from engine.rules.spec import WorkflowSpec
+from engine.rules.state import TERMINAL_RUN, RunState, evolve, fold, index_of
+from engine.rules.submission import check_run_id, same_submission, signal_problems
 from engine.run_index import (
     RunIndexer,
     command_positions,
@@ -71,15 +74,13 @@ from engine.run_index import (
     list_runs,
     missing_run,
 )
-from engine.spec import WorkflowSpec
-from engine.state import TERMINAL_RUN, RunState, evolve, fold, index_of
-from engine.submission import check_run_id, same_submission, signal_problems
-from engine.telemetry import Observer
-from engine.validation import check_inputs, check_workflow, load_checked
 from eventstore import ConcurrencyError, CorruptStoreError, EventStore, Recorded
 
 if TYPE_CHECKING:
     from actors.clock import Clock
+if TYPE_CHECKING:  # what only a driving engine starts, imported when it starts (reads stay light)
+    from actors.monitors.alerts import AlertMonitor
+    from engine.telemetry.observer import Observer
 
 log = logging.getLogger("wfa")
 log.addHandler(logging.NullHandler())
@@ -311,7 +312,9 @@ class Engine:
 
     def _start_driving(self) -> None:
         """This process holds the lock: start the runtime, live telemetry and alerts."""
+        from actors.monitors.alerts import AlertMonitor
         from actors.runtime import Runtime  # the facade is the one place engine meets actors
+        from engine.telemetry.observer import Observer
 
         try:
             self._observer = Observer(
@@ -435,7 +438,7 @@ class Engine:
 
         `call:` code is imported from `workflow_dir` (default: the directory of
         the workflow file, when `workflow` is a path) and the working directory.
-        `run_id` names the run (engine/submission.py): if that run exists with the
+        `run_id` names the run (engine/rules/submission.py): if that run exists with the
         same workflow and inputs, its handle is returned and nothing is written;
         with different ones, ValidationError names the difference.
         """
@@ -617,14 +620,6 @@ class Engine:
 
     def export(self, since: int = 1) -> Iterator[Recorded[Any]]:
         return self.store.read_all(since)
-
-    def ui(self, *, read_only: bool = False, token: str | None = None) -> Any:
-        """The web UI over this engine, as an ASGI app to serve (uvicorn) or mount in a
-        Starlette or FastAPI app; needs the `[ui]` extra. `token`: required on every
-        request; without one only loopback Host names are answered."""
-        from engine.ui import create_app
-
-        return create_app(self, read_only=read_only, token=token)
 
     # -- the step cache ------------------------------------------------------
 

@@ -31,11 +31,12 @@ from typing import Any, Final
 
 import msgspec
 
-from engine.datadir import ARCHIVE, ATTEMPTS
-from engine.errors import WorkflowAutomatorError
-from engine.events import PRUNED_STREAM, Event, RunsPruned, run_stream
+from engine.input.datadir import ARCHIVE, ATTEMPTS
+from engine.rules.errors import WorkflowAutomatorError
+from engine.rules.events import PRUNED_STREAM, Event, RunsPruned, run_stream
+from engine.rules.results import event_json
+from engine.rules.state import TERMINAL_RUN, RunStatus
 from engine.run_index import list_runs, pruned_into
-from engine.state import TERMINAL_RUN, RunStatus
 from eventstore import EventStore
 
 BATCH: Final = 500
@@ -107,8 +108,6 @@ def archived_runs(archive: Path) -> dict[str, int]:
 def _write_archive(archive: Path, store: EventStore[Event], run_ids: Iterable[str]) -> int:
     """Append the runs' events to `archive` as a new gzip member: written to a temporary
     file (the old content first), fsynced, renamed over, directory fsynced."""
-    from engine.cli_views import event_json
-
     archive.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = archive.with_name(archive.name + ".tmp")
     encode = msgspec.json.Encoder().encode

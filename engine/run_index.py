@@ -30,7 +30,7 @@ from typing import Any, Final
 
 import msgspec
 
-from engine.events import (
+from engine.rules.events import (
     COMMANDS_STREAM,
     RUN_STREAM_PREFIX,
     CommandIssued,
@@ -45,8 +45,8 @@ from engine.events import (
     RunSucceeded,
     RunTimedOut,
 )
-from engine.state import TERMINAL_RUN, RunStatus
-from eventstore import EventStore, IndexTxn, Recorded
+from engine.rules.state import TERMINAL_RUN, RunStatus
+from eventstore import EventLog, EventStore, IndexTxn, Recorded
 
 INDEX_NAME: Final = "runs"
 ROWS: Final = "runs"
@@ -83,7 +83,7 @@ class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
 
     def to_json(self) -> dict[str, Any]:
         """The `wfa runs --json` object (README, Machine output)."""
-        from engine.results import iso
+        from engine.rules.results import iso
 
         return {
             "run_id": self.run_id,
@@ -150,7 +150,7 @@ def pruned_key(run_id: str) -> bytes:
     return b"p" + run_id.encode()
 
 
-def pruned_into(store: EventStore[Any], run_id: str) -> str | None:
+def pruned_into(store: EventLog[Any], run_id: str) -> str | None:
     """The archive a pruned run's events went to; None if it was never pruned."""
     (raw,) = store.index_get(KEYS, [pruned_key(run_id)])
     return None if raw is None else raw.decode()

@@ -27,15 +27,15 @@ from typing import Any, Final
 
 import msgspec
 
-from engine import events as ev
-from engine import results
-from engine.builder import Workflow
-from engine.config import Durability, EngineConfig, StorageConfig
-from engine.context import StepContext
-from engine.errors import ErrorKind, ValidationError, WorkflowAutomatorError
+from actors.context import StepContext
 from engine.facade import Engine, RunHandle
-from engine.input_types import input_defaults, struct_problems
-from engine.spec import WorkflowSpec
+from engine.input.builder import Workflow
+from engine.rules import events as ev
+from engine.rules import results
+from engine.rules.config import Durability, EngineConfig, StorageConfig
+from engine.rules.errors import ErrorKind, ValidationError, WorkflowAutomatorError
+from engine.rules.input_types import input_defaults, struct_problems
+from engine.rules.spec import WorkflowSpec
 
 __all__ = ["Fail", "FailedAttempt", "FakeClock", "RunResult", "run_workflow"]
 
@@ -249,7 +249,7 @@ def _overridden(
     elif isinstance(wf, WorkflowSpec):
         spec = wf
     else:
-        from engine.loading import load_workflow
+        from engine.input.loading import load_workflow
 
         spec = load_workflow(wf)
     known = {s.id for s in spec.steps}

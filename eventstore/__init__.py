@@ -17,6 +17,7 @@ from ._errors import (
     StoreReadOnlyError,
 )
 from ._index import Indexer, IndexTxn
+from ._protocol import EventLog
 from ._store import EventStore
 from ._types import Recorded, StreamInfo
 
@@ -24,6 +25,7 @@ __all__ = [
     "ConcurrencyError",
     "CorruptEventError",
     "CorruptStoreError",
+    "EventLog",
     "EventStore",
     "EventStoreError",
     "IndexTxn",

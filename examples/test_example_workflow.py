@@ -9,7 +9,7 @@ import pytest
 from order_workflow import orders
 
 from engine import ErrorKind, ValidationError
-from engine import events as ev
+from engine.rules import events as ev
 from engine.testing import Fail, run_workflow
 
 HOUR = 3600.0

@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 from hypothesis import strategies as st
 
-from engine.decide import (
+from engine.rules.decide import (
     AgentAssigned,
     AttemptFailedWith,
     AttemptSucceeded,
@@ -21,11 +21,11 @@ from engine.decide import (
     Trigger,
     decide,
 )
-from engine.errors import ErrorKind
-from engine.events import Event, RunSettings, RunSubmitted
-from engine.policies.timeouts import TimerKind, active_timers
-from engine.spec import RetrySpec, StepSpec, TriggerRule, WaitForSpec, WorkflowSpec
-from engine.state import RunState, StepStatus, evolve, fold
+from engine.rules.errors import ErrorKind
+from engine.rules.events import Event, RunSettings, RunSubmitted
+from engine.rules.policies.timeouts import TimerKind, active_timers
+from engine.rules.spec import RetrySpec, StepSpec, TriggerRule, WaitForSpec, WorkflowSpec
+from engine.rules.state import RunState, StepStatus, evolve, fold
 
 NOOP = "tests.steps:noop"
 

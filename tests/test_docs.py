@@ -8,7 +8,7 @@ from pathlib import Path
 
 import msgspec
 
-from engine.config import EngineConfig
+from engine.rules.config import EngineConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 USER_TEXTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

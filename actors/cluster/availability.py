@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from engine.errors import WorkflowAutomatorError
+from engine.rules.errors import WorkflowAutomatorError
 
 __all__ = ["DaskNotInstalledError", "dask_installed", "require_dask"]
 

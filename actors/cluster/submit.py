@@ -55,7 +55,7 @@ from actors.cluster.worker import execute_on_worker
 from actors.execution import WAIT_SLICE, AttemptOutcome, AttemptRequest
 from actors.execution.attempt import cancelled_outcome, failed_outcome
 from actors.execution.classify import describe_exception
-from engine.errors import ErrorKind
+from engine.rules.errors import ErrorKind
 
 __all__ = ["ANSWER_GRACE", "attempt_key", "dask_resources", "run_attempt_on_cluster"]
 

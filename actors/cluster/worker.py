@@ -40,7 +40,7 @@ import msgspec
 
 from actors.execution import WAIT_SLICE, AttemptOutcome, AttemptRequest, run_attempt
 from actors.execution.classify import describe_exception
-from engine.errors import ErrorKind
+from engine.rules.errors import ErrorKind
 
 __all__ = ["OUTPUT_ROOT_VARIABLE", "execute_on_worker"]
 

@@ -50,7 +50,7 @@ from actors.execution.call_thread import run_call_in_thread
 from actors.execution.classify import RESOURCE_ERRNOS
 from actors.execution.command import run_command_attempt
 from actors.execution.process_group import WAIT_SLICE
-from engine.errors import ErrorKind
+from engine.rules.errors import ErrorKind
 
 __all__ = ["KILL_GRACE_SECONDS", "WAIT_SLICE", "AttemptOutcome", "AttemptRequest", "run_attempt"]
 

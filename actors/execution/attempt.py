@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from engine.errors import ErrorKind
+from engine.rules.errors import ErrorKind
 
 __all__ = [
     "KILL_GRACE_SECONDS",

@@ -40,16 +40,13 @@ from actors.execution.command import exit_description
 from actors.execution.environment import attempt_environment
 from actors.execution.files import (
     RESULT_FILE,
-    STDERR_FILE,
-    STDOUT_FILE,
-    last_line,
     open_private,
     prepare_output_dir,
     read_regular,
 )
 from actors.execution.invoke import CallResult
 from actors.execution.process_group import spawn_with_logs, supervise_attempt
-from engine.errors import ErrorKind
+from engine.rules.errors import ErrorKind
 
 __all__ = ["REQUEST_FILE", "child_pythonpath", "run_call_in_process"]
 
@@ -67,8 +64,6 @@ def run_call_in_process(request: AttemptRequest, cancel: threading.Event) -> Att
     out_dir = prepare_output_dir(request.output_dir)
     request_path = os.path.join(out_dir, REQUEST_FILE)
     result_path = os.path.join(out_dir, RESULT_FILE)
-    stdout_path = os.path.join(out_dir, STDOUT_FILE)
-    stderr_path = os.path.join(out_dir, STDERR_FILE)
     with open_private(request_path) as f:
         f.write(msgspec.msgpack.encode(request))
     with contextlib.suppress(FileNotFoundError):
@@ -83,38 +78,23 @@ def run_call_in_process(request: AttemptRequest, cancel: threading.Event) -> Att
     except OSError as exc:
         message = f"cannot start a Python process for the step ({sys.executable}): {exc}"
         return failed_outcome(ErrorKind.AGENT, message, started)
-    common, stopped = supervise_attempt(
-        proc,
-        request,
-        cancel,
-        logs=logs,
-        started=started,
-        stdout_path=stdout_path,
-        stderr_path=stderr_path,
-        what_was_killed="its process",
+    exited, stopped = supervise_attempt(
+        proc, request, cancel, logs=logs, started=started, what_was_killed="its process"
     )
     if stopped is not None:
         return stopped
-    returncode, stderr_tail = common["exit_code"], common["stderr_tail"]
     limit = request.max_output_bytes + _RESULT_OVERHEAD
-    result = _read_result(result_path, limit) if returncode == 0 else None
+    result = _read_result(result_path, limit) if exited.exit_code == 0 else None
     if result is None:
-        message = f"the step's process {exit_description(returncode)} without a result"
-        reason = last_line(stderr_tail)
-        return AttemptOutcome(
-            succeeded=False,
-            error_kind=ErrorKind.AGENT,
-            message=f"{message}: {reason}" if reason else message,
-            ended_at=time.time(),
-            **common,
-        )
+        description = exit_description(exited.exit_code)
+        return exited.failed(ErrorKind.AGENT, f"the step's process {description} without a result")
     return outcome_from_result(
         result,
         started=started,
-        stdout_tail=common["stdout_tail"],
-        stderr_tail=stderr_tail,
-        exit_code=returncode,
-        pid=proc.pid,
+        stdout_tail=exited.stdout_tail,
+        stderr_tail=exited.stderr_tail,
+        exit_code=exited.exit_code,
+        pid=exited.pid,
     )
 
 

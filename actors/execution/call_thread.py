@@ -27,7 +27,7 @@ from actors.execution.attempt import AttemptOutcome, AttemptRequest, cancelled_o
 from actors.execution.files import STDERR_FILE, STDOUT_FILE, read_tail
 from actors.execution.invoke import CallResult, call_logged
 from actors.execution.process_group import WAIT_SLICE
-from engine.errors import ErrorKind
+from engine.rules.errors import ErrorKind
 
 __all__ = ["outcome_from_result", "run_call_here", "run_call_in_thread"]
 

@@ -29,7 +29,7 @@ import socket
 import ssl
 import urllib.error
 
-from engine.errors import ErrorKind
+from engine.rules.errors import ErrorKind
 
 __all__ = ["RESOURCE_ERRNOS", "classify_exception", "describe_exception"]
 

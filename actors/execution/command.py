@@ -42,16 +42,13 @@ from actors.execution.attempt import (
 from actors.execution.environment import attempt_environment
 from actors.execution.files import (
     OUTPUTS_FILE,
-    STDERR_FILE,
-    STDOUT_FILE,
     NotRegularFile,
-    last_line,
     open_private,
     prepare_output_dir,
     read_regular,
 )
 from actors.execution.process_group import spawn_with_logs, supervise_attempt
-from engine.errors import ErrorKind
+from engine.rules.errors import ErrorKind
 
 __all__ = ["exit_description", "read_outputs_file", "run_command_attempt"]
 
@@ -71,8 +68,6 @@ def run_command_attempt(request: AttemptRequest, cancel: threading.Event) -> Att
     if cancel.is_set():
         return cancelled_outcome(started)
     out_dir = prepare_output_dir(request.output_dir)
-    stdout_path = os.path.join(out_dir, STDOUT_FILE)
-    stderr_path = os.path.join(out_dir, STDERR_FILE)
     outputs_path = os.path.join(out_dir, OUTPUTS_FILE)
     open_private(outputs_path).close()  # fresh, empty and owner-only before the step writes it
     env = attempt_environment(request, outputs_path=outputs_path)
@@ -83,40 +78,18 @@ def run_command_attempt(request: AttemptRequest, cancel: threading.Event) -> Att
     except OSError as exc:
         kind, message = _spawn_failure(argv[0], exc)
         return failed_outcome(kind, message, started)
-    common, stopped = supervise_attempt(
-        proc,
-        request,
-        cancel,
-        logs=logs,
-        started=started,
-        stdout_path=stdout_path,
-        stderr_path=stderr_path,
-        what_was_killed="its process group",
+    exited, stopped = supervise_attempt(
+        proc, request, cancel, logs=logs, started=started, what_was_killed="its process group"
     )
     if stopped is not None:
         return stopped
-    returncode, stderr_tail = common["exit_code"], common["stderr_tail"]
-    if returncode != 0:
-        message = exit_description(returncode)
-        reason = last_line(stderr_tail)
-        return AttemptOutcome(
-            succeeded=False,
-            error_kind=ErrorKind.USER,
-            message=f"{message}: {reason}" if reason else message,
-            ended_at=time.time(),
-            **common,
-        )
+    if exited.exit_code != 0:
+        return exited.failed(ErrorKind.USER, exit_description(exited.exit_code))
     try:
         outputs = read_outputs_file(outputs_path, request.max_output_bytes)
     except OutputsError as exc:
-        return AttemptOutcome(
-            succeeded=False,
-            error_kind=ErrorKind.OUTPUT,
-            message=str(exc),
-            ended_at=time.time(),
-            **common,
-        )
-    return AttemptOutcome(succeeded=True, outputs=outputs, ended_at=time.time(), **common)
+        return exited.outcome(succeeded=False, error_kind=ErrorKind.OUTPUT, message=str(exc))
+    return exited.outcome(succeeded=True, outputs=outputs)
 
 
 def read_outputs_file(path: str, limit: int) -> dict[str, Any]:

@@ -23,13 +23,13 @@ from typing import Any
 
 import msgspec
 
+from actors.context import StepContext
 from actors.execution.attempt import AttemptRequest, OutputsError
 from actors.execution.capture import AttemptOutput, captured, current_output
 from actors.execution.classify import classify_exception, describe_exception
 from actors.execution.step_loop import run_on_step_loop
 from actors.execution.steps_view import StepsView, private_copy
-from engine.context import StepContext
-from engine.errors import ErrorKind
+from engine.rules.errors import ErrorKind
 
 __all__ = [
     "AttemptLogger",

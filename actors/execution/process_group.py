@@ -37,23 +37,26 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import IO, Any
 
+import msgspec
 import psutil
 
 from actors.execution.attempt import AttemptOutcome, AttemptRequest, cancelled_outcome
 from actors.execution.files import (
     STDERR_FILE,
     STDOUT_FILE,
+    last_line,
     open_private,
     read_regular,
     read_tail,
 )
 from actors.execution.log_cap import PipedLogs
-from engine.errors import ErrorKind
+from engine.rules.errors import ErrorKind
 
 __all__ = [
     "GROUP_FILE",
     "WAIT_SLICE",
     "Ending",
+    "Exited",
     "ProcessEnd",
     "attempt_processes",
     "end_leftover_group",
@@ -387,6 +390,27 @@ def _alive(p: psutil.Process) -> bool:
         return False
 
 
+class Exited(msgspec.Struct, frozen=True, kw_only=True):
+    """What an attempt's process left when it ended: the fields every outcome of it carries."""
+
+    stdout_tail: str
+    stderr_tail: str
+    exit_code: int
+    pid: int
+    started_at: float
+
+    def outcome(self, **fields: Any) -> AttemptOutcome:
+        """The attempt's outcome, ended now, with these details and `fields`."""
+        return AttemptOutcome(**msgspec.structs.asdict(self), ended_at=time.time(), **fields)
+
+    def failed(self, kind: ErrorKind, message: str) -> AttemptOutcome:
+        """A failure `message`, with the last line the process wrote to stderr as its reason."""
+        reason = last_line(self.stderr_tail)
+        return self.outcome(
+            succeeded=False, error_kind=kind, message=f"{message}: {reason}" if reason else message
+        )
+
+
 def supervise_attempt(
     proc: subprocess.Popen[bytes],
     request: AttemptRequest,
@@ -394,10 +418,8 @@ def supervise_attempt(
     *,
     logs: PipedLogs,
     started: float,
-    stdout_path: str,
-    stderr_path: str,
     what_was_killed: str,
-) -> tuple[dict[str, Any], AttemptOutcome | None]:
+) -> tuple[Exited, AttemptOutcome | None]:
     """Wait for an attempt's process group (blocks), then for its `logs` to be complete; its
     details, and its outcome if it was stopped (timed out or cancelled). None means it exited
     by itself: the caller judges it.
@@ -406,21 +428,19 @@ def supervise_attempt(
         end = supervise(proc, timeout=request.timeout, cancel=cancel, grace=request.kill_grace)
     finally:
         logs.finish()
-    details: dict[str, Any] = {
-        "stdout_tail": read_tail(stdout_path, request.tail_bytes),
-        "stderr_tail": read_tail(stderr_path, request.tail_bytes),
-        "exit_code": end.returncode,
-        "pid": proc.pid,
-        "started_at": started,
-    }
+    exited = Exited(
+        stdout_tail=read_tail(os.path.join(request.output_dir, STDOUT_FILE), request.tail_bytes),
+        stderr_tail=read_tail(os.path.join(request.output_dir, STDERR_FILE), request.tail_bytes),
+        exit_code=end.returncode,
+        pid=proc.pid,
+        started_at=started,
+    )
     if end.ending is Ending.TIMED_OUT:
-        return details, AttemptOutcome(
+        return exited, exited.outcome(
             succeeded=False,
             error_kind=ErrorKind.TIMEOUT,
             message=f"timed out after {request.timeout:g} s; {what_was_killed} was killed",
-            ended_at=time.time(),
-            **details,
         )
     if end.ending is Ending.CANCELLED:
-        return details, cancelled_outcome(**details)
-    return details, None
+        return exited, cancelled_outcome(**msgspec.structs.asdict(exited))
+    return exited, None

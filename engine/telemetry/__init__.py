@@ -5,30 +5,14 @@ trace sent while the run is driven and one rebuilt from the log later are the
 same trace. `Observer` is the runtime's listener that feeds the metrics and
 starts the trace exporter process (exporter.py), which follows the log and
 exports the spans live off the engine's CPU.
+
+Only the spans are re-exported here: `wfa show` needs a trace id, not the
+OpenTelemetry SDK, so the exporters (export.py) and the `Observer`
+(observer.py) are imported from their own modules, by what starts them.
 """
 
 from __future__ import annotations
 
-from engine.telemetry.export import (
-    SpanExport,
-    export_now,
-    live_export,
-    make_exporter,
-    to_jaeger_json,
-)
-from engine.telemetry.observer import Observer
 from engine.telemetry.spans import SpanBuilder, SpanData, SpanEvent, spans_for_run, trace_id_of
 
-__all__ = [
-    "Observer",
-    "SpanBuilder",
-    "SpanData",
-    "SpanEvent",
-    "SpanExport",
-    "export_now",
-    "live_export",
-    "make_exporter",
-    "spans_for_run",
-    "to_jaeger_json",
-    "trace_id_of",
-]
+__all__ = ["SpanBuilder", "SpanData", "SpanEvent", "spans_for_run", "trace_id_of"]

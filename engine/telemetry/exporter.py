@@ -31,8 +31,8 @@ from typing import Any
 
 import msgspec
 
-from engine.config import TelemetryConfig
-from engine.events import RUN_STREAM_PREFIX, Event
+from engine.rules.config import TelemetryConfig
+from engine.rules.events import RUN_STREAM_PREFIX, Event
 from engine.telemetry.export import SpanExport, live_export
 from engine.telemetry.exporter_process import STATS_PREFIX
 from engine.telemetry.spans import RUN_END, SpanBuilder, SpanData

@@ -28,7 +28,7 @@ from typing import IO
 
 import msgspec
 
-from engine.config import TelemetryConfig
+from engine.rules.config import TelemetryConfig
 
 log = logging.getLogger("wfa.telemetry")
 log.addHandler(logging.NullHandler())

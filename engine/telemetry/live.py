@@ -9,12 +9,15 @@ fold of every run: finished runs are read only for their last event.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from engine import events as ev
-from engine.alerts import ALERTS_STREAM, open_alerts
-from engine.events import RUN_STREAM_PREFIX
-from engine.state import TERMINAL_RUN, RunState, evolve
+from engine.rules import events as ev
+from engine.rules.events import RUN_STREAM_PREFIX
+from engine.rules.policies.alerts import ALERTS_STREAM, open_alerts
+from engine.rules.state import TERMINAL_RUN, RunState, evolve
+
+if TYPE_CHECKING:
+    from eventstore import EventLog
 
 RECENT_LIMIT = 8
 
@@ -29,7 +32,7 @@ class RecentRun:
 class LiveView:
     """Active runs folded with `evolve`, the last few finished ones, and open alerts."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: EventLog[Any]) -> None:
         self.store = store
         self.active: dict[str, RunState] = {}  # stream -> state
         self.recent: deque[RecentRun] = deque(maxlen=RECENT_LIMIT)

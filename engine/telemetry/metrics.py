@@ -28,8 +28,8 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
 
-from engine import events as ev
-from engine.config import EngineConfig
+from engine.rules import events as ev
+from engine.rules.config import EngineConfig
 
 
 def agent_capacities(config: EngineConfig) -> dict[str, int]:

@@ -21,7 +21,7 @@ from typing import Any
 
 from opentelemetry.sdk.metrics.export import MetricReader
 
-from engine.config import EngineConfig, TraceExport
+from engine.rules.config import EngineConfig, TraceExport
 from engine.telemetry.exporter_process import ExporterProcess
 from engine.telemetry.metrics import EngineMetrics, PrometheusEndpoint
 

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from engine import events as ev
+from engine.rules import events as ev
 
 SpanKind = Literal["run", "step", "attempt"]
 Status = Literal["unset", "ok", "error"]

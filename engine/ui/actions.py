@@ -18,11 +18,11 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from starlette.responses import Response
 
-from engine.cli_views import event_json
-from engine.errors import WorkflowAutomatorError
-from engine.events import RUN_STREAM_PREFIX
 from engine.facade import UnknownRunError
-from engine.state import TERMINAL_RUN
+from engine.rules.errors import WorkflowAutomatorError
+from engine.rules.events import RUN_STREAM_PREFIX
+from engine.rules.results import event_json
+from engine.rules.state import TERMINAL_RUN
 from engine.ui.live import run_of
 from eventstore import EventStoreError
 

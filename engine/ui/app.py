@@ -31,12 +31,12 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from actors.execution.files import STDERR_FILE, STDOUT_FILE
-from engine.datadir import ATTEMPTS, attempt_dir
-from engine.errors import WorkflowAutomatorError
 from engine.facade import Engine, UnknownRunError
-from engine.results import iso
+from engine.input.datadir import ATTEMPTS, attempt_dir
+from engine.rules.errors import WorkflowAutomatorError
+from engine.rules.results import iso
+from engine.rules.state import RunStatus
 from engine.run_index import list_runs
-from engine.state import RunStatus
 from engine.ui import pages
 from engine.ui.actions import action, confirm_page, offered
 from engine.ui.live import LiveFeed, run_live, runs_live
@@ -252,7 +252,7 @@ def api_run(ui: Ui, request: Request) -> Response:
 
 
 def api_events(ui: Ui, request: Request) -> Response:
-    from engine.cli_views import event_json
+    from engine.rules.results import event_json
 
     try:
         records = ui.engine.history(request.path_params["run_id"])

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from engine.events import RUN_STREAM_PREFIX, run_stream
+from engine.rules.events import RUN_STREAM_PREFIX, run_stream
+from engine.rules.state import evolve
 from engine.run_index import RUN_LEVEL, summary
-from engine.state import evolve
 from engine.ui import pages
 from eventstore import EventStore, Recorded
 

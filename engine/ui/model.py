@@ -15,8 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine import events as ev
-from engine.state import RunState, index_of
+from engine.rules import events as ev
+from engine.rules.state import RunState, index_of
 
 NODE_W, NODE_H, GAP_X, GAP_Y, PAD = 168, 40, 56, 14, 8
 

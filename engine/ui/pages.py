@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from actors.execution.files import STDERR_FILE, STDOUT_FILE
-from engine.alerts import ALERTS_STREAM
-from engine.datadir import attempt_dir
-from engine.events import AgentHealthChanged
 from engine.facade import Engine
-from engine.results import iso, result_of
+from engine.input.datadir import attempt_dir
+from engine.rules.events import AgentHealthChanged
+from engine.rules.policies.alerts import ALERTS_STREAM
+from engine.rules.results import iso, result_of
+from engine.rules.state import RunState, RunStatus, spec_of
+from engine.rules.stats import compute_stats, window_records
 from engine.run_index import KEYS
-from engine.state import RunState, RunStatus, spec_of
-from engine.stats import compute_stats, window_records
 from engine.ui import model
 from eventstore import EventStore, Recorded
 
@@ -85,7 +85,7 @@ def run_view(engine: Engine, run_id: str, at: int | None, step: str | None) -> d
     result = result_of(state)
     chosen = step if step in result.steps else _interesting(result)
     current = shown[-1]
-    from engine.cli_views import event_json
+    from engine.rules.results import event_json
 
     return {
         "run_id": run_id,

@@ -10,7 +10,7 @@ import os
 import time
 from typing import Any
 
-from engine.context import StepContext
+from actors.context import StepContext
 
 
 class Widget:

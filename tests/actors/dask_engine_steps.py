@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from engine.context import StepContext
+from actors.context import StepContext
 
 
 def make(ctx: StepContext) -> dict[str, Any]:

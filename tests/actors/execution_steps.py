@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from engine.context import StepContext
+from actors.context import StepContext
 
 # Contexts seen by thread-isolated steps, by idempotency key, so that a test can
 # look at `ctx.cancelled` after the attempt returned.

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from engine import Engine
-from engine.config import (
+from engine.input.loading import workflow_from_data
+from engine.rules.config import (
     AgentConfig,
     AllocationStrategy,
     EngineConfig,
@@ -24,7 +25,7 @@ from engine.config import (
     Isolation,
     ResourcesConfig,
 )
-from engine.events import (
+from engine.rules.events import (
     AgentHealthChanged,
     AttemptFailed,
     AttemptStarted,
@@ -35,9 +36,8 @@ from engine.events import (
     StepSucceeded,
     StepWaitingForResources,
 )
-from engine.health import HealthPolicy
-from engine.loading import workflow_from_data
-from engine.spec import WorkflowSpec
+from engine.rules.policies.health import HealthPolicy
+from engine.rules.spec import WorkflowSpec
 from eventstore import Recorded
 from tests.support import until
 

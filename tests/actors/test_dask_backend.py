@@ -33,7 +33,7 @@ from actors.cluster import (
     run_attempt_on_cluster,
 )
 from actors.execution import AttemptOutcome, AttemptRequest
-from engine.errors import ErrorKind
+from engine.rules.errors import ErrorKind
 from tests.actors.dask_processes import DaskProcesses
 from tests.support import gone, wait_for_file
 

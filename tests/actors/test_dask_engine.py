@@ -26,16 +26,16 @@ pytest.importorskip(
 from distributed import LocalCluster
 
 from engine import Engine
-from engine.config import (
+from engine.input.loading import workflow_from_data
+from engine.rules.config import (
     AgentBackend,
     AgentConfig,
     EngineConfig,
     ExecutionConfig,
     ResourcesConfig,
 )
-from engine.events import AgentRegistered, AttemptFailed, AttemptStarted, StepSucceeded
-from engine.loading import workflow_from_data
-from engine.spec import WorkflowSpec
+from engine.rules.events import AgentRegistered, AttemptFailed, AttemptStarted, StepSucceeded
+from engine.rules.spec import WorkflowSpec
 from tests.actors.dask_processes import DaskProcesses
 from tests.support import (
     assert_no_logged_success_ran_again,

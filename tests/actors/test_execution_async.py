@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from actors.execution import AttemptOutcome
-from engine.errors import ErrorKind
+from engine.rules.errors import ErrorKind
 from tests.actors.test_execution_call import call
 from tests.support import wait_for_file
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from actors.execution import AttemptOutcome, AttemptRequest, run_attempt
-from engine.errors import ErrorKind
+from engine.rules.errors import ErrorKind
 from tests.actors import execution_steps
 from tests.support import gone
 

@@ -9,7 +9,7 @@ import ssl
 import pytest
 
 from actors.execution.classify import classify_exception, describe_exception
-from engine.errors import ErrorKind
+from engine.rules.errors import ErrorKind
 
 
 class WrapperError(Exception):

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from engine import Engine
-from engine.config import (
+from engine.input.loading import load_config, workflow_from_data
+from engine.rules.config import (
     AgentConfig,
     EngineConfig,
     ExecutionConfig,
@@ -18,9 +19,8 @@ from engine.config import (
     ResourcesConfig,
     StepEnvConfig,
 )
-from engine.errors import ValidationError
-from engine.loading import load_config, workflow_from_data
-from engine.spec import WorkflowSpec
+from engine.rules.errors import ValidationError
+from engine.rules.spec import WorkflowSpec
 
 PY = sys.executable
 STEPS = "tests.actors.execution_steps"

@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from actors.execution import AttemptOutcome, AttemptRequest, run_attempt
-from engine.errors import ErrorKind
+from engine.rules.errors import ErrorKind
 from tests.support import gone, wait_for_file
 
 PY = sys.executable

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from engine import Engine
-from engine.config import EngineConfig, ExecutionConfig, ResourcesConfig
-from engine.errors import ValidationError
-from engine.loading import workflow_from_data
-from engine.spec import WorkflowSpec
+from engine.input.loading import workflow_from_data
+from engine.rules.config import EngineConfig, ExecutionConfig, ResourcesConfig
+from engine.rules.errors import ValidationError
+from engine.rules.spec import WorkflowSpec
 from tests.actors.runtime_flows import flow, free_inputs
 from tests.support import gone, until
 

@@ -6,7 +6,7 @@ import json
 import signal
 from pathlib import Path
 
-from engine.events import ChildRunSubmitted, RunStarted, RunSubmitted
+from engine.rules.events import ChildRunSubmitted, RunStarted, RunSubmitted
 from tests.e2e.test_cli_waits import cli, events, has_event, start_wfa, steps
 from tests.support import until
 

@@ -23,11 +23,12 @@ import pytest
 
 from actors.runtime import Runtime
 from engine import Engine
-from engine.config import AgentConfig, EngineConfig, TelemetryConfig, TraceExport
-from engine.datadir import EVENTS, check_data_dir
-from engine.events import Event, RunSubmitted, run_stream
-from engine.loading import workflow_from_data
-from engine.telemetry import Observer, trace_id_of
+from engine.input.datadir import EVENTS, check_data_dir
+from engine.input.loading import workflow_from_data
+from engine.rules.config import AgentConfig, EngineConfig, TelemetryConfig, TraceExport
+from engine.rules.events import Event, RunSubmitted, run_stream
+from engine.telemetry import trace_id_of
+from engine.telemetry.observer import Observer
 from eventstore import EventStore
 from tests.e2e.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tests.e2e.test_cli_runs import EXAMPLES, FAILING, as_json, cli, write

@@ -11,10 +11,10 @@ import msgspec
 import pytest
 
 from engine import Engine
-from engine.datadir import EVENTS
-from engine.events import Event, RunStarted, RunSubmitted, RunSucceeded, run_stream
+from engine.input.datadir import EVENTS
+from engine.rules.events import Event, RunStarted, RunSubmitted, RunSucceeded, run_stream
+from engine.rules.state import RunStatus
 from engine.run_index import KEYS, ROWS, RunIndexer, RunSummary
-from engine.state import RunStatus
 from eventstore import EventStore
 from eventstore._index import database_name
 from tests.e2e.test_cli_runs import as_json, cli

@@ -263,7 +263,7 @@ def wfa_command() -> list[str]:
     executable = shutil.which("wfa")
     if executable:
         return [executable]
-    return [sys.executable, "-c", "from engine.cli import main; main()"]
+    return [sys.executable, "-c", "from engine.cli.app import main; main()"]
 
 
 FIFO_OUTPUTS = """

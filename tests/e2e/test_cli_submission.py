@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from engine import Engine
-from engine.events import RunSubmitted
+from engine.rules.events import RunSubmitted
 from tests.e2e.test_cli_validate import ROOT, assert_no_traceback, wfa
 
 FLOW = """

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 
 from tests.e2e.test_cli_runs import as_json, cli, wfa_command, write
@@ -228,3 +229,21 @@ def test_demo_says_it_approves_the_gate_itself(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     (line,) = [x for x in result.stdout.splitlines() if x.startswith("-- ")]
     assert "; the demo approves it, as `wfa approve " in line and line.endswith(" gate` does")
+
+
+def test_every_command_is_in_the_lazy_table_under_its_own_module() -> None:
+    """`wfa CMD` imports CMD's module on first use: the table must name each one right."""
+    import pkgutil
+    from importlib import import_module
+
+    import engine.cli
+    from engine.cli.app import COMMANDS, main
+
+    for module in pkgutil.iter_modules(engine.cli.__path__, "engine.cli."):
+        if module.name != "engine.cli.__main__":  # that one runs `wfa`
+            import_module(module.name)
+    registered = {name: command.callback.__module__ for name, command in main.commands.items()}
+    for name, command in main.commands.items():
+        if isinstance(command, click.Group):
+            registered[name] = next(iter(command.commands.values())).callback.__module__
+    assert registered == COMMANDS

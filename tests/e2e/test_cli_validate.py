@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-CORPUS = ROOT / "tests" / "engine" / "invalid"
+CORPUS = ROOT / "tests" / "engine" / "input" / "invalid"
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 EXPECTED: dict[str, Any] = yaml.safe_load((CORPUS / "expected.yaml").read_text())
 
@@ -27,7 +27,7 @@ def wfa(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.Comp
     command = (
         [executable]
         if executable
-        else [sys.executable, "-c", "from engine.cli import main; main()"]
+        else [sys.executable, "-c", "from engine.cli.app import main; main()"]
     )
     clean = {k: v for k, v in os.environ.items() if k not in ("WFA_CONFIG", "WFA_DATA")}
     return subprocess.run(

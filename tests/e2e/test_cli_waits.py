@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import Engine
-from engine.events import AttemptStarted, SignalReceived, StepSleeping, StepSucceeded
+from engine.rules.events import AttemptStarted, SignalReceived, StepSleeping, StepSucceeded
 from tests.e2e.test_cli_validate import ROOT, assert_no_traceback, wfa
 from tests.support import until
 

@@ -49,7 +49,7 @@ def wfa_command() -> list[str]:
     return (
         [executable]
         if executable
-        else [sys.executable, "-c", "from engine.cli import main; main()"]
+        else [sys.executable, "-c", "from engine.cli.app import main; main()"]
     )
 
 

@@ -323,7 +323,7 @@ def nobody_wfa() -> tuple[str, ...]:
         except OSError:
             continue
         if probe.returncode == 0:
-            return (python, "-c", "from engine.cli import main; main()")
+            return (python, "-c", "from engine.cli.app import main; main()")
     pytest.skip("no Python that the user nobody may run can import this project")
 
 

@@ -17,10 +17,17 @@ import msgspec
 import pytest
 import yaml
 
-from engine.config import EngineConfig
-from engine.loading import load_config, parse_workflow
-from engine.spec import CacheSpec, ResourcesSpec, RetrySpec, StepSpec, WaitForSpec, WorkflowSpec
-from engine.validation import validate_config, validate_file, validate_workflow
+from engine.input.loading import load_config, parse_workflow
+from engine.input.validation import validate_config, validate_file, validate_workflow
+from engine.rules.config import EngineConfig
+from engine.rules.spec import (
+    CacheSpec,
+    ResourcesSpec,
+    RetrySpec,
+    StepSpec,
+    WaitForSpec,
+    WorkflowSpec,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

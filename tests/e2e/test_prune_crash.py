@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 from benchmarks.scale_bench import ended_run, flow
-from engine.datadir import EVENTS
-from engine.events import Event, run_stream
+from engine.input.datadir import EVENTS
+from engine.rules.events import Event, run_stream
 from engine.run_index import RunIndexer, list_runs, pruned_into
 from eventstore import EventStore
 

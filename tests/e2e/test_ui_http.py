@@ -285,10 +285,11 @@ def test_engine_ui_mounts_in_a_users_starlette_app_under_a_prefix(tmp_path: Path
     from starlette.routing import Mount
 
     from engine import Engine
+    from engine.ui import create_app
 
     data, run_id = waiting_run(tmp_path)
     with Engine(data_dir=data, drive=False, create=False) as eng:
-        app = Starlette(routes=[Mount("/wfa", app=eng.ui(read_only=True))])
+        app = Starlette(routes=[Mount("/wfa", app=create_app(eng, read_only=True))])
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))

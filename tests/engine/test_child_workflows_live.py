@@ -6,10 +6,10 @@ import sys
 from pathlib import Path
 
 from engine import Engine, Workflow
-from engine.config import EngineConfig, ExecutionConfig, ResourcesConfig
-from engine.events import ChildRunSubmitted, RunSubmitted
-from engine.loading import workflow_from_data
-from engine.spec import WorkflowSpec
+from engine.input.loading import workflow_from_data
+from engine.rules.config import EngineConfig, ExecutionConfig, ResourcesConfig
+from engine.rules.events import ChildRunSubmitted, RunSubmitted
+from engine.rules.spec import WorkflowSpec
 from tests.support import until
 
 PY = sys.executable
@@ -143,9 +143,9 @@ def test_the_child_spans_nest_under_the_parent_step_in_the_parent_trace(tmp_path
 DRIVER = """
 import sys
 from engine import Engine
-from engine.config import EngineConfig, ExecutionConfig
-from engine.loading import workflow_from_data
-from engine.spec import WorkflowSpec
+from engine.rules.config import EngineConfig, ExecutionConfig
+from engine.input.loading import workflow_from_data
+from engine.rules.spec import WorkflowSpec
 
 data, gate = sys.argv[1], sys.argv[2]
 code = "import os, time\\nwhile not os.path.exists(%r): time.sleep(0.05)" % gate
@@ -206,8 +206,8 @@ def test_a_child_whose_parent_no_longer_waits_for_it_is_cancelled_on_recovery(
     tmp_path: Path,
 ) -> None:
     """The log an engine leaves when it died between cancelling a parent and its child."""
-    from engine.events import ChildOf, RunCancelled, RunSettings, RunStarted, StepCancelled
-    from engine.events import run_stream as stream
+    from engine.rules.events import ChildOf, RunCancelled, RunSettings, RunStarted, StepCancelled
+    from engine.rules.events import run_stream as stream
 
     gate = tmp_path / "never"
     code = f"import os,time\nwhile not os.path.exists({str(gate)!r}): time.sleep(0.05)"
@@ -255,9 +255,9 @@ def test_a_child_pruned_before_its_parent_took_its_end_fails_the_step_and_is_not
     tmp_path: Path,
 ) -> None:
     """A child id found pruned is never submitted again: that would be a second child."""
-    from engine.events import ChildOf, RunSettings, RunStarted, RunSucceeded
-    from engine.events import run_stream as stream
     from engine.retention import prune
+    from engine.rules.events import ChildOf, RunSettings, RunStarted, RunSucceeded
+    from engine.rules.events import run_stream as stream
 
     child = calc()
     wf = Workflow("top")

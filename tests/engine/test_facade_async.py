@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from engine import Engine, RunResult, ValidationError
-from engine.config import EngineConfig, ExecutionConfig, ResourcesConfig
-from engine.loading import workflow_from_data
-from engine.spec import WorkflowSpec
+from engine.input.loading import workflow_from_data
+from engine.rules.config import EngineConfig, ExecutionConfig, ResourcesConfig
+from engine.rules.spec import WorkflowSpec
 
 PY = sys.executable
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.events import (
+from engine.rules.events import (
     COMMANDS_STREAM,
     RUN_STREAM_PREFIX,
     AgentRegistered,
@@ -26,6 +26,7 @@ from engine.events import (
     RunTimedOut,
     run_stream,
 )
+from engine.rules.state import RUN_TRANSITIONS, TERMINAL_RUN, RunStatus, fold
 from engine.run_index import (
     RunIndexer,
     RunSummary,
@@ -35,7 +36,6 @@ from engine.run_index import (
     rebuild_index,
     summarize,
 )
-from engine.state import RUN_TRANSITIONS, TERMINAL_RUN, RunStatus, fold
 from eventstore import EventStore
 from tests.strategies import step, workflow
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from engine import Engine, ErrorKind, WorkflowAutomatorError
-from engine import events as ev
-from engine.loading import workflow_from_data
+from engine.input.loading import workflow_from_data
+from engine.rules import events as ev
 from engine.testing import Fail, FakeClock, run_workflow
 from tests.engine import testing_steps
 from tests.engine.testing_steps import slow, slow_spec

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 
 from engine import Engine, ValidationError
-from engine.input_types import (
+from engine.input.loading import workflow_from_data
+from engine.rules.input_types import (
     coerce_inputs,
     declaration_problems,
     input_defaults,
     input_problems,
 )
-from engine.loading import workflow_from_data
 from engine.testing import run_workflow
 from tests.engine.typed_steps import orders, signup
 

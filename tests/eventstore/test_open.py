@@ -24,6 +24,7 @@ def test_public_api_is_exactly_the_documented_names() -> None:
     """The package's __all__ pins the public surface."""
     assert sorted(eventstore.__all__) == sorted(
         [
+            "EventLog",
             "EventStore",
             "Recorded",
             "StreamInfo",
@@ -42,6 +43,18 @@ def test_public_api_is_exactly_the_documented_names() -> None:
             "check_store",
         ]
     )
+
+
+def test_the_store_meets_the_log_protocol_others_depend_on(tmp_path: pathlib.Path) -> None:
+    """Every method of `EventLog` exists on a real store, with the same parameters."""
+    import inspect
+
+    with eventstore.EventStore.open(tmp_path / "s", dict) as store:
+        assert isinstance(store, eventstore.EventLog)
+        for name, method in vars(eventstore.EventLog).items():
+            if callable(method) and not name.startswith("_"):
+                wanted = list(inspect.signature(method).parameters)
+                assert list(inspect.signature(getattr(store, name)).parameters) == wanted[1:]
 
 
 def test_new_store_is_owner_only(tmp_path: pathlib.Path) -> None:

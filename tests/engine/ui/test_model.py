@@ -7,11 +7,11 @@ from types import SimpleNamespace
 import pytest
 from hypothesis import given, settings
 
-from engine import events as ev
-from engine.errors import ErrorKind
-from engine.events import RunSubmitted
-from engine.spec import Mode
-from engine.state import fold
+from engine.rules import events as ev
+from engine.rules.errors import ErrorKind
+from engine.rules.events import RunSubmitted
+from engine.rules.spec import Mode
+from engine.rules.state import fold
 from engine.ui import model
 from tests.strategies import step, workflow, workflows
 

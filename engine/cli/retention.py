@@ -1,0 +1,114 @@
+"""`wfa prune` and `wfa compact`: retention and space (engine/retention.py)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import click
+
+from engine.cli.app import CliState, fail, main, parse_since, pass_state, print_json
+from engine.input.datadir import COMPACTING, EVENTS, EngineLock, check_data_dir
+from engine.retention import candidates, default_archive, prune
+
+
+def parse_time(value: str, now: float, option: str) -> float:
+    """A time: a duration back from now (`30d`, `12h`) or an ISO 8601 time."""
+    parsed = parse_since(value, now, option)
+    assert parsed is not None
+    return parsed
+
+
+@main.command(name="prune")
+@click.option(
+    "--ended-before",
+    "ended_before",
+    required=True,
+    metavar="T",
+    help="Runs that ended before T: a duration back from now (30d) or a time.",
+)
+@click.option("--workflow", metavar="NAME", help="Only runs of this workflow.")
+@click.option("--status", metavar="STATUS", help="Only runs that ended so (succeeded, ...).")
+@click.option(
+    "--archive",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="Where their events go (gzip JSON Lines); default <data>/archive/pruned-DATE.jsonl.gz.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_state
+def prune_command(
+    state: CliState,
+    ended_before: str,
+    workflow: str | None,
+    status: str | None,
+    archive: Path | None,
+    as_json: bool,
+) -> None:
+    """Remove ended runs from the log, first writing their events to an archive.
+
+    The archive is fsynced before any run is removed; a prune cut short is finished
+    by running it again with the same archive. Runs not yet ended are never touched.
+    """
+    now = time.time()
+    before = parse_time(ended_before, now, "--ended-before")
+    with state.engine(drive=False, create=False) as engine:
+        try:
+            run_ids = candidates(engine.store, before, workflow, status)
+        except ValueError as exc:
+            fail(str(exc))
+        target = archive if archive is not None else default_archive(engine.data_dir, now)
+        report = prune(engine.store, engine.data_dir, run_ids, target, now)
+    if as_json:
+        print_json(report.__dict__)
+    else:
+        click.echo(
+            f"pruned {report.runs} run{'s' if report.runs != 1 else ''} into {report.archive} "
+            f"({report.archive_bytes:,} bytes)"
+        )
+
+
+@main.command(name="compact")
+@click.option("--json", "as_json", is_flag=True, help='Print {"before": B, "after": B}.')
+@pass_state
+def compact_command(state: CliState, as_json: bool) -> None:
+    """Shrink the log's file to what it holds (after prune), while no engine runs.
+
+    Writes a compacted copy beside it and swaps it in with one rename: a kill at
+    any moment leaves the old file or the new one, never a mix.
+    """
+    from engine.rules.events import Event
+    from eventstore import EventStore
+
+    data_dir = check_data_dir(Path(state.config().storage.path), create=False)
+    lock = EngineLock(data_dir)
+    if not lock.acquire():
+        fail(f"an engine drives {data_dir}; stop it (wfa serve) before compacting")
+    try:
+        events = data_dir / EVENTS
+        copy = data_dir / COMPACTING
+        shutil.rmtree(copy, ignore_errors=True)
+        copy.mkdir(mode=0o700)
+        before = (events / "data.mdb").stat().st_size
+        store: EventStore[Event]
+        with EventStore.open(events, Event, create=False) as store:
+            if store.other_readers():
+                shutil.rmtree(copy, ignore_errors=True)
+                fail(f"another process has {events} open; close it before compacting")
+            store.copy_compacted(copy)
+        os.replace(copy / "data.mdb", events / "data.mdb")
+        fd = os.open(events, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        shutil.rmtree(copy, ignore_errors=True)
+        after = (events / "data.mdb").stat().st_size
+    finally:
+        lock.release()
+    if as_json:
+        print_json({"before": before, "after": after})
+    else:
+        click.echo(f"compacted {events}: {before:,} -> {after:,} bytes")
