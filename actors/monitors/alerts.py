@@ -67,6 +67,8 @@ class AlertMonitor:
         since = time.time() - self.state.rules.window_seconds - WINDOW_SLACK
         self._position = self.store.position_at(since, key=event_time) - 1
         self.state = msgspec.structs.replace(self.state, open=frozenset(already))
+        self._read_new()  # here, not in the thread: a damaged window fails the start, before
+        # the engine writes anything
         self._thread = threading.Thread(target=self._loop, name="wfa-alerts", daemon=True)
         self._thread.start()
 
@@ -86,11 +88,7 @@ class AlertMonitor:
 
     def check(self, now: float) -> list[ev.AlertRaised | ev.AlertResolved]:
         """Read what is new, slide the window to `now`, evaluate, publish the changes."""
-        for rec in self.store.read_all(self._position + 1):
-            self._position = rec.position
-            item = self._observe(rec.stream, rec.event)
-            if item is not None:
-                self._window.append((rec.event.at, item))
+        self._read_new()
         cutoff = now - self.state.rules.window_seconds
         leaving = []
         while self._window and self._window[0][0] < cutoff:
@@ -103,6 +101,13 @@ class AlertMonitor:
             for change in changes:
                 self._publish(change)
         return changes
+
+    def _read_new(self) -> None:
+        for rec in self.store.read_all(self._position + 1):
+            self._position = rec.position
+            item = self._observe(rec.stream, rec.event)
+            if item is not None:
+                self._window.append((rec.event.at, item))
 
     def _observe(self, stream: str, event: Any) -> Observed | None:
         """What the window keeps of an event; None for events the rules never look at."""
