@@ -45,6 +45,7 @@ from actors.execution import AttemptRequest
 from actors.execution.process_group import attempt_processes, end_leftover_group, end_processes
 from actors.messages import AdmitRun, DeliverCommand, StopRuns
 from actors.pool import AgentPool
+from actors.rate_limiter import RATE_LIMITS_STREAM, TAIL, RateLimiter
 from actors.scheduler import SchedulerActor
 from actors.timers import TimerService
 from engine import events as ev
@@ -57,8 +58,10 @@ from engine.config import (
     Isolation,
 )
 from engine.datadir import attempt_dir
+from engine.errors import WorkflowAutomatorError
 from engine.estimates import DurationEstimates
 from engine.health import HealthPolicy, fold_health
+from engine.policies.concurrency import Candidate, concurrency_key
 from engine.policies.conditions import resolve_run_argv
 from engine.resources import UsageSampler, machine_size
 from engine.state import RunState, StepStatus, spec_of
@@ -176,6 +179,7 @@ class Runtime:
             gate=gate,
             record=self._recorder(AGENTS_STREAM),
             wake_at=self._wake_pool,
+            limiter=self._rate_limiter(store),
         )
         self.cache = SharedCache(
             CacheIndex.from_events(r.event for r in store.read_stream(CACHE_STREAM))
@@ -257,6 +261,26 @@ class Runtime:
                 log.exception("cannot record %d event(s) in stream %s", len(events), stream)
 
         return record
+
+    def _rate_limiter(self, store: Any) -> RateLimiter:
+        """The buckets as the "rate-limits" stream's tail left them (issue 16)."""
+        version = store.stream_version(RATE_LIMITS_STREAM)
+        tail = store.read_stream(RATE_LIMITS_STREAM, max(1, version - TAIL + 1))
+        takes = [r.event for r in tail if isinstance(r.event, ev.RateLimitTokenTaken)]
+        return RateLimiter.from_log(takes, lambda events: store.append(RATE_LIMITS_STREAM, events))
+
+    def admission_candidate(self, run_id: str) -> Candidate:
+        """The run's concurrency key (from its `RunSubmitted`) and whether it had started
+        (any event after `RunSubmitted`: its actor ran), for the scheduler (issue 16)."""
+        stream = ev.run_stream(run_id)
+        first = next(iter(self.store.read_stream(stream)), None)
+        if first is None or not isinstance(first.event, ev.RunSubmitted):
+            return Candidate(run_id)
+        try:
+            key = concurrency_key(first.event.spec, first.event.inputs)
+        except WorkflowAutomatorError:  # validated at submission; an old spec may not render
+            key = None
+        return Candidate(run_id, key, self.store.stream_version(stream) > 1)
 
     def _wake_pool(self, key: Hashable, at: float) -> None:
         self.timers.schedule(key, at, self._waker, None)

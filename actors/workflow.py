@@ -36,6 +36,7 @@ from actors.messages import (
     WaitForResources,
 )
 from actors.pool import Deferred
+from actors.rate_limiter import limits_of
 from actors.waiting import Ask
 from engine import decide as rules
 from engine import events as ev
@@ -254,7 +255,14 @@ class WorkflowActor(pykka.ThreadingActor):
                     run_priority=self.state.spec.priority,
                     ready_since=now,
                 )
-                asks.append(Ask(demand, st.attempts + 1, spec.resources))
+                limits = limits_of(
+                    demand.workflow,
+                    spec.id,
+                    spec.rate_limit,
+                    spec.agent,
+                    self.runtime.config.rate_limits,
+                )
+                asks.append(Ask(demand, st.attempts + 1, spec.resources, limits))
                 self._asked[step_id] = None
         if not asks:
             return

@@ -357,6 +357,20 @@ class SignalConsumed(_Event, frozen=True, tag=True, kw_only=True):
     name: str
 
 
+# ---- rate limits (issue 16) --------------------------------------------------------------
+
+
+class RateLimitTokenTaken(_Event, frozen=True, tag=True, kw_only=True):
+    """An attempt took a token of rate limit `name` (in the "rate-limits" stream, before
+    the attempt starts); the engine rebuilds its buckets from these on start."""
+
+    name: str
+    max: int
+    per: float
+    run_id: str
+    step_id: str
+
+
 Event = (
     RunSubmitted
     | RunStarted
@@ -399,6 +413,7 @@ Event = (
     | StepWaitingForSignal
     | SignalReceived
     | SignalConsumed
+    | RateLimitTokenTaken  # issue 16, outside run streams
 )
 
 EVENT_TYPES: Final[tuple[type[Event], ...]] = (
@@ -443,6 +458,7 @@ EVENT_TYPES: Final[tuple[type[Event], ...]] = (
     StepWaitingForSignal,
     SignalReceived,
     SignalConsumed,
+    RateLimitTokenTaken,  # issue 16, outside run streams
 )
 
 RUN_EVENT_TYPES: Final = (

@@ -606,7 +606,7 @@ def waiting_for(state: RunState) -> list[Waiting]:
     if state.status in TERMINAL_RUN:
         return []
     if state.status is RunStatus.QUEUED:
-        return [Waiting("admission")]
+        return [Waiting(queued_for(state))]
     found: list[Waiting] = []
     for sid, st in state.steps.items():
         if st.status is StepStatus.RUNNING and st.waiting is None:
@@ -614,7 +614,8 @@ def waiting_for(state: RunState) -> list[Waiting]:
         elif st.waiting is WaitReason.AGENT:
             found.append(Waiting("agent", sid))
         elif st.waiting is WaitReason.RESOURCES:
-            found.append(Waiting("resources", sid))
+            held = (st.reason or "").split(":", 1)[0]  # issue 16: the pool's rate-limit reason
+            found.append(Waiting(held if held.startswith("rate limit of ") else "resources", sid))
         elif st.waiting is WaitReason.APPROVAL:
             found.append(Waiting("approval", sid))
         elif st.waiting is WaitReason.RETRY:
@@ -628,3 +629,18 @@ def waiting_for(state: RunState) -> list[Waiting]:
             name = wait.signal if wait is not None else "?"
             found.append(Waiting(f"signal {name}", sid, st.timeout_at))
     return found
+
+
+# ---- concurrency keys (issue 16) ---------------------------------------------------------
+
+
+def queued_for(state: RunState) -> str:
+    """What a queued run waits for: "admission", or its key ("concurrency key customer=acme")
+    when its workflow declares `concurrency` (its key may be what holds it)."""
+    from engine.policies.concurrency import concurrency_key
+
+    try:
+        key = concurrency_key(state.spec, state.inputs)
+    except WorkflowAutomatorError:
+        return "admission"
+    return "admission" if key is None else f"concurrency key {key.label}"

@@ -560,6 +560,45 @@ def check_env(spec: WorkflowSpec, config: EngineConfig, graph: _Graph) -> Iterat
                 )
 
 
+# ---- concurrency keys (issue 16) ----
+
+
+def check_concurrency(spec: WorkflowSpec, config: EngineConfig, graph: _Graph) -> Iterator[Problem]:
+    """The key is rendered at submission, from the inputs alone: it may read nothing else."""
+    if spec.concurrency is None:
+        return
+    where, key = "$.concurrency.key", spec.concurrency.key
+    sources = template_expressions(key)
+    if len(_OPEN.findall(key)) != len(sources):
+        yield Problem(where, "`${{` without a closing `}}`", "write templates as ${{ expression }}")
+    for source in sources:
+        try:
+            program = compile_expression(source)
+        except ExpressionError as exc:
+            yield Problem(
+                where,
+                f"template `{source}` does not compile: {_tidy(exc)}",
+                "fix the CEL expression",
+            )
+            continue
+        others = sorted(set(program.variables()) - {"inputs"})
+        if others:
+            yield Problem(
+                where,
+                f"the concurrency key reads `{others[0]}`; it is rendered when the run is "
+                "submitted, before anything ran",
+                'build it from inputs only, e.g. "${{ inputs.customer }}"',
+            )
+        for name in sorted(referenced_inputs(source)) if spec.inputs else ():
+            if name not in spec.inputs:
+                yield Problem(
+                    where,
+                    f"the concurrency key reads unknown input `{name}`"
+                    f"{_did_you_mean(name, sorted(spec.inputs))}",
+                    f"declared inputs: {_listing(sorted(spec.inputs))}; declare it under `inputs:`",
+                )
+
+
 _RULES: tuple[Rule, ...] = (
     check_step_count,
     check_duplicate_ids,
@@ -571,6 +610,7 @@ _RULES: tuple[Rule, ...] = (
     check_call_modules,
     check_schedule,
     check_env,
+    check_concurrency,  # issue 16
 )
 
 
