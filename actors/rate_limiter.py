@@ -83,9 +83,9 @@ class RateLimiter:
         if self._append is not None:
             events: list[Event] = [
                 RateLimitTokenTaken(
-                    at=now, name=l.name, max=l.max, per=l.per, run_id=run_id, step_id=step_id
+                    at=now, name=lim.name, max=lim.max, per=lim.per, run_id=run_id, step_id=step_id
                 )
-                for l in limits
+                for lim in limits
             ]
             try:
                 self._append(events)
