@@ -32,7 +32,7 @@ only while its takes are among these)."""
 
 
 class RateLimit(msgspec.Struct, frozen=True):
-    """One limit an attempt is under: "api" (a capability's) or "step w.api" (a step's)."""
+    """One limit an attempt is under: "api" (a capability's) or "w.api" (step api's of w)."""
 
     name: str
     max: int
@@ -107,8 +107,8 @@ def limits_of(
     found = []
     if capability in capabilities:
         spec = capabilities[capability]
-        found.append(RateLimit(limit_name(capability=capability), spec.max, spec.per))
+        found.append(RateLimit(limit_name(workflow, capability=capability), spec.max, spec.per))
     if step_limit is not None:
-        name = limit_name(step_id=f"{workflow}.{step_id}")
+        name = limit_name(workflow, step_id)
         found.append(RateLimit(name, step_limit.max, step_limit.per))
     return tuple(found)

@@ -45,10 +45,10 @@ class TokenBucket(msgspec.Struct, frozen=True):
         return TokenBucket(max_, per, self.taken)
 
 
-def limit_name(capability: str | None = None, step_id: str | None = None) -> str:
-    """The name a limit is shown and stored under: "api" for a capability's,
-    "step api" for a step's (steps and capabilities may share a name)."""
-    return capability if capability is not None else f"step {step_id}"
+def limit_name(workflow: str, step_id: str | None = None, capability: str | None = None) -> str:
+    """The name a limit is shown and stored under: "api" for capability api's, "deploy.api"
+    for step api's of workflow deploy (never the same: a capability name has no dot)."""
+    return capability if capability is not None else f"{workflow}.{step_id}"
 
 
 def fold_buckets(takes: Iterable[tuple[str, float, int, float]]) -> dict[str, TokenBucket]:
