@@ -24,7 +24,15 @@ from engine.decide import (
 from engine.errors import ErrorKind
 from engine.events import Event, RunSettings, RunSubmitted
 from engine.policies.timeouts import TimerKind, active_timers
-from engine.spec import RetrySpec, StepSpec, TriggerRule, WaitForSpec, WorkflowSpec
+from engine.spec import (
+    ConcurrencySpec,
+    RateLimitSpec,
+    RetrySpec,
+    StepSpec,
+    TriggerRule,
+    WaitForSpec,
+    WorkflowSpec,
+)
 from engine.state import RunState, StepStatus, evolve, fold
 
 NOOP = "tests.steps:noop"
@@ -202,3 +210,31 @@ def waiting_workflows(draw: st.DrawFn, max_steps: int = 50) -> WorkflowSpec:
     """`workflows`, where some steps sleep or wait for a signal."""
     spec = draw(workflows(max_steps=max_steps))
     return msgspec.structs.replace(spec, steps=tuple(draw(waiting_step(s)) for s in spec.steps))
+
+
+# ---- concurrency keys and rate limits (issue 16) ----------------------------------------
+
+RATE_LIMIT_REASON = "rate limit of random.{sid}: at most 2 starts per 1s"
+"""What the pool tells a run whose step has no token (a `ResourcesRefused` reason)."""
+
+rate_limit_specs = st.builds(RateLimitSpec, max=st.integers(1, 5), per=st.sampled_from([0.5, 60.0]))
+
+
+@st.composite
+def limited_step(draw: st.DrawFn, spec: StepSpec) -> StepSpec:
+    """`spec`, sometimes under a rate limit."""
+    if draw(st.integers(0, 3)) == 0:
+        return msgspec.structs.replace(spec, rate_limit=draw(rate_limit_specs))
+    return spec
+
+
+@st.composite
+def limited_workflows(draw: st.DrawFn, spec: WorkflowSpec) -> WorkflowSpec:
+    """`spec`, sometimes with a concurrency key (from an input) and rate-limited steps."""
+    steps = tuple(draw(limited_step(s)) for s in spec.steps)
+    if draw(st.booleans()):
+        key = ConcurrencySpec(key="${{ inputs.customer }}", limit=draw(st.integers(1, 3)))
+        return msgspec.structs.replace(
+            spec, steps=steps, concurrency=key, inputs={**spec.inputs, "customer": "acme"}
+        )
+    return msgspec.structs.replace(spec, steps=steps)

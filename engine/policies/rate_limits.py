@@ -24,7 +24,7 @@ class TokenBucket(msgspec.Struct, frozen=True):
     taken: tuple[float, ...] = ()  # times of the takes still out, oldest first
 
     def _live(self, now: float) -> tuple[float, ...]:
-        return tuple(t for t in self.taken if t > now - self.per)
+        return tuple(t for t in self.taken if t + self.per > now)  # as next_token_at adds
 
     def take(self, now: float) -> TokenBucket | None:
         """The bucket after taking a token at `now`, or None if none is left."""
