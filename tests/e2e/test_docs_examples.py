@@ -19,7 +19,16 @@ import yaml
 
 from engine.config import EngineConfig
 from engine.loading import load_config, parse_workflow
-from engine.spec import CacheSpec, ResourcesSpec, RetrySpec, StepSpec, WaitForSpec, WorkflowSpec
+from engine.spec import (
+    CacheSpec,
+    ConcurrencySpec,
+    RateLimitSpec,
+    ResourcesSpec,
+    RetrySpec,
+    StepSpec,
+    WaitForSpec,
+    WorkflowSpec,
+)
 from engine.validation import validate_config, validate_workflow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,6 +124,8 @@ def _reference_keys() -> dict[str, set[str]]:
         ("`resources`", ResourcesSpec),
         ("`cache`:", CacheSpec),
         ("`wait_for`:", WaitForSpec),
+        ("`concurrency` (workflow):", ConcurrencySpec),  # issue 16
+        ("`rate_limit` (step)", RateLimitSpec),
     ],
 )
 def test_the_reference_lists_every_key(heading: str, struct: type[msgspec.Struct]) -> None:
