@@ -88,7 +88,7 @@ class SchedulerActor(pykka.ThreadingActor):
                 self._active.clear()
 
     def _admit(self) -> None:
-        if any(r in self._candidates for r in self._queued):
+        if self._candidates and any(r in self._candidates for r in self._queued):
             self._admit_by_keys()
             return
         while not self._stopping and self._queue and len(self._active) < self.max_concurrent:

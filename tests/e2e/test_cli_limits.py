@@ -126,3 +126,42 @@ def test_python_api_runs_of_one_key_run_one_at_a_time_in_submission_order(tmp_pa
     for start, _ in spans:  # at no run's start were more than 2 runs running
         assert sum(1 for s, e in spans if s <= start < e) <= 2
     assert [s for s, _ in spans] == sorted(s for s, _ in spans)
+
+
+def test_python_api_a_capability_rate_limit_spans_steps_and_runs(tmp_path: Path) -> None:
+    config = load_config_text(
+        tmp_path,
+        "agents: [{name: caller, capabilities: [api], capacity: 4}]\n"
+        "rate_limits: {api: {max: 2, per: 3}}\n",
+    )
+    flow = tmp_path / "calls.yaml"
+    flow.write_text(
+        "name: calls\nsteps:\n"
+        '  - {id: one, agent: api, run: ["python3", "-c", "pass"]}\n'
+        '  - {id: two, agent: api, run: ["python3", "-c", "pass"]}\n'
+    )
+    with Engine(data_dir=tmp_path / "data", config=config) as eng:
+        runs = [eng.submit(flow) for _ in range(2)]
+        for run in runs:
+            assert run.wait(timeout=60).status == "succeeded"
+        starts = sorted(
+            r.event.at
+            for run in runs
+            for r in eng.history(run.id)
+            if isinstance(r.event, AttemptStarted)
+        )
+        held = [
+            r.event.reason
+            for run in runs
+            for r in eng.history(run.id)
+            if isinstance(r.event, StepWaitingForResources)
+        ]
+    assert len(starts) == 4
+    assert starts[2] >= starts[0] + 3 and starts[3] >= starts[1] + 3  # 2 in any 3 s
+    assert held and all(reason.startswith("rate limit of api:") for reason in held)
+
+
+def load_config_text(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "wfa.yaml"
+    path.write_text(text)
+    return path
