@@ -52,6 +52,7 @@ class Workflow:
         priority: int = 0,
         schedule: str | Mapping[str, Any] | None = None,  # cron, or {"cron", "overlap"}
         inputs: Mapping[str, Any] | None = None,
+        concurrency: Mapping[str, Any] | None = None,  # {"key": "${{ inputs.x }}", "limit": 1}
     ) -> None:
         self.name = name
         self._header: dict[str, Any] = {
@@ -62,6 +63,7 @@ class Workflow:
             "priority": priority,
             "schedule": schedule,
             "inputs": dict(inputs or {}),
+            "concurrency": _plain(concurrency),
         }
         self._steps: list[dict[str, Any]] = []
         self._ids: dict[int, str] = {}  # id(function) -> step id
@@ -87,6 +89,7 @@ class Workflow:
         params: Mapping[str, Any] | None = None,
         description: str | None = None,
         priority: int = 0,
+        rate_limit: Mapping[str, Any] | None = None,  # {"max": 10, "per": 60}
     ) -> Callable[[F], F]:
         """Register the decorated function as a `call` step; it is returned unchanged.
 
@@ -121,6 +124,7 @@ class Workflow:
                 "approval": approval,
                 "foreach": foreach,
                 "priority": priority,
+                "rate_limit": _plain(rate_limit),
             }
             self._steps.append({k: v for k, v in entry.items() if v is not None})
             self._ids[id_of(fn)] = step_id
