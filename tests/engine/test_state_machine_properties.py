@@ -237,7 +237,11 @@ def test_random_runs_end_terminal_start_after_dependencies_and_replay_exactly(
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(spec=waiting_workflows(max_steps=15), run_settings=settings_strategy, data=st.data())
+@given(
+    spec=waiting_workflows(max_steps=15).flatmap(limited_workflows),
+    run_settings=settings_strategy,
+    data=st.data(),
+)
 def test_a_crash_at_any_point_recovers_from_the_log_to_the_same_end(
     spec: WorkflowSpec, run_settings: RunSettings, data: st.DataObject
 ) -> None:
