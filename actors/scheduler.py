@@ -24,6 +24,7 @@ import pykka
 
 from actors.messages import AdmitRun, DeliverCommand, RunEnded, StopRuns
 from actors.workflow import WorkflowActor
+from engine.decide import Cancel
 from engine.policies.concurrency import Candidate, admissible
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ class SchedulerActor(pykka.ThreadingActor):
                         self._candidates[run_id] = candidate
                     self._queued.add(run_id)
                     heapq.heappush(self._queue, (-priority, next(self._order), run_id))
+                self._cancel_queued(run_id)
                 self._admit()
             case RunEnded(run_id=run_id, crashed=crashed):
                 self._active.pop(run_id, None)
@@ -79,6 +81,7 @@ class SchedulerActor(pykka.ThreadingActor):
                     ref.tell(message)
                 elif run_id in self._queued:
                     self._held.setdefault(run_id, []).append(message.trigger)
+                    self._cancel_queued(run_id)
             case StopRuns():
                 self._stopping = True
                 self._queue.clear()
@@ -93,6 +96,17 @@ class SchedulerActor(pykka.ThreadingActor):
             return
         while not self._stopping and self._queue and len(self._active) < self.max_concurrent:
             _, _, run_id = heapq.heappop(self._queue)
+            self._queued.discard(run_id)
+            self._start(run_id)
+
+    def _cancel_queued(self, run_id: str) -> None:
+        """A queued run with a cancel held starts now, whatever holds it (a full key, no
+        slot): its actor ends it without starting it, and nobody waits for its turn."""
+        if run_id in self._queued and any(
+            isinstance(c, Cancel) for c in self._held.get(run_id, ())
+        ):
+            self._queue = [entry for entry in self._queue if entry[2] != run_id]
+            heapq.heapify(self._queue)
             self._queued.discard(run_id)
             self._start(run_id)
 

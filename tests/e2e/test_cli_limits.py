@@ -165,3 +165,20 @@ def load_config_text(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "wfa.yaml"
     path.write_text(text)
     return path
+
+
+def test_cancelling_a_run_queued_behind_its_key_ends_it_without_waiting_for_the_key(
+    tmp_path: Path,
+) -> None:
+    flow, go = tmp_path / "per-customer.yaml", tmp_path / "go"
+    flow.write_text(PER_CUSTOMER)
+    with Engine(data_dir=tmp_path / "data") as eng:
+        first = eng.submit(flow, {"customer": "acme", "go": str(go)})
+        until(lambda: any(isinstance(r.event, AttemptStarted) for r in eng.history(first.id)))
+        second = eng.submit(flow, {"customer": "acme", "go": str(go)})
+        eng.cancel(second.id)
+        assert second.wait(timeout=30).status == "cancelled"
+        assert not any(isinstance(r.event, RunStarted) for r in eng.history(second.id))
+        assert eng.state(first.id).status.value == "running"  # still holds its key
+        go.touch()
+        assert first.wait(timeout=60).status == "succeeded"
