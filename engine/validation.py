@@ -193,6 +193,16 @@ def validate_config(config: EngineConfig) -> list[Problem]:
                 "list at least one agent, or remove `agents:` to get generic agents",
             )
         )
+    capabilities = sorted({c for a in config.agents or () for c in a.capabilities} or {"default"})
+    for name in sorted(config.rate_limits):  # issue 16: a limit no step could ever be under
+        if name not in capabilities:
+            problems.append(
+                Problem(
+                    f"$.rate_limits.{name}",
+                    f"no agent has capability `{name}`{_did_you_mean(name, capabilities)}",
+                    f"rate_limits are keyed by capability: {_listing(capabilities)}",
+                )
+            )
     return problems
 
 
