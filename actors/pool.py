@@ -45,6 +45,7 @@ from actors.admission import ResourceGate
 from actors.agent_load import AgentLoad, AttemptKey, Reservation
 from actors.execution import AttemptOutcome
 from actors.messages import AgentGranted, WaitForResources
+from actors.rate_limiter import RateLimiter
 from actors.waiting import Ask, Message, Waiter, WaitingSet
 from engine.rules.config import AgentConfig, AllocationStrategy
 from engine.rules.errors import ErrorKind
@@ -80,6 +81,7 @@ class AgentPool:
         gate: ResourceGate | None = None,
         record: Callable[[list[Event]], None] | None = None,
         wake_at: Callable[[Hashable, float], None] | None = None,
+        limiter: RateLimiter | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         health = health or {}
@@ -98,6 +100,7 @@ class AgentPool:
         self._names = sorted(self._agents)
         self._estimates = estimates if strategy is AllocationStrategy.PREDICTIVE else None
         self._gate = gate
+        self._limiter = limiter
         self._record = record
         self._wake_at = wake_at
         self._clock = clock
@@ -290,6 +293,33 @@ class AgentPool:
         """May the step start now as far as the resource caps go? If it never could
         (a disk smaller than it declares: validation cannot know the data directory),
         its attempt fails with kind `resource` instead of waiting forever."""
+        if not self._resources_admit(waiter, agent, now, out):
+            return False
+        return self._rate_limits_admit(waiter, now, out)
+
+    def _rate_limits_admit(
+        self, waiter: Waiter, now: float, out: list[tuple[Waiter, Message]]
+    ) -> bool:
+        """Does each rate limit the step is under have a token? Then take them (durably);
+        else tell the run which limit holds it back, and wake when a token comes back."""
+        limits = waiter.ask.rate_limits
+        if not limits or self._limiter is None:
+            return True
+        refused = self._limiter.refused(limits, now)
+        if refused is None:
+            d = waiter.ask.demand
+            return self._limiter.take(limits, d.run_id, d.step_id, now)
+        limit, at = refused
+        self._wake(("pool", "rate-limit", limit.name), at)
+        reason = f"rate limit of {limit.name}: at most {limit.max} starts per {limit.per:g}s"
+        if reason != waiter.reason:
+            waiter.reason = reason
+            out.append((waiter, WaitForResources(waiter.ask.demand.step_id, reason)))
+        return False
+
+    def _resources_admit(
+        self, waiter: Waiter, agent: str, now: float, out: list[tuple[Waiter, Message]]
+    ) -> bool:
         resources = waiter.ask.resources
         if resources is None or self._gate is None:
             return True

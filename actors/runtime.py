@@ -47,6 +47,7 @@ from actors.execution.process_group import attempt_processes, end_leftover_group
 from actors.messages import AdmitChild, AdmitRun, DeliverCommand, StopRuns
 from actors.monitors.usage import UsageSampler, machine_size
 from actors.pool import AgentPool
+from actors.rate_limiter import RATE_LIMITS_STREAM, TAIL, RateLimiter
 from actors.scheduler import SchedulerActor
 from actors.timers import TimerService
 from engine.input.datadir import attempt_dir
@@ -69,6 +70,8 @@ from eventstore import ConcurrencyError
 
 if TYPE_CHECKING:
     from eventstore import EventLog
+from engine.rules.errors import WorkflowAutomatorError
+from engine.rules.policies.concurrency import Candidate, concurrency_key
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +214,7 @@ class Runtime:
             record=self._recorder(AGENTS_STREAM),
             wake_at=self._wake_pool,
             clock=self.clock.now,
+            limiter=self._rate_limiter(self.store),
         )
 
     def _step_actors_of(self, agent: AgentConfig) -> StepActors:
@@ -297,6 +301,26 @@ class Runtime:
                 log.exception("cannot record %d event(s) in stream %s", len(events), stream)
 
         return record
+
+    def _rate_limiter(self, store: Any) -> RateLimiter:
+        """The buckets as the "rate-limits" stream's tail left them."""
+        version = store.stream_version(RATE_LIMITS_STREAM)
+        tail = store.read_stream(RATE_LIMITS_STREAM, max(1, version - TAIL + 1))
+        takes = [r.event for r in tail if isinstance(r.event, ev.RateLimitTokenTaken)]
+        return RateLimiter.from_log(takes, lambda events: store.append(RATE_LIMITS_STREAM, events))
+
+    def admission_candidate(self, run_id: str) -> Candidate:
+        """The run's concurrency key (from its `RunSubmitted`) and whether it had started
+        (any event after `RunSubmitted`: its actor ran), for the scheduler."""
+        stream = ev.run_stream(run_id)
+        first = next(iter(self.store.read_stream(stream)), None)
+        if first is None or not isinstance(first.event, ev.RunSubmitted):
+            return Candidate(run_id)
+        try:
+            key = concurrency_key(first.event.spec, first.event.inputs)
+        except WorkflowAutomatorError:  # validated at submission; an old spec may not render
+            key = None
+        return Candidate(run_id, key, self.store.stream_version(stream) > 1)
 
     def _wake_pool(self, key: Hashable, at: float) -> None:
         self.timers.schedule(key, at, self._waker, None)
@@ -417,7 +441,7 @@ class Runtime:
             except Exception:  # a listener's bug must not stop a run
                 log.exception("run %s: listener failed", run_id)
 
-    # -- child workflows (issue 16); called by workflow actors ----------------
+    # -- child workflows; called by workflow actors ----------------
 
     def submit_child(self, parent: RunState, step_id: str) -> None:
         """Submit the child run `step_id` waits for and admit it at once; if it exists

@@ -4,6 +4,12 @@ Queued runs are log records and a heap entry, not actors: an actor (and its
 thread) exists only for an admitted run. A workflow actor that crashes is
 rebuilt from the log, at most `MAX_RESTARTS` times, so a run whose events
 crash the engine cannot take the other runs down with it.
+
+Concurrency keys: a run of a workflow with `concurrency` is admitted
+only while fewer than `limit` runs with its key are active; which queued runs
+start is the pure `engine.rules.policies.concurrency.admissible`. Runs that had
+started before a restart hold their slot and are admitted first, so the limit
+holds across restarts, counted from the log.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import pykka
 from actors.messages import AdmitChild, AdmitRun, DeliverCommand, RunEnded, StopRuns
 from actors.quiet import Accounted
 from actors.workflow import WorkflowActor
+from engine.rules.decide import Cancel
+from engine.rules.policies.concurrency import Candidate, admissible
 
 if TYPE_CHECKING:
     from actors.runtime import Runtime
@@ -43,6 +51,7 @@ class SchedulerActor(Accounted, pykka.ThreadingActor):
         self._restarts: Counter[str] = Counter()
         self._held: dict[str, list[Any]] = {}  # commands for runs not admitted yet
         self._stopping = False
+        self._candidates: dict[str, Candidate] = {}  # queued and active runs with a key
 
     def on_receive(self, message: Any) -> None:
         match message:
@@ -50,11 +59,17 @@ class SchedulerActor(Accounted, pykka.ThreadingActor):
                 if commands:
                     self._held.setdefault(run_id, []).extend(commands)
                 if run_id not in self._active and run_id not in self._queued:
+                    candidate = self.runtime.admission_candidate(run_id)
+                    if candidate.key is not None:
+                        self._candidates[run_id] = candidate
                     self._queued.add(run_id)
                     heapq.heappush(self._queue, (-priority, next(self._order), run_id))
+                self._cancel_queued(run_id)
                 self._admit()
             case RunEnded(run_id=run_id, crashed=crashed):
                 self._active.pop(run_id, None)
+                if not crashed:
+                    self._candidates.pop(run_id, None)
                 if crashed and not self._stopping:
                     self._restarts[run_id] += 1
                     if self._restarts[run_id] <= MAX_RESTARTS:
@@ -68,6 +83,7 @@ class SchedulerActor(Accounted, pykka.ThreadingActor):
                     ref.tell(message)
                 elif run_id in self._queued:
                     self._held.setdefault(run_id, []).append(message.trigger)
+                    self._cancel_queued(run_id)
             case AdmitChild(run_id=run_id):
                 if run_id not in self._active and not self._stopping:
                     self._queued.discard(run_id)  # its heap entry is skipped when popped
@@ -81,11 +97,40 @@ class SchedulerActor(Accounted, pykka.ThreadingActor):
                 self._active.clear()
 
     def _admit(self) -> None:
+        if self._candidates and any(r in self._candidates for r in self._queued):
+            self._admit_by_keys()
+            return
         while not self._stopping and self._queue and len(self._active) < self.max_concurrent:
             _, _, run_id = heapq.heappop(self._queue)
             if run_id in self._queued:  # else admitted meanwhile as a child
                 self._queued.discard(run_id)
                 self._start(run_id)
+
+    def _cancel_queued(self, run_id: str) -> None:
+        """A queued run with a cancel held starts now, whatever holds it (a full key, no
+        slot): its actor ends it without starting it, and nobody waits for its turn."""
+        if run_id in self._queued and any(
+            isinstance(c, Cancel) for c in self._held.get(run_id, ())
+        ):
+            self._queue = [entry for entry in self._queue if entry[2] != run_id]
+            heapq.heapify(self._queue)
+            self._queued.discard(run_id)
+            self._start(run_id)
+
+    def _admit_by_keys(self) -> None:
+        """Admit in queue order, passing over runs whose concurrency key is full."""
+        free = self.max_concurrent - len(self._active)
+        if self._stopping or free <= 0:
+            return
+        order = sorted(self._queue)
+        queue = [self._candidates.get(r, Candidate(r)) for _, _, r in order]
+        running = [self._candidates[r].key for r in self._active if r in self._candidates]
+        chosen = admissible(queue, running, free)
+        picked = set(chosen)
+        self._queue = [entry for entry in order if entry[2] not in picked]  # sorted: a heap
+        for run_id in chosen:
+            self._queued.discard(run_id)
+            self._start(run_id)
 
     def _start(self, run_id: str) -> None:
         held = self._held.pop(run_id, [])

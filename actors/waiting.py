@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from actors.messages import AgentGranted, WaitForResources
+from actors.rate_limiter import RateLimit
 from engine.rules.policies.allocation import Demand
 from engine.rules.spec import ResourcesSpec
 
@@ -32,6 +33,7 @@ class Ask(msgspec.Struct, frozen=True):
     demand: Demand
     attempt: int  # the attempt the slot is for
     resources: ResourcesSpec | None = None
+    rate_limits: tuple[RateLimit, ...] = ()  # each must have a token to start
 
 
 class Waiter:

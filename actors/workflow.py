@@ -37,6 +37,7 @@ from actors.messages import (
 )
 from actors.pool import Deferred
 from actors.quiet import Accounted
+from actors.rate_limiter import limits_of
 from actors.waiting import Ask
 from engine.rules import decide as rules
 from engine.rules import events as ev
@@ -259,7 +260,14 @@ class WorkflowActor(Accounted, pykka.ThreadingActor):
                     run_priority=self.state.spec.priority,
                     ready_since=now,
                 )
-                asks.append(Ask(demand, st.attempts + 1, spec.resources))
+                limits = limits_of(
+                    demand.workflow,
+                    spec.id,
+                    spec.rate_limit,
+                    spec.agent,
+                    self.runtime.config.rate_limits,
+                )
+                asks.append(Ask(demand, st.attempts + 1, spec.resources, limits))
                 self._asked[step_id] = None
         if not asks:
             return

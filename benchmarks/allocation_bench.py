@@ -1,4 +1,4 @@
-"""Allocation benchmark (issue 5): makespan per strategy against the ideal lower bound.
+"""Allocation benchmark: makespan per strategy against the ideal lower bound.
 
 2,000 steps of 5-50 ms (drawn with a fixed seed) over 8 agents of capacity 1, of
 which 2 are 3x slower. This is a discrete-event simulation that drives the

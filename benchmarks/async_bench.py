@@ -1,4 +1,4 @@
-"""W2 with `async def` no-op steps beside sync ones, in one run (issue 17).
+"""W2 with `async def` no-op steps beside sync ones, in one run.
 
 Run: ``python benchmarks/async_bench.py [--rounds 5]``. Each round opens one
 engine on a fresh data directory (the repo's file system, `sync` durability)

@@ -1,4 +1,4 @@
-"""The `dask` backend's cost per attempt, next to local execution (issue 7).
+"""The `dask` backend's cost per attempt, next to local execution.
 
 Run: ``python -m benchmarks.cluster_bench [--runs 3] [--steps 200]`` from the repo root
 (the Dask workers import this module for the step functions).

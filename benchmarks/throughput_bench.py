@@ -1,4 +1,4 @@
-"""Engine throughput with no-op `call` steps, next to raw LMDB commit rates (issue 4).
+"""Engine throughput with no-op `call` steps, next to raw LMDB commit rates.
 
 Run: ``python benchmarks/throughput_bench.py [--runs 3] [--only W1,W2,...]``.
 Each workload runs in a fresh child process (so peak RSS is its own) on a

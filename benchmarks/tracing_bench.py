@@ -9,7 +9,7 @@ and builds and sends the spans; the engine's own cost is the metrics listener
 (none here) and that process's share of the machine. `close` is the engine's
 whole close, the exporter's drain included.
 
-Target (issue 6): otlp costs under 15% of W2 throughput.
+Target: otlp costs under 15% of W2 throughput.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Whether a run waits only for people, its child runs included (issue 16).
+"""Whether a run waits only for people, its child runs included.
 
 A parent that waits for a child run waits for whatever the child waits for:
 when the child (or its own child) needs an approval, a signal or a decision,

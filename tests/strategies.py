@@ -24,7 +24,15 @@ from engine.rules.decide import (
 from engine.rules.errors import ErrorKind
 from engine.rules.events import Event, RunSettings, RunSubmitted
 from engine.rules.policies.timeouts import TimerKind, active_timers
-from engine.rules.spec import RetrySpec, StepSpec, TriggerRule, WaitForSpec, WorkflowSpec
+from engine.rules.spec import (
+    ConcurrencySpec,
+    RateLimitSpec,
+    RetrySpec,
+    StepSpec,
+    TriggerRule,
+    WaitForSpec,
+    WorkflowSpec,
+)
 from engine.rules.state import RunState, StepStatus, evolve, fold
 
 NOOP = "tests.steps:noop"
@@ -188,7 +196,7 @@ def waiting_step(draw: st.DrawFn, spec: StepSpec) -> StepSpec:
     choice = draw(st.integers(0, 9))
     if choice == 0:
         return msgspec.structs.replace(spec, call=None, sleep=draw(st.sampled_from([0.0, 2.0])))
-    if choice == 2:  # a child workflow (issue 16); `with_children` stores it with the spec
+    if choice == 2:  # a child workflow; `with_children` stores it with the spec
         return msgspec.structs.replace(spec, call=None, workflow=CHILD_REF)
     if choice == 1:
         wait = WaitForSpec(
@@ -220,3 +228,31 @@ CHILD_ENDS = ["succeeded", "succeeded", "failed", "timed_out", "cancelled"]
 def with_children(spec: WorkflowSpec) -> WorkflowSpec:
     """`spec` holding the child workflow its `workflow:` steps run, as loading stores it."""
     return msgspec.structs.replace(spec, workflows={CHILD_REF: CHILD_SPEC})
+
+
+# ---- concurrency keys and rate limits ----------------------------------------
+
+RATE_LIMIT_REASON = "rate limit of random.{sid}: at most 2 starts per 1s"
+"""What the pool tells a run whose step has no token (a `ResourcesRefused` reason)."""
+
+rate_limit_specs = st.builds(RateLimitSpec, max=st.integers(1, 5), per=st.sampled_from([0.5, 60.0]))
+
+
+@st.composite
+def limited_step(draw: st.DrawFn, spec: StepSpec) -> StepSpec:
+    """`spec`, sometimes under a rate limit."""
+    if draw(st.integers(0, 3)) == 0:
+        return msgspec.structs.replace(spec, rate_limit=draw(rate_limit_specs))
+    return spec
+
+
+@st.composite
+def limited_workflows(draw: st.DrawFn, spec: WorkflowSpec) -> WorkflowSpec:
+    """`spec`, sometimes with a concurrency key (from an input) and rate-limited steps."""
+    steps = tuple(draw(limited_step(s)) for s in spec.steps)
+    if draw(st.booleans()):
+        key = ConcurrencySpec(key="${{ inputs.customer }}", limit=draw(st.integers(1, 3)))
+        return msgspec.structs.replace(
+            spec, steps=steps, concurrency=key, inputs={**spec.inputs, "customer": "acme"}
+        )
+    return msgspec.structs.replace(spec, steps=steps)

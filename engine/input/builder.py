@@ -54,6 +54,7 @@ class Workflow:
         schedule: str | Mapping[str, Any] | None = None,  # cron, or {"cron", "overlap"}
         inputs: Mapping[str, Any] | type[msgspec.Struct] | Callable[..., Any] | None = None,
         outputs: Mapping[str, str] | None = None,  # name -> CEL over steps, for a parent
+        concurrency: Mapping[str, Any] | None = None,  # {"key": "${{ inputs.x }}", "limit": 1}
     ) -> None:
         self.name = name
         self.inputs_type = inputs_struct(inputs)
@@ -73,6 +74,7 @@ class Workflow:
             "schedule": schedule,
             "inputs": declared,
             "outputs": dict(outputs or {}),
+            "concurrency": _plain(concurrency),
         }
         self._workflows: dict[str, WorkflowSpec] = {}
         self._steps: list[dict[str, Any]] = []
@@ -99,6 +101,7 @@ class Workflow:
         params: Mapping[str, Any] | None = None,
         description: str | None = None,
         priority: int = 0,
+        rate_limit: Mapping[str, Any] | None = None,  # {"max": 10, "per": 60}
     ) -> Callable[[F], F]:
         """Register the decorated function as a `call` step; it is returned unchanged.
 
@@ -133,6 +136,7 @@ class Workflow:
                 "approval": approval,
                 "foreach": foreach,
                 "priority": priority,
+                "rate_limit": _plain(rate_limit),
             }
             self._steps.append({k: v for k, v in entry.items() if v is not None})
             self._ids[id_of(fn)] = step_id

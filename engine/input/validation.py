@@ -210,6 +210,16 @@ def validate_config(config: EngineConfig) -> list[Problem]:
                 "list at least one agent, or remove `agents:` to get generic agents",
             )
         )
+    capabilities = sorted({c for a in config.agents or () for c in a.capabilities} or {"default"})
+    for name in sorted(config.rate_limits):  # a limit no step could ever be under
+        if name not in capabilities:
+            problems.append(
+                Problem(
+                    f"$.rate_limits.{name}",
+                    f"no agent has capability `{name}`{_did_you_mean(name, capabilities)}",
+                    f"rate_limits are keyed by capability: {_listing(capabilities)}",
+                )
+            )
     return problems
 
 
@@ -579,7 +589,7 @@ def check_env(spec: WorkflowSpec, config: EngineConfig, graph: _Graph) -> Iterat
                 )
 
 
-# ---- child workflows (issue 16) ----
+# ---- child workflows ----
 
 
 def check_child_workflows(
@@ -652,6 +662,45 @@ def _check_output(source: str, where: str, graph: _Graph) -> Iterator[Problem]:
             )
 
 
+# ---- concurrency keys ----
+
+
+def check_concurrency(spec: WorkflowSpec, config: EngineConfig, graph: _Graph) -> Iterator[Problem]:
+    """The key is rendered at submission, from the inputs alone: it may read nothing else."""
+    if spec.concurrency is None:
+        return
+    where, key = "$.concurrency.key", spec.concurrency.key
+    sources = template_expressions(key)
+    if len(_OPEN.findall(key)) != len(sources):
+        yield Problem(where, "`${{` without a closing `}}`", "write templates as ${{ expression }}")
+    for source in sources:
+        try:
+            program = compile_expression(source)
+        except ExpressionError as exc:
+            yield Problem(
+                where,
+                f"template `{source}` does not compile: {_tidy(exc)}",
+                "fix the CEL expression",
+            )
+            continue
+        others = sorted(set(program.variables()) - {"inputs"})
+        if others:
+            yield Problem(
+                where,
+                f"the concurrency key reads `{others[0]}`; it is rendered when the run is "
+                "submitted, before anything ran",
+                'build it from inputs only, e.g. "${{ inputs.customer }}"',
+            )
+        for name in sorted(referenced_inputs(source)) if spec.inputs else ():
+            if name not in spec.inputs:
+                yield Problem(
+                    where,
+                    f"the concurrency key reads unknown input `{name}`"
+                    f"{_did_you_mean(name, sorted(spec.inputs))}",
+                    f"declared inputs: {_listing(sorted(spec.inputs))}; declare it under `inputs:`",
+                )
+
+
 _RULES: tuple[Rule, ...] = (
     check_step_count,
     check_duplicate_ids,
@@ -663,6 +712,7 @@ _RULES: tuple[Rule, ...] = (
     check_call_modules,
     check_schedule,
     check_env,
+    check_concurrency,
 )
 
 

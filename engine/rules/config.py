@@ -13,7 +13,7 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from engine.rules.spec import MAX_AMOUNT, Seconds
+from engine.rules.spec import MAX_AMOUNT, RateLimitSpec, Seconds, StepId
 
 Percent = Annotated[float, Meta(ge=0, le=100)]
 Positive = Annotated[int, Meta(ge=1, le=1_000_000)]
@@ -144,3 +144,5 @@ class EngineConfig(_Section, frozen=True, kw_only=True):
     monitoring: MonitoringConfig = msgspec.field(default_factory=MonitoringConfig)
     storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
     telemetry: TelemetryConfig = msgspec.field(default_factory=TelemetryConfig)
+    # capability -> {max, per}: attempts of steps needing it, across all runs
+    rate_limits: dict[StepId, RateLimitSpec] = msgspec.field(default_factory=dict)

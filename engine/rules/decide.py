@@ -186,7 +186,7 @@ class Recover(_Trigger, frozen=True, tag=True, kw_only=True):
     in_engine: frozenset[str] = frozenset()
 
 
-# ---- child workflows (issue 16) ----
+# ---- child workflows ----
 
 
 class ChildEnded(_Trigger, frozen=True, tag=True, kw_only=True):

@@ -48,7 +48,7 @@ class RunSettings(msgspec.Struct, frozen=True, kw_only=True):
     default_retry_count: int = 3
     enable_parallel_execution: bool = True
     workflow_dir: str | None = None  # the workflow file's directory: `call:` code is found there
-    max_interrupted_attempts: int = 3  # engine crashes in a row a step may cause (issue 11)
+    max_interrupted_attempts: int = 3  # engine crashes in a row a step may cause
 
 
 class _Event(msgspec.Struct, frozen=True, tag=True, kw_only=True):
@@ -258,7 +258,7 @@ class CommandIssued(_Event, frozen=True, tag=True, kw_only=True):
     signal: str | None = None  # signal: its name
 
 
-# ---- resources and the step cache (added with issue 5) ----------------------------------
+# ---- resources and the step cache ----------------------------------
 
 
 class StepWaitingForResources(_Event, frozen=True, tag=True, kw_only=True):
@@ -299,7 +299,7 @@ class CacheCleared(_Event, frozen=True, tag=True, kw_only=True):
     """`wfa cache clear`: every entry stored before this event is gone."""
 
 
-# ---- interrupted attempts (added with issue 11) ---------------------------------------------
+# ---- interrupted attempts ---------------------------------------------
 
 
 class AttemptInterrupted(_Event, frozen=True, tag=True, kw_only=True):
@@ -326,7 +326,7 @@ class RunsPruned(_Event, frozen=True, tag=True, kw_only=True):
     archive: str
 
 
-# ---- durable sleep and signals (added with issue 16) -----------------------------------------
+# ---- durable sleep and signals -----------------------------------------
 
 
 class StepSleeping(_Event, frozen=True, tag=True, kw_only=True):
@@ -358,7 +358,7 @@ class SignalConsumed(_Event, frozen=True, tag=True, kw_only=True):
     name: str
 
 
-# ---- child workflows (added with issue 16) ---------------------------------------------------
+# ---- child workflows ---------------------------------------------------
 
 
 class ChildOf(msgspec.Struct, frozen=True, kw_only=True):
@@ -388,6 +388,20 @@ class RunOutputsProduced(_Event, frozen=True, tag=True, kw_only=True):
     """The run's top-level `outputs:`, evaluated over its steps; RunSucceeded follows."""
 
     outputs: dict[str, Any] = {}
+
+
+# ---- rate limits --------------------------------------------------------------
+
+
+class RateLimitTokenTaken(_Event, frozen=True, tag=True, kw_only=True):
+    """An attempt took a token of rate limit `name` (in the "rate-limits" stream, before
+    the attempt starts); the engine rebuilds its buckets from these on start."""
+
+    name: str
+    max: int
+    per: float
+    run_id: str
+    step_id: str
 
 
 Event = (
@@ -434,6 +448,7 @@ Event = (
     | SignalConsumed
     | ChildRunSubmitted
     | RunOutputsProduced
+    | RateLimitTokenTaken  # outside run streams
 )
 
 EVENT_TYPES: Final[tuple[type[Event], ...]] = (
@@ -480,6 +495,7 @@ EVENT_TYPES: Final[tuple[type[Event], ...]] = (
     SignalConsumed,
     ChildRunSubmitted,
     RunOutputsProduced,
+    RateLimitTokenTaken,  # outside run streams
 )
 
 RUN_EVENT_TYPES: Final = (

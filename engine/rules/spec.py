@@ -144,8 +144,9 @@ class StepSpec(_Spec, frozen=True, kw_only=True):
     sleep: Delay | None = None  # wait this long, durably, then succeed with {}
     until: str | None = None  # ISO 8601 time (may hold ${{ }}): wait until then, then succeed
     wait_for: WaitForSpec | None = None  # wait for a signal; its data are the outputs
-    # ---- child workflows (issue 16) ----
+    # ---- child workflows ----
     workflow: str | None = None  # a child workflow (file path or name); `with:` its inputs
+    rate_limit: RateLimitSpec | None = None  # attempts start at most max per `per` seconds
 
 
 class Overlap(StrEnum):
@@ -170,8 +171,30 @@ class WorkflowSpec(_Spec, frozen=True, kw_only=True):
     schedule: str | ScheduleSpec | None = None  # cron, or {cron, overlap}; for `wfa serve`
     inputs: dict[str, Any] = msgspec.field(default_factory=dict)
     steps: tuple[StepSpec, ...]
-    # ---- child workflows (issue 16) ----
+    # ---- child workflows ----
     outputs: dict[str, str] = msgspec.field(default_factory=dict)  # name -> CEL over steps
     # the child workflows that steps' `workflow:` name, by that reference; filled in
     # when the file is loaded, so that a run's stored spec holds all it runs
     workflows: dict[str, WorkflowSpec] = msgspec.field(default_factory=dict)
+    concurrency: ConcurrencySpec | None = None  # at most `limit` running runs per key value
+
+
+# ---- concurrency keys and rate limits ----------------------------------------
+
+MAX_LIMIT = 1_000_000
+"""The largest concurrency limit or rate-limit count (larger ones are mistakes)."""
+Limit = Annotated[int, Meta(ge=1, le=MAX_LIMIT, description="a whole number from 1 to 1000000")]
+
+
+class ConcurrencySpec(_Spec, frozen=True, kw_only=True):
+    """At most `limit` runs of this workflow whose `key` renders the same run at once."""
+
+    key: Annotated[str, Meta(min_length=1, max_length=1000)]  # may hold ${{ inputs.X }}
+    limit: Limit = 1
+
+
+class RateLimitSpec(_Spec, frozen=True, kw_only=True):
+    """At most `max` attempts start in any `per` seconds, across all runs."""
+
+    max: Limit
+    per: Seconds

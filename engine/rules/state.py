@@ -631,7 +631,7 @@ def waiting_for(state: RunState) -> list[Waiting]:
     if state.status in TERMINAL_RUN:
         return []
     if state.status is RunStatus.QUEUED:
-        return [Waiting("admission")]
+        return [Waiting(queued_for(state))]
     found: list[Waiting] = []
     for sid, st in state.steps.items():
         if st.status is StepStatus.RUNNING and st.waiting is None:
@@ -639,7 +639,8 @@ def waiting_for(state: RunState) -> list[Waiting]:
         elif st.waiting is WaitReason.AGENT:
             found.append(Waiting("agent", sid))
         elif st.waiting is WaitReason.RESOURCES:
-            found.append(Waiting("resources", sid))
+            held = (st.reason or "").split(":", 1)[0]  # the pool's rate-limit reason
+            found.append(Waiting(held if held.startswith("rate limit of ") else "resources", sid))
         elif st.waiting is WaitReason.APPROVAL:
             found.append(Waiting("approval", sid))
         elif st.waiting is WaitReason.RETRY:
@@ -655,3 +656,18 @@ def waiting_for(state: RunState) -> list[Waiting]:
         elif st.waiting is WaitReason.CHILD:
             found.append(Waiting(f"child run {st.child_run_id}", sid))
     return found
+
+
+# ---- concurrency keys ---------------------------------------------------------
+
+
+def queued_for(state: RunState) -> str:
+    """What a queued run waits for: "admission", or its key ("concurrency key customer=acme")
+    when its workflow declares `concurrency` (its key may be what holds it)."""
+    from engine.rules.policies.concurrency import concurrency_key
+
+    try:
+        key = concurrency_key(state.spec, state.inputs)
+    except WorkflowAutomatorError:
+        return "admission"
+    return "admission" if key is None else f"concurrency key {key.label}"

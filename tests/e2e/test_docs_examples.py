@@ -22,6 +22,8 @@ from engine.input.validation import validate_config, validate_file, validate_wor
 from engine.rules.config import EngineConfig
 from engine.rules.spec import (
     CacheSpec,
+    ConcurrencySpec,
+    RateLimitSpec,
     ResourcesSpec,
     RetrySpec,
     StepSpec,
@@ -141,6 +143,8 @@ def _reference_keys() -> dict[str, set[str]]:
         ("`resources`", ResourcesSpec),
         ("`cache`:", CacheSpec),
         ("`wait_for`:", WaitForSpec),
+        ("`concurrency` (workflow):", ConcurrencySpec),
+        ("`rate_limit` (step)", RateLimitSpec),
     ],
 )
 def test_the_reference_lists_every_key(heading: str, struct: type[msgspec.Struct]) -> None:

@@ -5,7 +5,7 @@ over plain data. Reading the machine is kept apart, in `UsageSampler` and
 `machine_size` (actors/monitors/usage.py, psutil in one place), so that every
 decision can be tested with made-up numbers.
 
-The rule (issue 5): no new attempt starts while measured usage plus the step's
+The rule: no new attempt starts while measured usage plus the step's
 declared `resources` would exceed a cap, each as a percent of the machine
 (network: of `network_capacity_mbps`). A step whose declaration alone exceeds
 a cap, or the machine, could never start: `never_fits` says so, and the step

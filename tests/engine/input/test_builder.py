@@ -210,3 +210,19 @@ def test_interactive_main_is_rejected(tmp_path: Path) -> None:
     result = run_python("-c", textwrap.dedent(SCRIPT), cwd=tmp_path)
     assert result.returncode != 0
     assert "defined interactively" in result.stderr
+
+
+def test_the_builder_takes_a_concurrency_key_and_a_step_rate_limit() -> None:
+    """Issue 16: the same fields a file has, read as in YAML."""
+    wf = Workflow(
+        "keyed", inputs={"customer": "acme"}, concurrency={"key": "${{ inputs.customer }}"}
+    )
+
+    wf.step(rate_limit={"max": 10, "per": 60})(api)
+    spec = wf.validate()
+    assert spec.concurrency is not None and spec.concurrency.limit == 1
+    assert spec.steps[0].rate_limit is not None and spec.steps[0].rate_limit.max == 10
+    with pytest.raises(ValidationError, match=r"rate_limit\.per"):
+        bad = Workflow("bad")
+        bad.step(id="x", rate_limit={"max": 1, "per": 0})(api)
+        _ = bad.spec

@@ -636,3 +636,15 @@ def test_a_step_with_two_bodies_or_an_until_that_is_no_time_is_refused() -> None
 def test_a_sleep_outside_0_to_a_year_is_refused(value: float) -> None:
     with pytest.raises(ValidationError, match=r"sleep"):
         workflow_from_data({"name": "w", "steps": [{"id": "a", "sleep": value}]}, "w.yaml")
+
+
+def test_validate_config_rejects_a_rate_limit_of_a_capability_no_agent_has() -> None:
+    """Issue 16: such a limit could never hold a step, so it is a typo."""
+    from engine.rules.spec import RateLimitSpec
+
+    limit = RateLimitSpec(max=1, per=2)
+    agents = (AgentConfig(name="a", capabilities=("api",)),)
+    config = EngineConfig(agents=agents, rate_limits={"apii": limit, "api": limit})
+    (problem,) = validate_config(config)
+    assert problem.location == "$.rate_limits.apii" and "did you mean `api`" in problem.message
+    assert validate_config(EngineConfig(rate_limits={"default": limit})) == []

@@ -44,13 +44,16 @@ from engine.rules.state import (
     WaitReason,
     fold,
     index_of,
+    spec_of,
 )
 from tests.strategies import (
     CHILD_ENDS,
     ERROR_KINDS,
+    RATE_LIMIT_REASON,
     SIGNAL_NAMES,
     Sim,
     encoded,
+    limited_workflows,
     settings_strategy,
     waiting_step,
     waiting_workflows,
@@ -80,7 +83,8 @@ def gated_workflows(draw: st.DrawFn) -> WorkflowSpec:
             )
         )
     timeout = draw(st.sampled_from([None, None, None, 20.0]))
-    return with_children(msgspec.structs.replace(spec, steps=tuple(steps), timeout=timeout))
+    spec = msgspec.structs.replace(spec, steps=tuple(steps), timeout=timeout)
+    return with_children(draw(limited_workflows(spec)))
 
 
 def _options(sim: Sim, retried: set[str]) -> list[Trigger]:
@@ -92,6 +96,9 @@ def _options(sim: Sim, retried: set[str]) -> list[Trigger]:
             found.append(AgentAssigned(step_id=sid, agent=s.preferred_agent or "agent-1"))
             found.append(AgentAssigned(step_id=sid, agent="agent-2", unavailable="breaker open"))
             found.append(ResourcesRefused(step_id=sid, reason=f"cpu {len(found) % 2}"))
+            if spec_of(state, sid).rate_limit is not None:
+                reason = RATE_LIMIT_REASON.format(sid=spec_of(state, sid).id)
+                found.append(ResourcesRefused(step_id=sid, reason=reason))
         elif s.status is StepStatus.RUNNING and s.waiting is None:
             for outputs in OUTPUTS + OUTPUTS[:2]:  # success is more likely than not
                 found.append(AttemptSucceeded(step_id=sid, attempt=s.attempts, outputs=outputs))
@@ -158,6 +165,16 @@ def _check_serial(state: RunState) -> None:
     assert len(holders) <= 1, holders
 
 
+def _check_named_waits(state: RunState) -> None:
+    """A step held by a rate limit says which; a queued run with a key names it."""
+    named = {w.step_id: w.reason for w in state.waiting_for()}
+    for sid, st_ in state.steps.items():
+        if st_.waiting is WaitReason.RESOURCES and (st_.reason or "").startswith("rate limit"):
+            assert named[sid] == f"rate limit of random.{spec_of(state, sid).id}"
+    if state.status is RunStatus.QUEUED and state.spec.concurrency is not None:
+        assert named[None] == "concurrency key customer=acme"
+
+
 def _drive(sim: Sim, data: st.DataObject, fold_every: int) -> None:
     retried: set[str] = set()
     for turn in range(3000):
@@ -165,6 +182,7 @@ def _drive(sim: Sim, data: st.DataObject, fold_every: int) -> None:
         if state.status in TERMINAL_RUN:
             break
         assert state.waiting_for(), "a live run must say what it waits for"
+        _check_named_waits(state)
         options = _options(sim, retried)
         assert options, f"stuck: {state.waiting_for()}"
         trigger = options[data.draw(st.integers(0, len(options) - 1), label="choice")]
@@ -222,13 +240,18 @@ def test_random_runs_end_terminal_start_after_dependencies_and_replay_exactly(
     spec: WorkflowSpec, run_settings: RunSettings, data: st.DataObject
 ) -> None:
     sim = Sim(spec, settings=run_settings, check_fold=False)
+    _check_named_waits(sim.state)
     sim.start()
     _drive(sim, data, fold_every=1 if len(spec.steps) <= 12 else 25)
     _reference_check(sim)
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(spec=waiting_workflows(max_steps=15), run_settings=settings_strategy, data=st.data())
+@given(
+    spec=waiting_workflows(max_steps=15).flatmap(limited_workflows),
+    run_settings=settings_strategy,
+    data=st.data(),
+)
 def test_a_crash_at_any_point_recovers_from_the_log_to_the_same_end(
     spec: WorkflowSpec, run_settings: RunSettings, data: st.DataObject
 ) -> None:
