@@ -33,7 +33,7 @@ def parse_time(value: str, now: float, option: str) -> float:
 @click.option("--status", metavar="STATUS", help="Only runs that ended so (succeeded, ...).")
 @click.option(
     "--archive",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),  # a directory is refused below, in one line
     metavar="FILE",
     help="Where their events go (gzip JSON Lines); default <data>/archive/pruned-DATE.jsonl.gz.",
 )
@@ -54,6 +54,8 @@ def prune_command(
     """
     now = time.time()
     before = parse_time(ended_before, now, "--ended-before")
+    if archive is not None and archive.is_dir():
+        fail(f"--archive {archive} is a directory; name a file, e.g. {archive / 'pruned.jsonl.gz'}")
     with state.engine(drive=False, create=False) as engine:
         try:
             run_ids = candidates(engine.store, before, workflow, status)

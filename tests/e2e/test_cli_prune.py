@@ -33,3 +33,25 @@ def test_an_archive_that_is_not_one_is_refused_before_any_run_is_removed(
     assert refused.stderr.startswith(f"error: archive {archive} is not a")
     assert len(refused.stderr.splitlines()) == 1
     assert sorted(r["run_id"] for r in as_json(cli(data, "runs", "--json"))) == ids
+
+
+@pytest.mark.parametrize("where", ["a directory", "a path through a file"])
+def test_an_archive_path_that_cannot_be_one_is_one_error_line(tmp_path: Path, where: str) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    ids = write_log_without_index(data, 4)  # runs 0 and 3 ended by 2027-01-15T08:00:04Z
+    (tmp_path / "file").touch()
+    archive = tmp_path if where == "a directory" else tmp_path / "file" / "archive.jsonl.gz"
+    refused = cli(data, "prune", "--ended-before", "2027-02-01T00:00:00Z", "--archive", archive)
+    assert refused.returncode == 2, refused.stdout
+    expected = (
+        f"error: --archive {archive} is a directory; name a file"
+        if where == "a directory"
+        else f"error: archive {archive}: Not a directory; name another file"
+    )
+    assert refused.stderr.startswith(expected) and len(refused.stderr.splitlines()) == 1
+    assert sorted(r["run_id"] for r in as_json(cli(data, "runs", "--json"))) == ids
+    pruned = cli(
+        data, "prune", "--ended-before", "2027-02-01T00:00:00Z", "--archive", tmp_path / "a.gz"
+    )
+    assert pruned.returncode == 0 and pruned.stdout.startswith("pruned 2 runs into "), pruned.stderr
