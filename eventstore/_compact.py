@@ -34,7 +34,6 @@ def compact_store(path: str | os.PathLike[str], scratch: str | os.PathLike[str])
         raise StoreFormatError(f"no event store at {str(path)!r}")
     if _env.open_here(path):  # and our descriptor's close would drop this process's locks
         raise StoreBusyError(f"{str(path)!r} is open in this process; close it before compacting")
-    _env.check_untouched(path)  # a foreign, newer or damaged file is refused before mapping
     fd = os.open(path / "lock.mdb", os.O_RDWR)
     try:
         try:
@@ -43,6 +42,7 @@ def compact_store(path: str | os.PathLike[str], scratch: str | os.PathLike[str])
             raise StoreBusyError(
                 f"{str(path)!r} is open in another process; close it before compacting"
             ) from None
+        _env.check_untouched(path)  # a foreign, newer or damaged file: refused before mapping
         shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir(mode=0o700)
         before = data.stat().st_size

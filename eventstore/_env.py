@@ -267,12 +267,16 @@ def _open(path: pathlib.Path, durability: str, create: bool, readonly: bool) -> 
             "Choose an empty or new directory."
         )
     fresh = "data.mdb" not in entries or (path / "data.mdb").stat().st_size == 0
-    if not fresh:
-        check_untouched(path)
-    elif not create or readonly:
-        raise StoreFormatError(f"no event store at {str(path)!r}")
-    guard = hold_open(path, readonly)
+    # Validated under the lock, so that a compaction cannot swap the file meanwhile;
+    # a lock file is created only once the directory is known to be ours.
+    guard = hold_open(path, readonly, create=False)
     try:
+        if not fresh:
+            check_untouched(path)
+        elif not create or readonly:
+            raise StoreFormatError(f"no event store at {str(path)!r}")
+        if guard is None and not readonly:
+            guard = hold_open(path, readonly, create=True)
         shared = _open_env(path, durability, readonly, fresh)
     except BaseException:
         if guard is not None:
@@ -282,19 +286,21 @@ def _open(path: pathlib.Path, durability: str, create: bool, readonly: bool) -> 
     return shared
 
 
-def hold_open(path: pathlib.Path, readonly: bool) -> int | None:
+def hold_open(path: pathlib.Path, readonly: bool, create: bool) -> int | None:
     """Take a shared ``flock`` on ``lock.mdb``, held while the environment is open;
     StoreBusyError while the store is being compacted (``compact_store`` holds it
     exclusively: a handle open on the file it replaces would write into the old one).
 
     ``flock`` is apart from the ``fcntl`` locks LMDB keeps on the same file, but
     closing any descriptor of the file drops those: the descriptor returned must
-    stay open until after the environment is closed. None if the lock file cannot
-    even be read (a reader without rights; LMDB reports that its own way).
+    stay open until after the environment is closed. None if there is no lock file
+    (and not ``create``), or it cannot even be read (a reader without rights; LMDB
+    reports that its own way).
     """
     lock = path / "lock.mdb"
+    flags = os.O_RDONLY if readonly else os.O_RDWR | (os.O_CREAT if create else 0)
     try:
-        fd = os.open(lock, os.O_RDONLY if readonly else os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(lock, flags, 0o600)
     except OSError:
         try:
             fd = os.open(lock, os.O_RDONLY)
