@@ -10,15 +10,21 @@ import random
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from benchmarks.scale_bench import ended_run, flow
+from engine import Engine
 from engine.datadir import EVENTS
 from engine.events import Event, run_stream
+from engine.facade import UnknownRunError
 from engine.run_index import RunIndexer
 from eventstore import EventStore
 from tests.e2e.test_cli_runs import as_json, cli
+from tests.strategies import step, workflow
 
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z, all runs ended a minute later
 AFTER = "2023-11-16T00:00:00Z"
+NOOP = "tests.actors.runtime_flows:noop"
 KEPT, PRUNED = ["kept-1", "kept-2"], ["gone-1", "gone-2"]
 
 
@@ -105,3 +111,21 @@ def test_readers_answer_the_same_after_interleaved_runs_are_pruned(tmp_path: Pat
     assert shown.returncode == 2
     assert shown.stderr.startswith(f"error: run '{PRUNED[0]}' was pruned from ")
     assert str(archive) in shown.stderr
+
+
+def test_a_driving_engine_goes_on_across_a_prune_made_by_another_process(tmp_path: Path) -> None:
+    """`wfa prune` while an engine drives: the engine's follower crosses the gaps, a
+    run submitted afterwards completes, and the engine knows where the pruned ones went."""
+    data = tmp_path / "data"
+    spec = workflow(step("a", call=NOOP), step("b", after=["a"], call=NOOP), name="flow")
+    archive = tmp_path / "archive.jsonl.gz"
+    with Engine(data_dir=data) as eng:
+        ended = [eng.submit(spec) for _ in range(3)]
+        assert all(h.wait(timeout=60).status == "succeeded" for h in ended)
+        pruned = cli(data, "prune", "--ended-before", "0s", "--archive", archive)
+        assert pruned.returncode == 0 and pruned.stdout.startswith("pruned 3 runs"), pruned.stderr
+        later = eng.submit(spec)
+        assert later.wait(timeout=60).status == "succeeded"
+        assert [r.run_id for r in eng.runs()] == [later.id]
+        with pytest.raises(UnknownRunError, match=f"was pruned from .* into {archive}"):
+            eng.handle(ended[0].id)
