@@ -91,6 +91,8 @@ def archived_runs(archive: Path) -> dict[str, int]:
         mode = archive.stat().st_mode
     except FileNotFoundError:
         return counts
+    except OSError as exc:  # e.g. a path through a file
+        raise ArchiveError(f"archive {archive}: {exc.strerror}; name another file") from None
     if not stat.S_ISREG(mode):
         raise ArchiveError(f"archive {archive} is not a regular file; name a new or an old archive")
     try:
@@ -108,6 +110,15 @@ def archived_runs(archive: Path) -> dict[str, int]:
 def _write_archive(archive: Path, store: EventStore[Event], run_ids: Iterable[str]) -> int:
     """Append the runs' events to `archive` as a new gzip member: written to a temporary
     file (the old content first), fsynced, renamed over, directory fsynced."""
+    try:
+        return _write_member(archive, store, run_ids)
+    except OSError as exc:  # nothing was removed from the log yet
+        raise ArchiveError(
+            f"cannot write archive {archive}: {exc.strerror}; name another file"
+        ) from None
+
+
+def _write_member(archive: Path, store: EventStore[Event], run_ids: Iterable[str]) -> int:
     archive.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = archive.with_name(archive.name + ".tmp")
     encode = msgspec.json.Encoder().encode

@@ -6,12 +6,14 @@ The whole public API is re-exported here; everything in ``_``-modules is private
 from __future__ import annotations
 
 from ._check import StoreCheck, StoreProblem, check_store
+from ._compact import compact_store
 from ._errors import (
     ConcurrencyError,
     CorruptEventError,
     CorruptStoreError,
     EventStoreError,
     PayloadTooLargeError,
+    StoreBusyError,
     StoreClosedError,
     StoreFormatError,
     StoreReadOnlyError,
@@ -32,6 +34,7 @@ __all__ = [
     "Indexer",
     "PayloadTooLargeError",
     "Recorded",
+    "StoreBusyError",
     "StoreCheck",
     "StoreClosedError",
     "StoreFormatError",
@@ -39,4 +42,5 @@ __all__ = [
     "StoreReadOnlyError",
     "StreamInfo",
     "check_store",
+    "compact_store",
 ]

@@ -9,6 +9,7 @@ not happen under a live transaction in any thread: every transaction runs under
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pathlib
 import threading
@@ -24,6 +25,7 @@ from . import _pages
 from ._errors import (
     CorruptStoreError,
     EventStoreError,
+    StoreBusyError,
     StoreClosedError,
     StoreFormatError,
     StoreReadOnlyError,
@@ -128,6 +130,8 @@ class SharedEnv:
                     txn.put(fmt.KEY_VERSION, fmt.pack_version(fmt.FORMAT_VERSION), db=self.meta)
         self.indexer: InstalledIndexer[Any] | None = None
         """Runs inside every append's write transaction, whichever handle appends."""
+        self.open_guard: int | None = None
+        """The descriptor holding `hold_open`'s lock; closed after the environment."""
         self.writer = Writer(self)
 
     def install(self, indexer: Indexer[Any], event_type: Any) -> None:
@@ -219,6 +223,12 @@ def acquire(path: pathlib.Path, durability: str, create: bool, readonly: bool) -
         return shared
 
 
+def open_here(path: pathlib.Path) -> bool:
+    """True if this process has the store at ``path`` open."""
+    with _registry_lock:
+        return path.resolve() in _registry
+
+
 def release(shared: SharedEnv) -> bool:
     """Drop one reference; close the environment and return True on the last."""
     with _registry_lock:
@@ -230,6 +240,8 @@ def release(shared: SharedEnv) -> bool:
         with shared.guard.exclusive():
             shared.closed = True
             shared.env.close()
+            if shared.open_guard is not None:
+                os.close(shared.open_guard)
     return True
 
 
@@ -255,10 +267,56 @@ def _open(path: pathlib.Path, durability: str, create: bool, readonly: bool) -> 
             "Choose an empty or new directory."
         )
     fresh = "data.mdb" not in entries or (path / "data.mdb").stat().st_size == 0
-    if not fresh:
-        _check_untouched(path)
-    elif not create or readonly:
-        raise StoreFormatError(f"no event store at {str(path)!r}")
+    # Validated under the lock, so that a compaction cannot swap the file meanwhile;
+    # a lock file is created only once the directory is known to be ours.
+    guard = hold_open(path, readonly, create=False)
+    try:
+        if not fresh:
+            check_untouched(path)
+        elif not create or readonly:
+            raise StoreFormatError(f"no event store at {str(path)!r}")
+        if guard is None and not readonly:
+            guard = hold_open(path, readonly, create=True)
+        shared = _open_env(path, durability, readonly, fresh)
+    except BaseException:
+        if guard is not None:
+            os.close(guard)
+        raise
+    shared.open_guard = guard
+    return shared
+
+
+def hold_open(path: pathlib.Path, readonly: bool, create: bool) -> int | None:
+    """Take a shared ``flock`` on ``lock.mdb``, held while the environment is open;
+    StoreBusyError while the store is being compacted (``compact_store`` holds it
+    exclusively: a handle open on the file it replaces would write into the old one).
+
+    ``flock`` is apart from the ``fcntl`` locks LMDB keeps on the same file, but
+    closing any descriptor of the file drops those: the descriptor returned must
+    stay open until after the environment is closed. None if there is no lock file
+    (and not ``create``), or it cannot even be read (a reader without rights; LMDB
+    reports that its own way).
+    """
+    lock = path / "lock.mdb"
+    flags = os.O_RDONLY if readonly else os.O_RDWR | (os.O_CREAT if create else 0)
+    try:
+        fd = os.open(lock, flags, 0o600)
+    except OSError:
+        try:
+            fd = os.open(lock, os.O_RDONLY)
+        except OSError:
+            return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreBusyError(
+            f"{str(path)!r} is being compacted by another process; open it again when that ends"
+        ) from None
+    return fd
+
+
+def _open_env(path: pathlib.Path, durability: str, readonly: bool, fresh: bool) -> SharedEnv:
     try:
         env = _lmdb_open(path, durability, readonly)
     except lmdb.Error as exc:
@@ -277,6 +335,11 @@ def _open(path: pathlib.Path, durability: str, create: bool, readonly: bool) -> 
         for name in fmt.LMDB_FILES:
             os.chmod(path / name, 0o600)
     return shared
+
+
+def open_lmdb(path: pathlib.Path) -> lmdb.Environment:
+    """The environment at ``path`` opened for writing, as a store opens it (sync)."""
+    return _lmdb_open(path, "sync", readonly=False)
 
 
 def _lmdb_open(path: pathlib.Path, durability: str, readonly: bool) -> lmdb.Environment:
@@ -302,7 +365,7 @@ def _lmdb_open(path: pathlib.Path, durability: str, readonly: bool) -> lmdb.Envi
         os.umask(old_umask)
 
 
-def _check_untouched(path: pathlib.Path) -> None:
+def check_untouched(path: pathlib.Path) -> None:
     """Validate marker and version without writing a byte, not even to ``lock.mdb``.
 
     A lockless reader is not registered in LMDB's reader table, so under heavy

@@ -70,3 +70,8 @@ class StoreReadOnlyError(EventStoreError):
 
 class StoreClosedError(EventStoreError):
     """The store was used after ``close()``."""
+
+
+class StoreBusyError(EventStoreError):
+    """The store cannot be used as asked while another holder has it: opening it while
+    it is being compacted, or compacting it while another handle has it open."""

@@ -369,31 +369,6 @@ class EventStore(Generic[E]):
         row = self._shared.read(read)
         return None if row is None else self._decode([row[0]], [row[1]])[0]
 
-    # --- space ----------------------------------------------------------------
-
-    def copy_compacted(self, path: str | os.PathLike[str]) -> None:
-        """Write a compacted copy of the environment's ``data.mdb`` into directory
-        ``path`` (which must exist and be empty), fsynced: free pages are left out,
-        so it is as small as what the log holds. Swapping it in is the caller's
-        business, and only safe while no other process has the store open."""
-        self._check_open()
-        target = pathlib.Path(path)
-        with self._shared.guard.shared():
-            self._shared.env.copy(str(target), compact=True)
-        fd = os.open(target / "data.mdb", os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def other_readers(self) -> int:
-        """How many other processes hold this environment open (LMDB's reader table)."""
-        self._check_open()
-        text = self._shared.env.readers()
-        pids = {line.split()[0] for line in text.splitlines()[1:] if line.strip()}
-        pids.discard(str(os.getpid()))
-        return len(pids)
-
     # --- removal --------------------------------------------------------------
 
     def remove_streams(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -33,7 +31,7 @@ def parse_time(value: str, now: float, option: str) -> float:
 @click.option("--status", metavar="STATUS", help="Only runs that ended so (succeeded, ...).")
 @click.option(
     "--archive",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),  # a directory is refused below, in one line
     metavar="FILE",
     help="Where their events go (gzip JSON Lines); default <data>/archive/pruned-DATE.jsonl.gz.",
 )
@@ -54,6 +52,8 @@ def prune_command(
     """
     now = time.time()
     before = parse_time(ended_before, now, "--ended-before")
+    if archive is not None and archive.is_dir():
+        fail(f"--archive {archive} is a directory; name a file, e.g. {archive / 'pruned.jsonl.gz'}")
     with state.engine(drive=False, create=False) as engine:
         try:
             run_ids = candidates(engine.store, before, workflow, status)
@@ -77,35 +77,20 @@ def compact_command(state: CliState, as_json: bool) -> None:
     """Shrink the log's file to what it holds (after prune), while no engine runs.
 
     Writes a compacted copy beside it and swaps it in with one rename: a kill at
-    any moment leaves the old file or the new one, never a mix.
+    any moment leaves the old file or the new one, never a mix. Refuses while any
+    other process has the log open; a process opening it meanwhile is refused.
     """
-    from engine.rules.events import Event
-    from eventstore import EventStore
+    from eventstore import StoreBusyError, compact_store
 
     data_dir = check_data_dir(Path(state.config().storage.path), create=False)
     lock = EngineLock(data_dir)
     if not lock.acquire():
         fail(f"an engine drives {data_dir}; stop it (wfa serve) before compacting")
+    events = data_dir / EVENTS
     try:
-        events = data_dir / EVENTS
-        copy = data_dir / COMPACTING
-        shutil.rmtree(copy, ignore_errors=True)
-        copy.mkdir(mode=0o700)
-        before = (events / "data.mdb").stat().st_size
-        store: EventStore[Event]
-        with EventStore.open(events, Event, create=False) as store:
-            if store.other_readers():
-                shutil.rmtree(copy, ignore_errors=True)
-                fail(f"another process has {events} open; close it before compacting")
-            store.copy_compacted(copy)
-        os.replace(copy / "data.mdb", events / "data.mdb")
-        fd = os.open(events, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        shutil.rmtree(copy, ignore_errors=True)
-        after = (events / "data.mdb").stat().st_size
+        before, after = compact_store(events, data_dir / COMPACTING)
+    except StoreBusyError:
+        fail(f"another process has {events} open; close it before compacting")
     finally:
         lock.release()
     if as_json:

@@ -16,6 +16,7 @@ from engine.rules.events import Event, RunStarted, RunSubmitted, RunSucceeded, r
 from engine.rules.state import RunStatus
 from engine.run_index import KEYS, ROWS, RunIndexer, RunSummary
 from eventstore import EventStore
+from eventstore._format import DB_PRUNED
 from eventstore._index import database_name
 from tests.e2e.test_cli_runs import as_json, cli
 from tests.strategies import step, workflow
@@ -25,7 +26,8 @@ NOOP = "tests.actors.runtime_flows:noop"
 
 
 def write_log_without_index(data: Path, runs: int) -> list[str]:
-    """A log as code before the run index wrote it: events only, through the store."""
+    """A log as code before the run index and pruning wrote it: events only, through the
+    store, and then without the `pruned` database (which that code did not create)."""
     ids = []
     with EventStore.open(data / EVENTS, Event) as store:
         for i in range(runs):
@@ -38,6 +40,12 @@ def write_log_without_index(data: Path, runs: int) -> list[str]:
                 events += [RunStarted(at=T0 + i + 0.1), RunSucceeded(at=T0 + i + 0.2)]
             store.append(run_stream(run_id), events, expected_version=0)
             ids.append(run_id)
+    env = lmdb.open(str(data / EVENTS), max_dbs=16)
+    with env.begin(write=True) as txn:
+        txn.drop(env.open_db(DB_PRUNED, txn=txn), delete=True)
+        names = {key for key, _ in txn.cursor()}
+    env.close()
+    assert DB_PRUNED not in names and not any(n.startswith(b"index:") for n in names), names
     return ids
 
 

@@ -1,15 +1,17 @@
 """The run index answers what a fold of the whole log answers: after random runs,
-commands, appends by code without the index, reopens and rebuilds."""
+commands, appends by code without the index, reopens, rebuilds and prunes."""
 
 from __future__ import annotations
 
 import pathlib
 from typing import Any
 
+import hypothesis
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.retention import prune
 from engine.rules.events import (
     COMMANDS_STREAM,
     RUN_STREAM_PREFIX,
@@ -33,6 +35,7 @@ from engine.run_index import (
     command_positions,
     incomplete_runs,
     list_runs,
+    pruned_into,
     rebuild_index,
     summarize,
 )
@@ -132,11 +135,15 @@ actions = st.lists(
         st.tuples(st.just("submit"), st.sampled_from(WORKFLOWS), st.integers(0, 3)),
         *[st.tuples(st.just("advance"), st.integers(0, 3), st.lists(PICKS, min_size=1, max_size=4))]
         * 3,
+        # runs that end at once and paths that mostly end a run: something to prune
+        *[st.tuples(st.just("submit_ended"), st.sampled_from(WORKFLOWS), st.integers(1, 4))] * 2,
+        st.tuples(st.just("advance"), st.integers(0, 20), st.lists(st.integers(1, 4), min_size=2)),
         st.tuples(st.just("command"), st.integers(0, 20), st.just(0)),
         st.tuples(st.just("noise"), st.just(""), st.just(0)),
         st.tuples(st.just("without_index"), st.integers(0, 20), st.lists(PICKS)),
         st.tuples(st.just("reopen"), st.just(""), st.just(0)),
         st.tuples(st.just("rebuild"), st.just(""), st.just(0)),
+        st.tuples(st.just("prune"), st.integers(0, 20), st.integers(1, 3)),
     ),
     min_size=8,
     max_size=40,
@@ -147,26 +154,30 @@ def open_indexed(path: pathlib.Path) -> EventStore[Event]:
     return EventStore.open(path, Event, durability="relaxed", indexer=RunIndexer())
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(actions)
 def test_the_run_index_equals_a_fold_of_the_whole_log(
     tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[str, Any, Any]]
 ) -> None:
     """After every step, listing by status, workflow, time and cursor, the incomplete
     runs and each run's commands equal what folding every run's stream gives."""
-    path = tmp_path_factory.mktemp("runs") / "events"
+    data = tmp_path_factory.mktemp("runs")
+    path = data / "events"
     store = open_indexed(path)
     runs: list[str] = []
+    pruned: dict[str, str] = {}  # run id -> the archive it went into
     clock = 1_800_000_000.0
     try:
         for action, arg, choice in steps:
             clock += 0.5 if len(runs) % 2 else 0.0  # equal submission times happen too
-            if action == "submit":
+            if action in ("submit", "submit_ended"):
                 run_id = f"r{len(runs):03d}"
                 runs.append(run_id)
-                store.append(run_stream(run_id), [submitted(run_id, arg, clock, choice)], 0)
-            elif action in ("advance", "without_index") and runs:
-                run_id = runs[arg % len(runs)]
+                first = submitted(run_id, arg, clock, 0 if action == "submit_ended" else choice)
+                ending = [RunStarted(at=clock), NEXT_EVENT[sorted(TERMINAL_RUN)[choice - 1]](clock)]
+                store.append(run_stream(run_id), [first, *ending[: 2 * (action != "submit")]], 0)
+            elif action in ("advance", "without_index") and len(runs) > len(pruned):
+                run_id = [r for r in runs if r not in pruned][arg % (len(runs) - len(pruned))]
                 state = fold(r.event for r in store.read_stream(run_stream(run_id)))
                 events = []  # a path of run transitions, appended in one batch
                 for pick in choice:
@@ -191,8 +202,17 @@ def test_the_run_index_equals_a_fold_of_the_whole_log(
                 store.close()
                 store = open_indexed(path)
             elif action == "rebuild":
-                assert rebuild_index(store) == len(runs)
+                assert rebuild_index(store) == len(runs) - len(pruned)
+            elif action == "prune":  # some ended runs, from the index's own candidates
+                ended = [r.run_id for r in list_runs(store) if r.status in TERMINAL_RUN]
+                chosen = ended[arg % max(len(ended), 1) :][:choice]
+                archive = data / f"archive-{arg % 2}.jsonl.gz"
+                report = prune(store, data, chosen, archive)
+                assert report.runs == len(chosen)
+                pruned.update((r, str(archive)) for r in chosen)
+                hypothesis.event(f"pruned {len(chosen)} run(s)")
             assert_index_equals_fold(store)
+            assert {r: pruned_into(store, r) for r in runs} == {r: pruned.get(r) for r in runs}
     finally:
         store.close()
 

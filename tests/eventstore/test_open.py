@@ -41,6 +41,8 @@ def test_public_api_is_exactly_the_documented_names() -> None:
             "StoreCheck",
             "StoreProblem",
             "check_store",
+            "compact_store",
+            "StoreBusyError",
         ]
     )
 

@@ -49,3 +49,24 @@ def append_until_killed(path: str, durability: str, conn: Connection) -> None:
             positions = store.append(f"s{i % 5}", [Counted(i, note="y" * 50) for _ in range(size)])
             conn.send(positions)
             i += 1
+
+
+def hold_open(path: str, ready: Any, done: Any) -> None:
+    """Keep the store open until ``done`` is set."""
+    with EventStore.open(pathlib.Path(path), Event):
+        ready.set()
+        done.wait(60)
+
+
+def compact_forever(path: str, scratch: str, conn: Connection) -> None:
+    """Compact the store again and again (until killed), telling the parent after each;
+    a refusal (the parent has the store open) is retried."""
+    from eventstore import StoreBusyError, compact_store
+
+    while True:
+        try:
+            compact_store(path, scratch)
+        except StoreBusyError:
+            time.sleep(0.001)
+            continue
+        conn.send(1)
