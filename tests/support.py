@@ -31,8 +31,8 @@ def until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
 
 
 def wait_for_file(path: Path, timeout: float = 20.0) -> str:
-    """The text of `path` once it exists."""
-    until(path.exists, timeout)
+    """The text of `path` once it holds some (a writer may have created it, not written yet)."""
+    until(lambda: path.exists() and path.stat().st_size > 0, timeout)
     return path.read_text()
 
 
