@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import os
 import pathlib
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -147,9 +148,10 @@ class SharedEnv:
         if not self.readonly:  # read-only: the index answers as of its last writer
             self.writer.catch_up_index()
 
-    def damaged(self, exc: lmdb.Error) -> EventStoreError:
-        """The store's error for an LMDB error; damage is remembered for good."""
-        if not isinstance(exc, DAMAGE_ERRORS):
+    def damaged(self, exc: lmdb.Error | struct.error) -> EventStoreError:
+        """The store's error for an LMDB error, or for a key or value cut short (damage
+        LMDB did not see); damage is remembered for good."""
+        if not isinstance(exc, (*DAMAGE_ERRORS, struct.error)):
             return EventStoreError(f"{self.path / 'data.mdb'}: {exc}")
         if self.damage is None:
             self.damage = damage_error(self.path, str(exc))
@@ -176,7 +178,7 @@ class SharedEnv:
                 else:
                     try:
                         return fn(txn)
-                    except lmdb.Error as exc:
+                    except (lmdb.Error, struct.error) as exc:
                         raise self.damaged(exc) from exc
                     finally:
                         txn.abort()
