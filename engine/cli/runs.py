@@ -43,6 +43,7 @@ from engine.input.validation import check_inputs, load_checked
 from engine.rules import decide as rules
 from engine.rules.events import CommandIssued, run_stream
 from engine.rules.spec import MAX_PRIORITY
+from engine.rules.state import TERMINAL_RUN
 from engine.rules.submission import RUN_ID_RULE
 from engine.run_index import command_positions, incomplete_runs
 
@@ -105,7 +106,10 @@ def handed_over(engine: Engine, run_id: str, version: int) -> tuple[bool, LockHo
     while time.monotonic() < deadline:
         if engine.store.stream_version(run_stream(run_id)) > version:
             return True, holder
-        if engine.take_over():
+        if engine.take_over():  # the holder let go: it may have ended the run just before
+            moved = engine.store.stream_version(run_stream(run_id)) > version
+            if moved and engine.state(run_id).status in TERMINAL_RUN:
+                return True, holder
             return False, None
         holder = engine.holder() or holder
         time.sleep(0.05)
