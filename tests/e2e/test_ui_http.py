@@ -165,7 +165,7 @@ def test_without_a_token_only_loopback_host_names_are_answered(
     assert http(base + "/", headers={"Host": "localhost"}).status == 200
 
 
-def test_a_non_loopback_host_gets_a_generated_token() -> None:
+def test_only_loopback_bind_hosts_go_without_a_token() -> None:
     from engine.ui.security import is_loopback
 
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
