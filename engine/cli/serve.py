@@ -210,7 +210,7 @@ def _apply_retention(engine: Engine, stop: threading.Event) -> None:
 
 
 def _serve(engine: Engine, schedules: Schedules, stop: threading.Event) -> None:
-    from actors.runtime import configured_agents  # the CLI may meet actors (DESIGN.md)
+    from actors.runtime import configured_agents  # the CLI sits above the actors
 
     agents = configured_agents(engine.config)
     shown = ", ".join(a.name for a in agents[:4]) + (" ..." if len(agents) > 4 else "")
