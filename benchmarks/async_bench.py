@@ -4,7 +4,8 @@ Run: ``python benchmarks/async_bench.py [--rounds 5]``. Each round opens one
 engine on a fresh data directory (the repo's file system, `sync` durability)
 and runs, in an order that alternates between rounds: 100 workflows of 10
 sequential sync no-op `call` steps, the same with `async def` no-op steps
-(which run as tasks on the event loop of the thread that runs the attempt), and both at once (50 + 50).
+(which run as tasks on the event loop of the thread that runs the attempt),
+and both at once (50 + 50).
 The table shows the median steps/s of the rounds.
 
 Target: async at least as fast as sync (async / sync >= 1.0).

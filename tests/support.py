@@ -7,6 +7,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -21,13 +22,21 @@ def gone(pid: int) -> bool:
         return True
 
 
+def eventually(check: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
+    """`check()`'s first true value; fail the test if there is none within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout} s: {what or check}")
+        time.sleep(0.02)
+
+
 def until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
     """Wait until `condition()` holds; fail the test if it never does within `timeout`."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout} s: {condition}")
-        time.sleep(0.02)
+    eventually(condition, timeout)
 
 
 def wait_for_file(path: Path, timeout: float = 20.0) -> str:

@@ -11,7 +11,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from tests.e2e.test_cli_runs import as_json, cli, write
-from tests.e2e.test_cli_serve import eventually, output, serve  # noqa: F401 (a fixture)
+from tests.e2e.test_cli_serve import output, serve  # noqa: F401 (a fixture)
+from tests.support import eventually
 
 NIGHTLY = """
 name: nightly

@@ -9,12 +9,12 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.e2e.test_cli_runs import EXAMPLES, as_json, cli, wfa_command, write
 from tests.e2e.test_cli_validate import assert_no_traceback
+from tests.support import eventually
 
 SCHEDULED = """
 name: every-second
@@ -22,17 +22,6 @@ schedule: "* * * * * *"
 steps:
   - {id: tick, run: ["python3", "-c", "pass"]}
 """
-
-
-def eventually(check: Callable[[], Any], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.1)
 
 
 @pytest.fixture

@@ -11,9 +11,10 @@ import pytest
 
 from tests.e2e import browser as browsing
 from tests.e2e import ui_support
-from tests.e2e.browser import eventually, node_class
+from tests.e2e.browser import node_class
 from tests.e2e.test_cli_runs import as_json, cli, write
 from tests.e2e.ui_support import WAITING_FLOW, Processes
+from tests.support import eventually
 
 procs_fixture = ui_support.procs_fixture
 browser_fixture = browsing.browser_fixture
