@@ -15,9 +15,11 @@ Measured and chosen (benchmarks/async_bench.py, W2 with async beside sync
 no-op steps): one loop thread shared by every async step of the process cost
 two thread hand-offs per attempt (to the loop thread and back) and ran async
 steps at 0.77 of the sync ones' rate; a loop on the attempt's own thread has
-no hand-off and ran them at 0.83-0.98 (the README's Benchmarks). It also
-isolates steps as sync steps are: an async step that blocks its loop
-(`time.sleep` in `async def`) holds up only its own agent slot.
+no hand-off. It also isolates steps as sync steps are: an async step that
+blocks its loop (`time.sleep` in `async def`) holds up only its own agent slot.
+What an async step costs beyond a sync one is now one pass of the loop and a
+task (about 8 µs alone, 35-45 µs of CPU inside a busy engine, where that code
+runs cold); the README's Benchmarks give the figures.
 """
 
 from __future__ import annotations
@@ -36,13 +38,37 @@ _WAIT_SLICE = 0.1  # how often the loop looks at ctx.cancelled, seconds
 _this_thread = threading.local()
 
 
-def _step_loop() -> asyncio.AbstractEventLoop:
-    """This thread's loop (a thread forked into a child has a fresh `local`)."""
-    loop: asyncio.AbstractEventLoop | None = getattr(_this_thread, "loop", None)
-    if loop is None or loop.is_closed():
-        loop = asyncio.new_event_loop()
-        _this_thread.loop = loop
-    return loop
+class _StepLoop:
+    """A thread's event loop, and the tasks that steps started on it and may leave running.
+
+    `asyncio.all_tasks(loop)` would find those too, but it walks every live task of
+    every loop in the process, an embedding application's own among them (a web
+    server's thousands), so that each async step would cost more the busier its
+    host is. The loop's task factory notes each task a step starts instead
+    (`create_task`, `ensure_future`, `gather`, `TaskGroup`; a task made by calling
+    `asyncio.Task(...)` itself, which asyncio's documentation advises against, is
+    not seen); the step's own task is made apart, so a step that starts none leaves
+    nothing to look through.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.started: set[asyncio.Task[Any]] = set()
+        self.loop.set_task_factory(self._task)
+
+    def _task(self, loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        task = asyncio.Task(coro, loop=loop, **kwargs)
+        self.started.add(task)
+        task.add_done_callback(self.started.discard)
+        return task
+
+
+def _step_loop() -> _StepLoop:
+    """This thread's step loop (a thread forked into a child has a fresh `local`)."""
+    here: _StepLoop | None = getattr(_this_thread, "step_loop", None)
+    if here is None or here.loop.is_closed():
+        here = _this_thread.step_loop = _StepLoop()
+    return here
 
 
 def run_on_step_loop(
@@ -56,16 +82,10 @@ def run_on_step_loop(
     still waits for it to end (a coroutine that ignores the cancellation runs on,
     as a sync function that ignores `ctx.cancelled` does).
     """
-    loop = _step_loop()
-    task = loop.create_task(routed_here(coroutine, output))
+    here = _step_loop()
+    loop = here.loop
+    task = asyncio.Task(routed_here(coroutine, output), loop=loop)
     watch: list[asyncio.TimerHandle] = []
-
-    def look() -> None:
-        if cancelled.is_set():
-            task.cancel()
-        else:
-            watch[:] = [loop.call_later(_WAIT_SLICE, look)]
-
     if cancelled.is_set():
         task.cancel()
     try:
@@ -76,19 +96,32 @@ def run_on_step_loop(
         loop.run_forever()
         if task.done():
             return task.result()
-        look()
+        _cancel_once_set(task, cancelled, watch)
         return loop.run_until_complete(task)
     finally:
         for handle in watch:
-            handle.cancel()
-        _cancel_leftovers(loop)
+            handle.cancel()  # and so drops its arguments, which hold `watch`
+        _cancel_leftovers(here)
 
 
-def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
+def _cancel_once_set(
+    task: asyncio.Task[Any], cancelled: threading.Event, watch: list[asyncio.TimerHandle]
+) -> None:
+    """Cancel `task` if `cancelled` is set, or look again in `_WAIT_SLICE` s (`watch`
+    holds the timer). Not a closure: one that schedules itself is a reference cycle,
+    which would keep every step's task and coroutine for the garbage collector."""
+    if cancelled.is_set():
+        task.cancel()
+    else:
+        timer = task.get_loop().call_later(_WAIT_SLICE, _cancel_once_set, task, cancelled, watch)
+        watch[:] = [timer]
+
+
+def _cancel_leftovers(here: _StepLoop) -> None:
     """Cancel the tasks the step left running, and let them end (as `asyncio.run`)."""
-    leftovers = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    leftovers = [t for t in here.started if not t.done()]
     if not leftovers:
         return
     for task in leftovers:
         task.cancel()
-    loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
+    here.loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))

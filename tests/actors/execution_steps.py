@@ -217,21 +217,28 @@ async def async_prints(ctx: StepContext) -> dict[str, int]:
 
 
 async def async_leaves_a_task(ctx: StepContext) -> None:
-    """Start a task and return without awaiting it; it writes the marker when cancelled."""
+    """Start a task (by `params.how`) and return without awaiting it; it appends to
+    the marker when cancelled."""
 
     async def lingers() -> None:
         try:
             await asyncio.sleep(60)
         except asyncio.CancelledError:
-            with open(ctx.params["marker"], "w") as f:
-                f.write("cancelled")
+            with open(ctx.params["marker"], "a") as f:
+                f.write("cancelled\n")
             raise
 
-    LINGERING.append(asyncio.create_task(lingers()))
+    how = ctx.params.get("how", "create_task")
+    if how == "create_task":
+        LINGERING.append(asyncio.create_task(lingers()))
+    elif how == "ensure_future":
+        LINGERING.append(asyncio.ensure_future(lingers()))
+    else:
+        LINGERING.append(asyncio.gather(lingers(), lingers(), return_exceptions=True))
     await asyncio.sleep(0)  # let it start
 
 
-LINGERING: list[asyncio.Task[None]] = []
+LINGERING: list[asyncio.Future[Any]] = []
 
 
 async def async_raises(ctx: StepContext) -> None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import threading
+import weakref
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -81,11 +85,41 @@ def test_an_async_step_runs_on_the_loop_of_the_thread_that_runs_the_attempt(
     assert loops[0] == loops[1]  # made once per thread, then reused
 
 
-def test_tasks_a_step_leaves_running_are_cancelled_when_it_returns(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("how", "tasks"), [("create_task", 1), ("ensure_future", 1), ("gather", 2)]
+)
+def test_tasks_a_step_leaves_running_are_cancelled_when_it_returns(
+    tmp_path: Path, how: str, tasks: int
+) -> None:
     marker = tmp_path / "marker"
-    outcome = call(tmp_path, "async_leaves_a_task", params={"marker": str(marker)})
+    outcome = call(tmp_path, "async_leaves_a_task", params={"marker": str(marker), "how": how})
     assert outcome.succeeded, outcome.message
-    assert marker.read_text() == "cancelled"
+    assert marker.read_text() == "cancelled\n" * tasks
+
+
+async def _returns_at_once() -> weakref.ref[asyncio.Task[Any]]:
+    task = asyncio.current_task()
+    assert task is not None
+    return weakref.ref(task)
+
+
+async def _suspends_once() -> weakref.ref[asyncio.Task[Any]]:
+    await asyncio.sleep(0)
+    return await _returns_at_once()
+
+
+@pytest.mark.parametrize("step", [_returns_at_once, _suspends_once])
+def test_a_steps_task_is_freed_as_it_returns(step: Any) -> None:
+    """No reference cycle keeps it (and its coroutine) for the garbage collector,
+    whose collections, with thousands of steps a second, stall every thread."""
+    from actors.execution.step_loop import run_on_step_loop
+
+    gc.disable()
+    try:
+        task = run_on_step_loop(step(), threading.Event(), None)
+        assert task() is None
+    finally:
+        gc.enable()
 
 
 @ISOLATIONS
