@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -117,6 +117,21 @@ def _sse(name: str, data: Any) -> str:
     return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
+async def _frames(
+    feed: AsyncIterator[Any], frame: Callable[[Recorded[Any]], str | None]
+) -> AsyncIterator[str]:
+    """`frame(rec)` for each record of `feed` (None: nothing to send), a comment that
+    keeps the connection alive on PING, and `reload` when the feed ends."""
+    async for rec in feed:
+        if rec is PING:
+            yield ": ping\n\n"
+        elif rec is None:
+            yield _sse("reload", {})
+            return
+        elif (text := frame(rec)) is not None:
+            yield text
+
+
 async def run_live(ui: Ui, request: Request) -> Response:
     """Server-Sent Events: each new event of the run, with the statuses it left."""
     run_id = request.path_params["run_id"]
@@ -129,18 +144,17 @@ async def run_live(ui: Ui, request: Request) -> Response:
             state = await asyncio.to_thread(ui.engine.state, run_id)
             version = ui.store.stream_version(stream)
             yield _sse("hello", {"status": state.status.value})
-            async for rec in feed:
-                if rec is PING:
-                    yield ": ping\n\n"
-                    continue
-                if rec is None:
-                    yield _sse("reload", {})
-                    return
+
+            def change(rec: Recorded[Any]) -> str | None:
+                nonlocal state, version
                 if rec.stream != stream or rec.version <= version:
-                    continue
+                    return None
                 version = rec.version
                 state = evolve(state, rec.event)
-                yield _sse("event", pages.live_change(state, rec))
+                return _sse("event", pages.live_change(state, rec))
+
+            async for text in _frames(feed, change):
+                yield text
 
     return StreamingResponse(events(), media_type="text/event-stream")
 
@@ -148,19 +162,16 @@ async def run_live(ui: Ui, request: Request) -> Response:
 async def runs_live(ui: Ui, request: Request) -> Response:
     """Server-Sent Events for the runs page: each run-level change, as its index row."""
 
+    def row_of(rec: Recorded[Any]) -> str | None:
+        if not (rec.stream.startswith(RUN_STREAM_PREFIX) and isinstance(rec.event, RUN_LEVEL)):
+            return None
+        row = summary(ui.store, rec.stream[len(RUN_STREAM_PREFIX) :])
+        return None if row is None else _sse("run", {**row.to_json(), "seq": rec.position})
+
     async def events() -> AsyncIterator[str]:
         with ui.feed.subscribe() as feed:
             yield _sse("hello", {})
-            async for rec in feed:
-                if rec is PING:
-                    yield ": ping\n\n"
-                    continue
-                if rec is None:
-                    yield _sse("reload", {})
-                    return
-                if rec.stream.startswith(RUN_STREAM_PREFIX) and isinstance(rec.event, RUN_LEVEL):
-                    row = summary(ui.store, rec.stream[len(RUN_STREAM_PREFIX) :])
-                    if row is not None:
-                        yield _sse("run", {**row.to_json(), "seq": rec.position})
+            async for text in _frames(feed, row_of):
+                yield text
 
     return StreamingResponse(events(), media_type="text/event-stream")
