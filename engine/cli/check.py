@@ -24,6 +24,7 @@ from engine.run_index import RunIndexer, RunSummary, rebuild_index, summarize, s
 from eventstore import (
     EventStore,
     EventStoreError,
+    StoreBusyError,
     StoreCheck,
     StoreProblem,
     StoreReadOnlyError,
@@ -57,6 +58,8 @@ def check_run_index(data_dir: Path) -> StoreCheck:
                     )
     except StoreReadOnlyError:
         return report  # not built yet (a log from before the index): the next open builds it
+    except StoreBusyError:
+        raise  # another process compacts the log (not damage): `wfa` says so, exit 2
     except EventStoreError as exc:
         report.problems.append(StoreProblem(f"run index: {exc}"))
     if report.problems:

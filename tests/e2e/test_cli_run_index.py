@@ -140,3 +140,27 @@ def test_check_finds_an_index_row_that_disagrees_with_the_log_and_a_rebuild_mend
     mended = cli(data, "check", "--rebuild-index")
     assert mended.returncode == 0, mended.stderr
     assert "run index rebuilt from the log: 7 runs" in mended.stdout
+
+
+def test_checking_the_index_while_the_log_is_being_compacted_finds_no_damage(
+    old_data: tuple[Path, list[str]],
+) -> None:
+    """Compaction can begin between `wfa check`'s look at the log and at the index: the
+    index's open is refused then (compaction holds `lock.mdb` exclusively, as here),
+    which says the log is busy, not that the index disagrees with it."""
+    import fcntl
+    import os
+
+    from engine.cli.check import check_run_index
+    from eventstore import StoreBusyError
+
+    data, _ = old_data
+    assert cli(data, "runs").returncode == 0  # indexed
+    fd = os.open(data / EVENTS / "lock.mdb", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(StoreBusyError, match="being compacted"):
+            check_run_index(data)
+    finally:
+        os.close(fd)
+    assert check_run_index(data).sound
