@@ -69,11 +69,8 @@ def one_round(first_async: bool) -> dict[str, float]:
         Engine(Path(tmp) / "wfa", config) as engine,
     ):
         timed(engine, [sync_flow, async_flow])  # warm up imports, threads and the step loop
-        order = (
-            ["async", "sync", "sync", "async"]
-            if first_async
-            else ["sync", "async", "async", "sync"]
-        )
+        pair = ["async", "sync"] if first_async else ["sync", "async"]
+        order = pair + pair[::-1]
         totals = {"sync": 0.0, "async": 0.0}
         for kind in order:
             totals[kind] += timed(
@@ -90,6 +87,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5, help="report the median of N rounds")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     rounds = [one_round(first_async=n % 2 == 1) for n in range(args.rounds)]
     print(f"W2 {WORKFLOWS} workflows x {STEPS} steps, median of {args.rounds} rounds (steps/s)")
     medians = {k: statistics.median(r[k] for r in rounds) for k in ("sync", "async", "mixed")}
