@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 import urllib.error
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -228,13 +229,12 @@ async def async_leaves_a_task(ctx: StepContext) -> None:
                 f.write("cancelled\n")
             raise
 
-    how = ctx.params.get("how", "create_task")
-    if how == "create_task":
-        LINGERING.append(asyncio.create_task(lingers()))
-    elif how == "ensure_future":
-        LINGERING.append(asyncio.ensure_future(lingers()))
-    else:
-        LINGERING.append(asyncio.gather(lingers(), lingers(), return_exceptions=True))
+    starts: dict[str, Callable[[], asyncio.Future[Any]]] = {
+        "create_task": lambda: asyncio.create_task(lingers()),
+        "ensure_future": lambda: asyncio.ensure_future(lingers()),
+        "gather": lambda: asyncio.gather(lingers(), lingers(), return_exceptions=True),
+    }
+    LINGERING.append(starts[ctx.params.get("how", "create_task")]())
     await asyncio.sleep(0)  # let it start
 
 
