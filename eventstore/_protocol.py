@@ -47,6 +47,10 @@ class EventLog(Protocol[E]):
         """The first position whose time (`key`, else recorded_at) is at or after `at`."""
         ...
 
+    def replace_stream(self, stream: str, events: Sequence[E]) -> list[int]:
+        """Put `events` in place of every event of `stream` (from version 1), atomically."""
+        ...
+
     def stream_version(self, stream: str) -> int:
         """How many events `stream` holds (0 for an unknown stream)."""
         ...

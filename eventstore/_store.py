@@ -388,8 +388,31 @@ class EventStore(Generic[E]):
             raise ValueError(f"cannot remove the tombstone's own stream {tombstone_stream!r}")
         if not tombstone:
             raise ValueError("a removal needs a tombstone event")
-        payloads = [self._encoder.encode(event) for event in tombstone]
-        request = AppendRequest(tombstone_stream, tkey, payloads, None, tombstone)
+        return self._remove_then_append(skeys, tombstone_stream, tombstone)
+
+    def replace_stream(self, stream: str, events: Sequence[E]) -> list[int]:
+        """Remove every event of ``stream`` and append ``events`` to it from version 1,
+        in one write transaction; return their positions.
+
+        For a stream that holds state rather than history, kept short by writing what
+        still holds in place of everything before it. The old positions become gaps, as
+        with ``remove_streams``; the stream's version starts again from 1, so a reader
+        must not compare its versions across a replacement.
+        """
+        self._check_open()
+        if not events:
+            raise ValueError("a replacement needs at least one event")
+        return self._remove_then_append([fmt.stream_key(stream)], stream, events)
+
+    def _remove_then_append(
+        self, skeys: list[bytes], stream: str, events: Sequence[E]
+    ) -> list[int]:
+        """Remove the streams ``skeys``, then append ``events`` to ``stream``, in one commit."""
+        payloads = [self._encoder.encode(event) for event in events]
+        for payload in payloads:
+            if len(payload) > self._max_payload:
+                raise PayloadTooLargeError(stream, len(payload), self._max_payload)
+        request = AppendRequest(stream, fmt.stream_key(stream), payloads, None, events)
         self._shared.writer.remove_streams(skeys, request)
         request.wait()
         if request.error is not None:

@@ -1,4 +1,4 @@
-"""Removed streams leave gaps: every reader (read_all, follow, read_stream, streams,
+"""Removed (and replaced) streams leave gaps: every reader (read_all, follow, read_stream, streams,
 position_at) skips them, positions keep increasing, and a position missing without
 having been removed is still damage."""
 
@@ -16,7 +16,7 @@ import pytest
 from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from eventstore import CorruptEventError, EventStore, Recorded
+from eventstore import CorruptEventError, EventStore, Recorded, check_store
 from eventstore import _format as fmt
 from tests.eventstore.events import Counted, Event, Opened
 
@@ -81,6 +81,26 @@ class GapMachine(RuleBasedStateMachine):
         self.given += 1
         self.versions[TOMBSTONES] = self.versions.get(TOMBSTONES, 0) + 1
         self.log[self.given] = (TOMBSTONES, self.versions[TOMBSTONES], tombstone)
+
+    @rule(stream=st.sampled_from(STREAMS), size=st.integers(1, 3))
+    def replace(self, stream: str, size: int) -> None:
+        """The stream's old events become gaps; the new ones start again from version 1."""
+        batch = [Counted(self.given + i, note=f"{stream} again") for i in range(size)]
+        positions = self.store.replace_stream(stream, batch)
+        assert positions == list(range(self.given + 1, self.given + size + 1))
+        gone = [p for p, (s, _, _) in self.log.items() if s == stream]
+        for p in gone:
+            del self.log[p]
+        self.removed += len(gone)
+        for offset, (position, event) in enumerate(zip(positions, batch, strict=True)):
+            self.log[position] = (stream, offset + 1, event)
+        self.versions[stream] = size
+        self.given += size
+
+    @rule()
+    def check(self) -> None:
+        report = check_store(self.directory + "/s", Event)
+        assert report.sound, report.problems
 
     @rule()
     def reopen(self) -> None:
