@@ -7,10 +7,13 @@ state is the times its tokens were taken within the last `per` seconds. The
 engine records each take as a `RateLimitTokenTaken` event in the "rate-limits"
 stream before the attempt starts (persist, then act) and rebuilds its buckets
 from that stream on start (`fold_buckets`), so a restart does not refill them.
+A take older than `per` seconds no longer counts, so the stream can be written
+afresh with only the takes still out (`live`) without changing any bucket.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 
 import msgspec
@@ -23,19 +26,20 @@ class TokenBucket(msgspec.Struct, frozen=True):
     per: float
     taken: tuple[float, ...] = ()  # times of the takes still out, oldest first
 
-    def _live(self, now: float) -> tuple[float, ...]:
+    def live(self, now: float) -> tuple[float, ...]:
+        """The takes still out at `now`: all of the bucket's state that matters from then."""
         return tuple(t for t in self.taken if t + self.per > now)  # as next_token_at adds
 
     def take(self, now: float) -> TokenBucket | None:
         """The bucket after taking a token at `now`, or None if none is left."""
-        live = self._live(now)
+        live = self.live(now)
         if len(live) >= self.max:
             return None
         return TokenBucket(self.max, self.per, (*live, now))
 
     def next_token_at(self, now: float) -> float:
         """When a token is free: `now` if one is, else when the oldest take comes back."""
-        live = self._live(now)
+        live = self.live(now)
         if len(live) < self.max:
             return now
         return live[len(live) - self.max] + self.per
@@ -53,10 +57,17 @@ def limit_name(workflow: str, step_id: str | None = None, capability: str | None
 
 def fold_buckets(takes: Iterable[tuple[str, float, int, float]]) -> dict[str, TokenBucket]:
     """Buckets from recorded takes (name, at, max, per), in log order; the last take's
-    limits are the bucket's limits until the engine knows better."""
-    buckets: dict[str, TokenBucket] = {}
+    limits are the bucket's limits until the engine knows better. Each bucket keeps its
+    last `max` takes (as `max` was at each take), in time linear in the takes."""
+    folded: dict[str, tuple[float, deque[float]]] = {}
     for name, at, max_, per in takes:
-        old = buckets.get(name)
-        taken = () if old is None else old.taken
-        buckets[name] = TokenBucket(max_, per, (*taken, at)[-max_:])
-    return buckets
+        old = folded.get(name)
+        times = old[1] if old is not None else deque(maxlen=max_)
+        if times.maxlen != max_:
+            times = deque(times, maxlen=max_)  # keeps the last `max_`
+        times.append(at)
+        folded[name] = (per, times)
+    return {
+        name: TokenBucket(times.maxlen or 0, per, tuple(times))
+        for name, (per, times) in folded.items()
+    }

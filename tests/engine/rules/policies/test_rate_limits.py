@@ -41,16 +41,20 @@ def test_a_step_limit_and_a_capability_limit_have_different_names() -> None:
     per=st.sampled_from([0.5, 1.0, 7.0]),
     asks=st.lists(st.floats(0, 3, allow_nan=False), max_size=60),
     restarts=st.sets(st.integers(0, 59)),
+    rewrites=st.sets(st.integers(0, 59)),
 )
 def test_no_window_of_per_seconds_sees_more_than_max_starts_across_restarts(
-    max_: int, per: float, asks: list[float], restarts: set[int]
+    max_: int, per: float, asks: list[float], restarts: set[int], rewrites: set[int]
 ) -> None:
     """Attempts ask at increasing times; at a restart the bucket is rebuilt from the log of
-    takes alone. Every take is granted only while fewer than `max` lie within `per`, and a
-    refused ask is told exactly when the next token comes back."""
-    now, bucket, log = 0.0, TokenBucket(max_, per), []
+    takes alone, and at a rewrite the log is cut to the takes still out. Every take is
+    granted only while fewer than `max` lie within `per`, and a refused ask is told
+    exactly when the next token comes back."""
+    now, bucket, log, starts = 0.0, TokenBucket(max_, per), [], []
     for i, gap in enumerate(asks):
         now += gap
+        if i in rewrites:
+            log = [("api", t, max_, per) for t in bucket.live(now)]
         if i in restarts:
             bucket = fold_buckets(log).get("api", TokenBucket(max_, per))
         after = bucket.take(now)
@@ -61,6 +65,29 @@ def test_no_window_of_per_seconds_sees_more_than_max_starts_across_restarts(
         else:
             bucket = after
             log.append(("api", now, max_, per))
-    starts = [t for _, t, _, _ in log]
+            starts.append(now)
     for t in starts:
         assert sum(1 for u in starts if t <= u < t + per) <= max_  # as the bucket adds
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["api", "w.s"]),
+            st.floats(0, 100, allow_nan=False),
+            st.integers(1, 4),
+            st.sampled_from([1.0, 60.0]),
+        ),
+        max_size=40,
+    )
+)
+def test_folding_keeps_each_buckets_last_max_takes_as_max_was_at_each_take(
+    takes: list[tuple[str, float, int, float]],
+) -> None:
+    """The fold is the bucket of each name after its takes in order, each cut to the
+    `max` of its own take, and the last take's limits."""
+    want: dict[str, TokenBucket] = {}
+    for name, at, max_, per in takes:
+        before = want[name].taken if name in want else ()
+        want[name] = TokenBucket(max_, per, (*before, at)[-max_:])
+    assert fold_buckets(takes) == want
