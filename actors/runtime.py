@@ -47,7 +47,7 @@ from actors.execution.process_group import attempt_processes, end_leftover_group
 from actors.messages import AdmitChild, AdmitRun, DeliverCommand, StopRuns
 from actors.monitors.usage import UsageSampler, machine_size
 from actors.pool import AgentPool
-from actors.rate_limiter import RATE_LIMITS_STREAM, TAIL, RateLimiter
+from actors.rate_limiter import RateLimiter
 from actors.scheduler import SchedulerActor
 from actors.timers import TimerService
 from engine.input.datadir import attempt_dir
@@ -214,7 +214,7 @@ class Runtime:
             record=self._recorder(AGENTS_STREAM),
             wake_at=self._wake_pool,
             clock=self.clock.now,
-            limiter=self._rate_limiter(self.store),
+            limiter=RateLimiter.recorded_in(self.store),
         )
 
     def _step_actors_of(self, agent: AgentConfig) -> StepActors:
@@ -301,13 +301,6 @@ class Runtime:
                 log.exception("cannot record %d event(s) in stream %s", len(events), stream)
 
         return record
-
-    def _rate_limiter(self, store: Any) -> RateLimiter:
-        """The buckets as the "rate-limits" stream's tail left them."""
-        version = store.stream_version(RATE_LIMITS_STREAM)
-        tail = store.read_stream(RATE_LIMITS_STREAM, max(1, version - TAIL + 1))
-        takes = [r.event for r in tail if isinstance(r.event, ev.RateLimitTokenTaken)]
-        return RateLimiter.from_log(takes, lambda events: store.append(RATE_LIMITS_STREAM, events))
 
     def admission_candidate(self, run_id: str) -> Candidate:
         """The run's concurrency key (from its `RunSubmitted`) and whether it had started

@@ -404,6 +404,17 @@ class RateLimitTokenTaken(_Event, frozen=True, tag=True, kw_only=True):
     step_id: str
 
 
+class RateLimitTakesCarried(_Event, frozen=True, tag=True, kw_only=True):
+    """The takes of rate limit `name` still out at `at` (`taken`, oldest first), written
+    when the engine started the "rate-limits" stream afresh: the takes before were
+    removed in the same transaction, so the stream stays short (see rate_limiter.py)."""
+
+    name: str
+    max: int
+    per: float
+    taken: tuple[float, ...]
+
+
 Event = (
     RunSubmitted
     | RunStarted
@@ -449,6 +460,7 @@ Event = (
     | ChildRunSubmitted
     | RunOutputsProduced
     | RateLimitTokenTaken  # outside run streams
+    | RateLimitTakesCarried
 )
 
 EVENT_TYPES: Final[tuple[type[Event], ...]] = (
@@ -496,6 +508,7 @@ EVENT_TYPES: Final[tuple[type[Event], ...]] = (
     ChildRunSubmitted,
     RunOutputsProduced,
     RateLimitTokenTaken,  # outside run streams
+    RateLimitTakesCarried,
 )
 
 RUN_EVENT_TYPES: Final = (
