@@ -67,6 +67,7 @@ from engine.rules.results import RunResult, result_of
 from engine.rules.spec import WorkflowSpec
 from engine.rules.state import TERMINAL_RUN, RunState, evolve, fold, index_of
 from engine.rules.submission import check_run_id, same_submission, signal_problems
+from engine.rules.values import unstorable
 from engine.run_index import (
     RunIndexer,
     command_positions,
@@ -516,6 +517,8 @@ class Engine:
 
     def skip(self, run_id: str, step_id: str, outputs: Any = None) -> None:
         """Skip a step; `outputs` stand in for its outputs so that its dependents run."""
+        if why := unstorable(outputs):
+            raise ValidationError([Problem("--outputs", *why)], source=run_id)
         self._command(run_id, "skip", step_id, outputs)
 
     def cancel(self, run_id: str) -> None:

@@ -49,6 +49,7 @@ from actors.execution.files import (
 )
 from actors.execution.process_group import spawn_with_logs, supervise_attempt
 from engine.rules.errors import ErrorKind
+from engine.rules.values import unstorable
 
 __all__ = ["exit_description", "read_outputs_file", "run_command_attempt"]
 
@@ -123,6 +124,8 @@ def read_outputs_file(path: str, limit: int) -> dict[str, Any]:
             f"$WFA_OUTPUTS must hold a JSON object, not {_json_type(value)}"
             ' (write e.g. {"result": ...})'
         )
+    if why := unstorable(value):
+        raise OutputsError(f"$WFA_OUTPUTS {why[0]}: {why[1]}")
     return value
 
 

@@ -30,6 +30,7 @@ from actors.execution.classify import classify_exception, describe_exception
 from actors.execution.step_loop import run_on_step_loop
 from actors.execution.steps_view import StepsView, private_copy
 from engine.rules.errors import ErrorKind
+from engine.rules.values import unstorable
 
 __all__ = [
     "AttemptLogger",
@@ -166,12 +167,15 @@ def _mapping_as_dict(value: Any) -> Any:
 def encode_outputs(value: Any, limit: int) -> bytes:
     """`value` as JSON bytes of at most `limit` bytes; raises OutputsError otherwise."""
     try:
-        data = msgspec.json.encode(value, enc_hook=_mapping_as_dict)
+        plain = msgspec.to_builtins(value, enc_hook=_mapping_as_dict)
+        data = msgspec.json.encode(plain)
     except Exception as exc:
         raise OutputsError(
             f"the return value (a {type(value).__name__}) cannot be serialised as outputs: "
             f"{exc}; return {_ALLOWED}"
         ) from exc
+    if why := unstorable(plain):
+        raise OutputsError(f"the return value {why[0]}: {why[1]}")
     if len(data) > limit:
         raise OutputsError(
             f"outputs are {len(data)} bytes as JSON, more than the limit of {limit} bytes; "

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+import msgspec
 
 from engine.cli.app import (
     EXIT_OK,
@@ -51,15 +52,16 @@ JSON_RESULT_HELP = "Print only the final run result as JSON (shape in the README
 
 
 def parse_inputs(pairs: Sequence[str]) -> dict[str, Any]:
-    """`-i name=value`: the value as JSON when it parses (3, true, ["a"]), else a string."""
+    """`-i name=value`: the value as JSON when it parses (3, true, ["a"]), else a string
+    (strict JSON: `NaN` and `1e400` are strings)."""
     inputs: dict[str, Any] = {}
     for pair in pairs:
         name, sep, text = pair.partition("=")
         if not sep or not name:
             fail(f"-i {pair!r}: write an input as NAME=VALUE, e.g. -i branch=main")
         try:
-            inputs[name] = json.loads(text)
-        except ValueError:
+            inputs[name] = msgspec.json.decode(text)
+        except msgspec.DecodeError:
             inputs[name] = text
     return inputs
 

@@ -23,7 +23,6 @@ import psutil
 from croniter import croniter
 
 from engine.input.child_files import load_with_children, with_registered
-from engine.input.walker import MAX_INT
 from engine.rules.config import EngineConfig
 from engine.rules.errors import ExpressionError, Problem, ValidationError
 from engine.rules.expressions import (
@@ -35,6 +34,7 @@ from engine.rules.expressions import (
 from engine.rules.input_types import declaration_problems, input_problems
 from engine.rules.policies.schedules import schedule_of
 from engine.rules.spec import Mode, WorkflowSpec
+from engine.rules.values import unstorable
 
 GENERIC_CAPABILITY = "default"
 """The one capability of the generic agents made when the config has no `agents:`."""
@@ -150,25 +150,9 @@ def check_inputs(spec: WorkflowSpec, given: Mapping[str, Any]) -> list[Problem]:
         ]
         problems += input_problems(spec.inputs, given)
     for name, value in given.items():
-        if _too_large(value):
-            problems.append(
-                Problem(
-                    f"-i {name}",
-                    "holds a whole number too large to store",
-                    f"whole numbers lie within ±{MAX_INT}; pass it as a string",
-                )
-            )
+        if why := unstorable(value):
+            problems.append(Problem(f"-i {name}", *why))
     return problems
-
-
-def _too_large(value: object) -> bool:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return abs(value) > MAX_INT
-    if isinstance(value, Mapping):
-        return any(_too_large(item) for item in value.values())
-    if isinstance(value, list | tuple):
-        return any(_too_large(item) for item in value)
-    return False
 
 
 def _related(location: str, other: str) -> bool:

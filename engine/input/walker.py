@@ -12,6 +12,7 @@ import difflib
 import enum
 import functools
 import json
+import math
 import re
 import types
 import typing
@@ -22,13 +23,11 @@ import msgspec
 
 from engine.rules.errors import Problem, ValidationError
 from engine.rules.spec import StepSpec, WorkflowSpec
+from engine.rules.values import MAX_INT
 
 MAX_NODES = 200_000
 """Values walked per document; stops YAML alias bombs and self-referencing aliases."""
 
-MAX_INT = 2**63 - 1
-"""Whole numbers in `inputs` and `with` (free-form values) must fit in 64 bits, as the
-log stores them."""
 
 # Hints for fields whose type alone does not say what to write.
 _FIELD_HINTS: Mapping[tuple[type, str], str] = {
@@ -91,6 +90,14 @@ class _Walker:
                         location,
                         f"the number {_short(value)} is too large",
                         f"whole numbers here lie within ±{MAX_INT}; quote it to keep it as text",
+                    )
+                )
+            elif isinstance(value, float) and not math.isfinite(value):
+                self.problems.append(
+                    Problem(
+                        location,
+                        f"the number {value!r} cannot be stored (JSON has no NaN or infinity)",
+                        "quote it to keep it as text",
                     )
                 )
             self._count(value, location)

@@ -298,7 +298,8 @@ class Planner:
             self.emit(RetryScheduled(at=now, step_id=sid, attempt=attempt + 1, retry_at=retry_at))
             return
         if verdict is RetryDecision.NOT_RETRYABLE:
-            message = f"{message} (a {kind} failure is not retried)"
+            article = "an" if kind[0] in "aeiou" else "a"
+            message = f"{message} ({article} {kind} failure is not retried)"
         elif used > 1:
             message = f"{message} (gave up after {used} attempts)"
         self._give_up(sid, kind, message)

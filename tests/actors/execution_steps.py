@@ -48,6 +48,12 @@ def returns_big(ctx: StepContext) -> Any:
     return {"blob": "x" * ctx.params["size"]}
 
 
+def returns_unstorable(ctx: StepContext) -> Any:
+    """A whole number beyond 64 bits, or a float JSON has no spelling for ("nan", "inf")."""
+    which = ctx.params["which"]
+    return {"n": {"deep": [10**30]}} if which == "big" else {"ratio": float(which)}
+
+
 def echo_context(ctx: StepContext) -> dict[str, Any]:
     return {
         "run_id": ctx.run_id,

@@ -77,6 +77,24 @@ def test_an_unserialisable_return_value_fails_with_kind_output_naming_the_type(
     assert "Widget" in outcome.message and "cannot be serialised" in outcome.message
 
 
+@ISOLATIONS
+@pytest.mark.parametrize(
+    ("which", "expected"),
+    [
+        ("big", "too large to store"),
+        ("nan", "nan, which JSON cannot hold"),
+        ("-inf", "-inf, which JSON cannot hold"),
+    ],
+)
+def test_a_return_value_the_log_cannot_keep_fails_with_kind_output(
+    tmp_path: Path, isolation: str, which: str, expected: str
+) -> None:
+    """Not a crash of the run's actor when it logs the outputs, nor a silent null."""
+    outcome = call(tmp_path, "returns_unstorable", params={"which": which}, isolation=isolation)
+    assert outcome.error_kind == ErrorKind.OUTPUT
+    assert expected in outcome.message
+
+
 def test_outputs_over_the_limit_fail_with_kind_output(tmp_path: Path) -> None:
     outcome = call(tmp_path, "returns_big", params={"size": 1000}, max_output_bytes=500)
     assert outcome.error_kind == ErrorKind.OUTPUT

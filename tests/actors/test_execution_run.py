@@ -144,6 +144,7 @@ def test_file_that_is_not_executable_is_a_definition_failure(tmp_path: Path) -> 
         ("{not json", "does not hold valid JSON"),
         ("[1, 2]", "must hold a JSON object, not an array"),
         ('"text"', "must hold a JSON object, not a string"),
+        ('{"n": [99999999999999999999999]}', "holds a whole number too large to store"),
     ],
 )
 def test_outputs_that_are_not_a_json_object_fail_with_kind_output(

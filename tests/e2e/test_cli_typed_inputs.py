@@ -47,3 +47,20 @@ def test_a_string_input_takes_a_number_as_its_text(tmp_path: Path) -> None:
     run_id = json.loads(result.stdout)["run_id"]
     logs = wfa("--data", data, "logs", run_id, "show")
     assert "['1', '42']" in logs.stdout
+
+
+def test_a_value_that_is_not_strict_json_is_its_text_and_never_a_silent_null(
+    tmp_path: Path,
+) -> None:
+    """Python's json module reads `NaN` and `1e400` as floats that JSON shows as null."""
+    flow = tmp_path / "typed.yaml"
+    flow.write_text(TYPED)
+    data = tmp_path / "data"
+    for text in ("NaN", "1e400", "-Infinity"):
+        result = wfa("--data", data, "--json", "run", flow, "-i", f"label={text}")
+        assert result.returncode == 0, result.stderr
+        run_id = json.loads(result.stdout)["run_id"]
+        assert f"['1', '{text}']" in wfa("--data", data, "logs", run_id, "show").stdout
+    wrong = wfa("--data", data, "run", flow, "-i", "label=x", "-i", "count=NaN")
+    assert wrong.returncode == 2
+    assert '-i count: must be an int, not str "NaN"' in wrong.stderr

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from engine import Engine
 from engine.rules.events import AttemptStarted, SignalReceived, StepSleeping, StepSucceeded
 from tests.e2e.test_cli_validate import ROOT, assert_no_traceback, wfa
@@ -164,3 +166,27 @@ def test_signal_to_an_ended_run_or_with_data_that_is_no_object_exits_2(tmp_path:
     assert ended.returncode == 2 and "has ended" in ended.stderr
     bad = cli(data, "signal", "done-1", "paid", "--data", "[1]")
     assert bad.returncode == 2 and "JSON object" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ('{"amount": 99999999999999999999999}', "too large to store"),
+        ('{"amount": NaN}', "nan, which JSON cannot hold"),
+        ('{"amount": [1e400]}', "inf, which JSON cannot hold"),
+    ],
+)
+def test_signal_data_the_log_cannot_keep_exits_2_and_logs_nothing(
+    tmp_path: Path, data: str, expected: str
+) -> None:
+    """A number beyond 64 bits crashed the command; NaN reached the step as null."""
+    directory, flow = tmp_path / "data", tmp_path / "waiting.yaml"
+    flow.write_text(WAITING)
+    assert cli(directory, "run", flow, "--id", "wait-1").returncode == 3
+    with Engine(data_dir=directory, drive=False) as client:
+        before = client.store.last_position()
+    bad = cli(directory, "signal", "wait-1", "paid", "--data", data)
+    assert bad.returncode == 2, bad.stderr
+    assert expected in bad.stderr and "--data" in bad.stderr
+    with Engine(data_dir=directory, drive=False) as client:
+        assert client.store.last_position() == before  # not even the command

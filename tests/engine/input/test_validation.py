@@ -429,6 +429,18 @@ def test_input_defaults_with_huge_numbers_are_refused() -> None:
     assert "too large" in excinfo.value.problems[0].message
 
 
+@pytest.mark.parametrize("number", [float("nan"), float("inf"), float("-inf")])
+def test_numbers_json_has_no_spelling_for_are_refused_where_they_are(number: float) -> None:
+    """YAML's `.nan` and `.inf` would reach every view of the log as null."""
+    with pytest.raises(ValidationError) as excinfo:
+        spec_of(step("a", **{"with": {"ratio": [number]}}), inputs={"n": {"x": number}})
+    assert [p.location for p in excinfo.value.problems] == [
+        "$.inputs.n.x",
+        "$.steps[0].with.ratio[0]",
+    ]
+    assert "JSON has no NaN or infinity" in excinfo.value.problems[0].message
+
+
 def test_the_largest_allowed_numbers_are_valid() -> None:
     spec = spec_of(
         step("a", priority=-1_000_000, timeout=31_536_000, **{"with": {"n": 2**63 - 1}}),

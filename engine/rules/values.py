@@ -1,0 +1,44 @@
+"""Free-form values (inputs, `with`, signal data, skip and step outputs) as the log keeps them.
+
+The log stores msgpack, which holds whole numbers of 64 bits (and expressions
+compute with signed ones), and every view of it (`wfa export`, `--json`, the web
+UI, `ctx.steps`) is JSON, which has no NaN or infinity: msgspec writes them as
+null. A value with either would crash the append, or change silently;
+`unstorable` says so before it is logged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Final
+
+MAX_INT: Final = 2**63 - 1
+"""Whole numbers in free-form values must lie within ±MAX_INT."""
+
+
+def unstorable(value: object) -> tuple[str, str] | None:
+    """What in `value` (plain data: dicts, lists, scalars) the log cannot keep as it is,
+    and what to do instead; None when it can."""
+    pending = [value]
+    while pending:  # not recursive: a deeply nested value must not end in RecursionError
+        item = pending.pop()
+        if isinstance(item, bool | str) or item is None:
+            continue
+        if isinstance(item, int):
+            if abs(item) > MAX_INT:
+                return (
+                    "holds a whole number too large to store",
+                    f"whole numbers lie within ±{MAX_INT}; pass it as a string",
+                )
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return (
+                    f"holds the number {item!r}, which JSON cannot hold",
+                    "numbers must be finite; pass it as a string or leave it out",
+                )
+        elif isinstance(item, Mapping):
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+    return None
