@@ -29,6 +29,7 @@ class RunEnded(msgspec.Struct, frozen=True):
 
     run_id: str
     crashed: bool = False
+    error: str = ""  # what it crashed with
 
 
 class DeliverCommand(msgspec.Struct, frozen=True):

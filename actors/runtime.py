@@ -51,6 +51,7 @@ from actors.rate_limiter import RateLimiter
 from actors.scheduler import SchedulerActor
 from actors.timers import TimerService
 from engine.input.datadir import attempt_dir
+from engine.rules import decide as rules
 from engine.rules import events as ev
 from engine.rules.config import (
     AgentBackend,
@@ -314,6 +315,22 @@ class Runtime:
         except WorkflowAutomatorError:  # validated at submission; an old spec may not render
             key = None
         return Candidate(run_id, key, self.store.stream_version(stream) > 1)
+
+    def give_up(self, run_id: str, crashes: int, error: str) -> None:
+        """Pause a run whose actor crashed on each of `crashes` restarts (the scheduler's)."""
+        stream = ev.run_stream(run_id)
+        try:
+            records = list(self.store.read_stream(stream))
+            reason = (
+                f"the engine stopped driving the run: it crashed {crashes} times ({error}); "
+                "this is a bug in wfa, please report it. `wfa resume` tries again"
+            )
+            trigger = rules.GiveUp(reason=reason)
+            events = rules.decide(fold(r.event for r in records), trigger, self.clock.now())
+            if events:
+                self.store.append(stream, events, expected_version=records[-1].version)
+        except Exception:  # the log refuses (damage, disk): the run waits for the next engine
+            log.exception("run %s: cannot log that the engine gave up on it", run_id)
 
     def _wake_pool(self, key: Hashable, at: float) -> None:
         self.timers.schedule(key, at, self._waker, None)

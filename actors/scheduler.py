@@ -3,7 +3,9 @@
 Queued runs are log records and a heap entry, not actors: an actor (and its
 thread) exists only for an admitted run. A workflow actor that crashes is
 rebuilt from the log, at most `MAX_RESTARTS` times, so a run whose events
-crash the engine cannot take the other runs down with it.
+crash the engine cannot take the other runs down with it; then the run is
+paused with the error as its reason (`GiveUp`), so that whoever waits on it
+learns why, and `wfa resume` tries again.
 
 Concurrency keys: a run of a workflow with `concurrency` is admitted
 only while fewer than `limit` runs with its key are active; which queued runs
@@ -66,7 +68,7 @@ class SchedulerActor(Accounted, pykka.ThreadingActor):
                     heapq.heappush(self._queue, (-priority, next(self._order), run_id))
                 self._cancel_queued(run_id)
                 self._admit()
-            case RunEnded(run_id=run_id, crashed=crashed):
+            case RunEnded(run_id=run_id, crashed=crashed, error=error):
                 self._active.pop(run_id, None)
                 if not crashed:
                     self._candidates.pop(run_id, None)
@@ -76,6 +78,8 @@ class SchedulerActor(Accounted, pykka.ThreadingActor):
                         self._start(run_id)
                     else:
                         log.error("run %s: given up after %d crashes", run_id, MAX_RESTARTS)
+                        del self._restarts[run_id]  # a resume gets restarts again
+                        self.runtime.give_up(run_id, MAX_RESTARTS, error)
                 self._admit()
             case DeliverCommand(run_id=run_id):
                 ref = self._active.get(run_id)

@@ -174,7 +174,8 @@ class WorkflowActor(Accounted, pykka.ThreadingActor):
             exception_value,
         )
         self.runtime.pool.withdraw(self.run_id)
-        self.runtime.scheduler.tell(RunEnded(self.run_id, crashed=not damaged))
+        error = f"{exception_type.__name__}: {exception_value}"
+        self.runtime.scheduler.tell(RunEnded(self.run_id, crashed=not damaged, error=error))
 
     # -- the cycle -----------------------------------------------------------
 

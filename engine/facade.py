@@ -67,7 +67,7 @@ from engine.rules.results import RunResult, result_of
 from engine.rules.spec import WorkflowSpec
 from engine.rules.state import TERMINAL_RUN, RunState, evolve, fold, index_of
 from engine.rules.submission import check_run_id, same_submission, signal_problems
-from engine.rules.values import unstorable
+from engine.rules.values import MAX_EVENT_BYTES, unstorable
 from engine.run_index import (
     RunIndexer,
     command_positions,
@@ -269,6 +269,7 @@ class Engine:
             self.data_dir / EVENTS,
             Event,
             durability=self.config.storage.durability.value,
+            max_payload=MAX_EVENT_BYTES,
             create=create,
             indexer=RunIndexer(),
             readonly=readonly,

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import msgspec
 
 from engine.rules.errors import ErrorKind
+from engine.rules.values import MAX_OUTPUT_BYTES
 
 __all__ = [
     "KILL_GRACE_SECONDS",
@@ -50,7 +51,7 @@ class AttemptRequest(msgspec.Struct, frozen=True, kw_only=True):
     env: dict[str, str] = {}  # the step's `env:`, over the engine's environment
     timeout: float | None = None  # seconds for this attempt; None: no limit
     isolation: Literal["thread", "process"] = "thread"  # for call steps
-    max_output_bytes: int = 1 << 20  # larger outputs fail with kind `output`
+    max_output_bytes: int = MAX_OUTPUT_BYTES  # larger outputs fail with kind `output`
     tail_bytes: int = 4096  # how much of stdout/stderr to keep in the outcome
     kill_grace: float = KILL_GRACE_SECONDS  # SIGTERM -> SIGKILL delay for process groups
     code_dir: str | None = None  # the workflow file's directory, on the import path of `call`

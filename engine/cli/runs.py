@@ -44,7 +44,7 @@ from engine.input.validation import check_inputs, load_checked
 from engine.rules import decide as rules
 from engine.rules.events import CommandIssued, run_stream
 from engine.rules.spec import MAX_PRIORITY
-from engine.rules.state import TERMINAL_RUN
+from engine.rules.state import TERMINAL_RUN, paused_as_a_whole
 from engine.rules.submission import RUN_ID_RULE
 from engine.run_index import command_positions, incomplete_runs
 
@@ -192,12 +192,18 @@ def run(
 def resume(state: CliState, run_ids: Sequence[str], as_json: bool) -> None:
     """Drive incomplete runs (queued, interrupted, approved) to their end.
 
+    A named RUN that an engine paused after crashing on it again and again is
+    tried again.
+
     Follows the named RUNs, or every incomplete run when none is named. Exit
     code as for `wfa run`, the worst of the runs.
     """
     with state.engine(drive=False, create=False) as probe:
         for run_id in run_ids:
             probe.handle(run_id)  # unknown run: exit 2 before anything starts
+        for run_id in run_ids:
+            if paused_as_a_whole(probe.state(run_id)):  # the engine gave up on it: again
+                probe.resume_run(run_id)
         settle = unseen_command_versions(probe, run_ids)
     with state.engine(create=False) as engine:
         if not engine.drives:

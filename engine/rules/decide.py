@@ -38,6 +38,7 @@ from engine.rules.errors import ErrorKind
 from engine.rules.events import (
     AttemptStarted,
     Event,
+    RunPaused,
     RunResumed,
     RunStarted,
     StepApproved,
@@ -74,6 +75,7 @@ __all__ = [
     "Cancel",
     "ChildEnded",
     "CommandNotApplicable",
+    "GiveUp",
     "Recover",
     "ResourcesRefused",
     "Resume",
@@ -174,6 +176,14 @@ class Resume(_Trigger, frozen=True, tag=True, kw_only=True):
     """Continue a paused run, accepting the paused steps' failures as final."""
 
 
+class GiveUp(_Trigger, frozen=True, tag=True, kw_only=True):
+    """The engine stopped driving the run: its workflow actor crashed again on every
+    restart (a bug). A running run is paused with `reason`, so that whoever waits on it
+    learns why instead of waiting for ever, and `Resume` lets an engine try again."""
+
+    reason: str
+
+
 class Recover(_Trigger, frozen=True, tag=True, kw_only=True):
     """The engine restarted: re-issue what was in flight, re-derive what is pending.
 
@@ -214,6 +224,7 @@ Trigger = (
     | Signal
     | Cancel
     | Resume
+    | GiveUp
     | Recover
     | ChildEnded
 )
@@ -320,6 +331,9 @@ def decide(state: RunState, trigger: Trigger, now: float) -> list[Event]:
                 )
             plan.emit(RunResumed(at=now))
             plan.fail_paused_steps()
+        case GiveUp(reason=reason):
+            if state.status is RunStatus.RUNNING:
+                plan.emit(RunPaused(at=now, reason=reason))
         case Recover(crashed=crashed, in_engine=in_engine):
             if state.status is not RunStatus.QUEUED:
                 plan.recover(crashed, in_engine)

@@ -655,7 +655,17 @@ def waiting_for(state: RunState) -> list[Waiting]:
             found.append(Waiting(f"signal {name}", sid, st.timeout_at))
         elif st.waiting is WaitReason.CHILD:
             found.append(Waiting(f"child run {st.child_run_id}", sid))
+    if paused_as_a_whole(state):  # no engine drives it: nothing else moves until resumed
+        return [Waiting("intervention")]
     return found
+
+
+def paused_as_a_whole(state: RunState) -> bool:
+    """Paused with no step paused: the engine gave up on the run (`GiveUp`), and only a
+    `Resume` (`wfa resume RUN`) moves it again, its running steps' attempts included."""
+    return state.status is RunStatus.PAUSED and not any(
+        st.waiting is WaitReason.PAUSED for st in state.steps.values()
+    )
 
 
 # ---- concurrency keys ---------------------------------------------------------

@@ -15,6 +15,12 @@ from typing import Final
 
 MAX_INT: Final = 2**63 - 1
 """Whole numbers in free-form values must lie within ±MAX_INT."""
+MAX_OUTPUT_BYTES: Final = 1 << 20
+"""The most a step's outputs may take, as JSON (larger ones fail with kind `output`)."""
+MAX_EVENT_BYTES: Final = 4 * MAX_OUTPUT_BYTES
+"""The most one event of the engine's log may take (its store's `max_payload`). Outputs
+of MAX_OUTPUT_BYTES as JSON take up to 2.25 times as much as msgpack (a short float,
+`1.5,` in JSON, is 9 bytes), and the event around them some more."""
 
 
 def unstorable(value: object) -> tuple[str, str] | None:

@@ -12,6 +12,7 @@ from engine.rules.decide import (
     CacheHitFound,
     Cancel,
     CommandNotApplicable,
+    GiveUp,
     Recover,
     Resume,
     RetryStep,
@@ -183,6 +184,18 @@ def test_resume_accepts_the_paused_failures_and_goes_on() -> None:
     sim = _paused_sim()
     out = sim.do(Resume())
     assert sim.types(out) == ["RunResumed", "StepFailed", "StepSkipped", "RunFailed"]
+
+
+def test_an_engine_that_gives_up_on_a_running_run_pauses_it_with_why() -> None:
+    sim = Sim(workflow(step("a"), step("b", after=("a",))))
+    assert sim.do(GiveUp(reason="crashed")) == []  # queued: nothing to pause
+    sim.start()
+    out = sim.do(GiveUp(reason="crashed 3 times"))
+    assert sim.types(out) == ["RunPaused"]
+    assert (sim.state.status, sim.state.reason) == (RunStatus.PAUSED, "crashed 3 times")
+    assert sim.do(GiveUp(reason="again")) == []  # already paused
+    assert sim.types(sim.do(Resume())) == ["RunResumed"]
+    assert sim.state.status is RunStatus.RUNNING
 
 
 def test_resume_a_run_that_is_not_paused_is_not_applicable() -> None:

@@ -15,6 +15,7 @@ from engine.rules.decide import (
     AttemptFailedWith,
     AttemptSucceeded,
     ChildEnded,
+    GiveUp,
     Recover,
     ResourcesRefused,
     Resume,
@@ -123,6 +124,8 @@ def _options(sim: Sim, retried: set[str]) -> list[Trigger]:
                 found.append(RetryStep(step_id=sid))
     if state.status is RunStatus.PAUSED:
         found.append(Resume())
+    if state.status is RunStatus.RUNNING:
+        found.append(GiveUp(reason="the actor crashed"))
     if any(s.wait_for is not None for s in state.spec.steps):  # before or while a step waits
         found += [Signal(name=name, data={"ok": "yes"}) for name in SIGNAL_NAMES]
     for t in active_timers(state):
