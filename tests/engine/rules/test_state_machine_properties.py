@@ -45,6 +45,7 @@ from engine.rules.state import (
     WaitReason,
     fold,
     index_of,
+    paused_as_a_whole,
     spec_of,
 )
 from tests.strategies import (
@@ -169,7 +170,11 @@ def _check_serial(state: RunState) -> None:
 
 
 def _check_named_waits(state: RunState) -> None:
-    """A step held by a rate limit says which; a queued run with a key names it."""
+    """A step held by a rate limit says which; a queued run with a key names it; a run
+    the engine gave up on waits for a person only."""
+    if paused_as_a_whole(state):
+        assert [str(w) for w in state.waiting_for()] == ["intervention"]
+        return
     named = {w.step_id: w.reason for w in state.waiting_for()}
     for sid, st_ in state.steps.items():
         if st_.waiting is WaitReason.RESOURCES and (st_.reason or "").startswith("rate limit"):
