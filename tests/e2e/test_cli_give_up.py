@@ -28,14 +28,25 @@ steps:
   - {id: a, call: "big_steps:floats"}
 """
 
-# Each step's outputs fit; the run's top-level outputs, all five together, do not fit
-# in one event: the engine cannot log the run's end however often it tries.
+# Each step's outputs fit; the inputs of the child run that takes all five do not fit in
+# one event: the engine cannot log the child's submission however often it tries.
 TOO_MUCH = """
 name: too-much
 steps:
 """
 TOO_MUCH += "".join(f'  - {{id: s{i}, call: "big_steps:text"}}\n' for i in range(5))
-TOO_MUCH += "outputs:\n" + "".join(f"  o{i}: steps.s{i}.outputs.t\n" for i in range(5))
+TOO_MUCH += """  - id: kid
+    after: [s0, s1, s2, s3, s4]
+    workflow: kid
+    with:
+"""
+TOO_MUCH += "".join(f"      i{i}: ${{{{ steps.s{i}.outputs.t }}}}\n" for i in range(5))
+TOO_MUCH += """workflows:
+  kid:
+    name: kid
+    steps:
+      - {id: k, run: [echo, hi]}
+"""
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:

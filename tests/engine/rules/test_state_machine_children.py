@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from engine.rules.decide import Cancel, ChildEnded, Recover, RetryStep, SkipStep, TimerFired
@@ -10,6 +12,7 @@ from engine.rules.policies.children import child_run_id
 from engine.rules.policies.timeouts import TimerKind, active_timers
 from engine.rules.spec import OnFailure, RetrySpec, StepSpec, WorkflowSpec
 from engine.rules.state import RunStatus, StepStatus, WaitReason
+from engine.rules.values import MAX_OUTPUT_BYTES
 from tests.strategies import Sim, step, workflow
 
 CHILD = workflow(step("calc"), name="child", outputs={"total": "steps.calc.outputs.total"})
@@ -147,6 +150,27 @@ def test_an_output_that_cannot_be_evaluated_fails_the_run() -> None:
     sim.start()
     sim.succeed("calc", {})
     assert sim.state.status is RunStatus.FAILED and (sim.state.reason or "").startswith("outputs:")
+
+
+@pytest.mark.parametrize(
+    ("outputs", "reason"),
+    [
+        ({"t": "x" * (MAX_OUTPUT_BYTES // 2)}, "more than the limit of"),  # twice, in total
+        ({"t": float("inf")}, "inf, which JSON cannot hold"),
+    ],
+)
+def test_run_outputs_the_log_cannot_keep_fail_the_run_saying_why(
+    outputs: dict[str, Any], reason: str
+) -> None:
+    """Not an event too large to append, which crashed the run's actor on every restart."""
+    sim = Sim(
+        workflow(step("a"), step("b"), outputs={"a": "steps.a.outputs.t", "b": "steps.b.outputs.t"})
+    )
+    sim.start()
+    sim.succeed("a", outputs)
+    out = sim.succeed("b", outputs)
+    assert sim.types(out)[-1] == "RunFailed"
+    assert sim.state.status is RunStatus.FAILED and reason in (sim.state.reason or "")
 
 
 def test_foreach_instances_each_get_their_own_child_run() -> None:
