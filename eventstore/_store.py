@@ -116,13 +116,7 @@ class EventStore(Generic[E]):
         Runs encoding in the caller's thread, then blocks until the writer
         thread has committed the transaction holding these events.
         """
-        self._check_open()
-        if self._shared.readonly:
-            raise StoreReadOnlyError(
-                f"event store {str(self.path)!r} is open read-only; nothing was appended"
-            )
-        if self._shared.damage is not None:
-            raise self._shared.damage
+        self._check_writable()
         skey = fmt.stream_key(stream)
         if expected_version is not None and expected_version < 0:
             raise ValueError(f"expected_version must be >= 0, got {expected_version}")
@@ -399,7 +393,6 @@ class EventStore(Generic[E]):
         with ``remove_streams``; the stream's version starts again from 1, so a reader
         must not compare its versions across a replacement.
         """
-        self._check_open()
         if not events:
             raise ValueError("a replacement needs at least one event")
         return self._remove_then_append([fmt.stream_key(stream)], stream, events)
@@ -408,6 +401,7 @@ class EventStore(Generic[E]):
         self, skeys: list[bytes], stream: str, events: Sequence[E]
     ) -> list[int]:
         """Remove the streams ``skeys``, then append ``events`` to ``stream``, in one commit."""
+        self._check_writable()
         payloads = [self._encoder.encode(event) for event in events]
         for payload in payloads:
             if len(payload) > self._max_payload:
@@ -525,6 +519,16 @@ class EventStore(Generic[E]):
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<EventStore {str(self.path)!r} {self.durability} {state}>"
+
+    def _check_writable(self) -> None:
+        """Raise unless this handle may write: open, not read-only, not found damaged."""
+        self._check_open()
+        if self._shared.readonly:
+            raise StoreReadOnlyError(
+                f"event store {str(self.path)!r} is open read-only; nothing was written"
+            )
+        if self._shared.damage is not None:
+            raise self._shared.damage
 
     def _check_open(self) -> None:
         if self._closed:

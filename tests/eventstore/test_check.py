@@ -118,6 +118,10 @@ def test_a_read_only_open_reads_everything_and_writes_nothing(store_path: pathli
         assert {info.name for info in store.streams()} == {"big", "s-0", "s-1", "s-2"}
         with pytest.raises(StoreReadOnlyError):
             store.append("s-1", [Counted(99)])
+        with pytest.raises(StoreReadOnlyError):
+            store.replace_stream("s-1", [Counted(99)])
+        with pytest.raises(StoreReadOnlyError):
+            store.remove_streams(["s-1"], "gone", [Counted(99)])
     # lock.mdb, writable here, holds LMDB's reader table; the log itself is untouched
     assert _digests(store_path)["data.mdb"] == before["data.mdb"]
 
