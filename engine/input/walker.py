@@ -12,7 +12,6 @@ import difflib
 import enum
 import functools
 import json
-import math
 import re
 import types
 import typing
@@ -23,7 +22,7 @@ import msgspec
 
 from engine.rules.errors import Problem, ValidationError
 from engine.rules.spec import StepSpec, WorkflowSpec
-from engine.rules.values import MAX_INT
+from engine.rules.values import MAX_INT, unstorable
 
 MAX_NODES = 200_000
 """Values walked per document; stops YAML alias bombs and self-referencing aliases."""
@@ -84,22 +83,8 @@ class _Walker:
         if self._nodes > MAX_NODES:
             raise _TooLarge
         if type_ is Any:
-            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
-                self.problems.append(
-                    Problem(
-                        location,
-                        f"the number {_short(value)} is too large",
-                        f"whole numbers here lie within ±{MAX_INT}; quote it to keep it as text",
-                    )
-                )
-            elif isinstance(value, float) and not math.isfinite(value):
-                self.problems.append(
-                    Problem(
-                        location,
-                        f"the number {value!r} cannot be stored (JSON has no NaN or infinity)",
-                        "quote it to keep it as text",
-                    )
-                )
+            if isinstance(value, int | float) and unstorable(value):  # (a bool never is)
+                self.problems.append(_unstorable_number(value, location))
             self._count(value, location)
             return
         origin = typing.get_origin(type_)
@@ -187,6 +172,20 @@ class _Walker:
         elif isinstance(value, list | tuple):
             for index, item in enumerate(value):
                 self.check(item, Any, f"{location}[{index}]")
+
+
+def _unstorable_number(value: float, location: str) -> Problem:
+    if isinstance(value, int):
+        return Problem(
+            location,
+            f"the number {_short(value)} is too large",
+            f"whole numbers here lie within ±{MAX_INT}; quote it to keep it as text",
+        )
+    return Problem(
+        location,
+        f"the number {value!r} cannot be stored (JSON has no NaN or infinity)",
+        "quote it to keep it as text",
+    )
 
 
 @functools.cache

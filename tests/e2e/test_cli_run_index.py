@@ -4,6 +4,8 @@ reproduces the live index."""
 
 from __future__ import annotations
 
+import fcntl
+import os
 from pathlib import Path
 
 import lmdb
@@ -11,11 +13,12 @@ import msgspec
 import pytest
 
 from engine import Engine
+from engine.cli.check import check_run_index
 from engine.input.datadir import EVENTS
 from engine.rules.events import Event, RunStarted, RunSubmitted, RunSucceeded, run_stream
 from engine.rules.state import RunStatus
 from engine.run_index import KEYS, ROWS, RunIndexer, RunSummary
-from eventstore import EventStore
+from eventstore import EventStore, StoreBusyError
 from eventstore._format import DB_PRUNED
 from eventstore._index import database_name
 from tests.e2e.test_cli_runs import as_json, cli
@@ -148,12 +151,6 @@ def test_checking_the_index_while_the_log_is_being_compacted_finds_no_damage(
     """Compaction can begin between `wfa check`'s look at the log and at the index: the
     index's open is refused then (compaction holds `lock.mdb` exclusively, as here),
     which says the log is busy, not that the index disagrees with it."""
-    import fcntl
-    import os
-
-    from engine.cli.check import check_run_index
-    from eventstore import StoreBusyError
-
     data, _ = old_data
     assert cli(data, "runs").returncode == 0  # indexed
     fd = os.open(data / EVENTS / "lock.mdb", os.O_RDWR)

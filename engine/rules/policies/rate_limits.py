@@ -59,15 +59,12 @@ def fold_buckets(takes: Iterable[tuple[str, float, int, float]]) -> dict[str, To
     """Buckets from recorded takes (name, at, max, per), in log order; the last take's
     limits are the bucket's limits until the engine knows better. Each bucket keeps its
     last `max` takes (as `max` was at each take), in time linear in the takes."""
-    folded: dict[str, tuple[float, deque[float]]] = {}
+    folded: dict[str, tuple[int, float, deque[float]]] = {}
     for name, at, max_, per in takes:
         old = folded.get(name)
-        times = old[1] if old is not None else deque(maxlen=max_)
+        times = old[2] if old is not None else deque(maxlen=max_)
         if times.maxlen != max_:
             times = deque(times, maxlen=max_)  # keeps the last `max_`
         times.append(at)
-        folded[name] = (per, times)
-    return {
-        name: TokenBucket(times.maxlen or 0, per, tuple(times))
-        for name, (per, times) in folded.items()
-    }
+        folded[name] = (max_, per, times)
+    return {name: TokenBucket(m, per, tuple(times)) for name, (m, per, times) in folded.items()}
