@@ -87,9 +87,7 @@ class WorkflowActor(Accounted, pykka.ThreadingActor):
         try:
             self._begin()
         except Exception as exc:  # pykka calls no on_failure for on_start: report it ourselves
-            self.on_failure(
-                None, exc if isinstance(exc, CorruptStoreError) else "failed to start", None
-            )
+            self.on_failure(type(exc), exc, exc.__traceback__)
             raise
 
     def _begin(self) -> None:
