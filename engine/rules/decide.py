@@ -65,6 +65,7 @@ from engine.rules.state import (
     is_ready,
     spec_of,
 )
+from engine.rules.values import clipped
 
 __all__ = [
     "AgentAssigned",
@@ -275,7 +276,7 @@ def decide(state: RunState, trigger: Trigger, now: float) -> list[Event]:
                 plan.settled(sid)
         case AttemptFailedWith(step_id=sid, attempt=n, kind=kind, message=message):
             if plan.is_current_attempt(sid, n):
-                plan.attempt_failed(sid, n, kind, message)
+                plan.attempt_failed(sid, n, kind, clipped(message))
         case TimerFired():
             _timer_fired(plan, trigger)
         case CacheHitFound(step_id=sid, outputs=outputs, source_run_id=source):
@@ -332,8 +333,10 @@ def decide(state: RunState, trigger: Trigger, now: float) -> list[Event]:
             plan.emit(RunResumed(at=now))
             plan.fail_paused_steps()
         case GiveUp(reason=reason):
-            if state.status is RunStatus.RUNNING:
-                plan.emit(RunPaused(at=now, reason=reason))
+            if state.status is RunStatus.PAUSED:  # a `wfa resume` the crashes kept from acting
+                plan.emit(RunResumed(at=now))
+            if state.status in (RunStatus.RUNNING, RunStatus.PAUSED):
+                plan.emit(RunPaused(at=now, reason=clipped(reason)))
         case Recover(crashed=crashed, in_engine=in_engine):
             if state.status is not RunStatus.QUEUED:
                 plan.recover(crashed, in_engine)
