@@ -67,7 +67,7 @@ from engine.rules.results import RunResult, result_of
 from engine.rules.spec import WorkflowSpec
 from engine.rules.state import TERMINAL_RUN, RunState, evolve, fold, index_of
 from engine.rules.submission import check_run_id, same_submission, signal_problems
-from engine.rules.values import MAX_EVENT_BYTES, unstorable
+from engine.rules.values import MAX_EVENT_BYTES, unloggable
 from engine.run_index import (
     RunIndexer,
     command_positions,
@@ -75,7 +75,13 @@ from engine.run_index import (
     list_runs,
     missing_run,
 )
-from eventstore import ConcurrencyError, CorruptStoreError, EventStore, Recorded
+from eventstore import (
+    ConcurrencyError,
+    CorruptStoreError,
+    EventStore,
+    PayloadTooLargeError,
+    Recorded,
+)
 
 if TYPE_CHECKING:
     from actors.clock import Clock
@@ -518,7 +524,7 @@ class Engine:
 
     def skip(self, run_id: str, step_id: str, outputs: Any = None) -> None:
         """Skip a step; `outputs` stand in for its outputs so that its dependents run."""
-        if why := unstorable(outputs):
+        if why := unloggable(outputs):
             raise ValidationError([Problem("--outputs", *why)], source=run_id)
         self._command(run_id, "skip", step_id, outputs)
 
@@ -707,6 +713,14 @@ class Engine:
             if not chosen or (existing := self._submitted(run_id)) is None:
                 raise
             same_submission(existing, spec, inputs)
+        except PayloadTooLargeError as exc:  # inputs fit (check_inputs): a huge workflow
+            problem = Problem(
+                "$",
+                f"the run's submission (its workflow and inputs) takes {exc.size:,} bytes, "
+                f"more than one event of the log holds ({exc.limit:,})",
+                "split the workflow, or keep large data in files",
+            )
+            raise ValidationError([problem], source=spec.name) from None
         return RunHandle(self, run_id)
 
     def _submitted(self, run_id: str) -> RunSubmitted | None:

@@ -34,7 +34,7 @@ from engine.rules.expressions import (
 from engine.rules.input_types import declaration_problems, input_problems
 from engine.rules.policies.schedules import schedule_of
 from engine.rules.spec import Mode, WorkflowSpec
-from engine.rules.values import unstorable
+from engine.rules.values import too_large, unstorable
 
 GENERIC_CAPABILITY = "default"
 """The one capability of the generic agents made when the config has no `agents:`."""
@@ -152,6 +152,8 @@ def check_inputs(spec: WorkflowSpec, given: Mapping[str, Any]) -> list[Problem]:
     for name, value in given.items():
         if why := unstorable(value):
             problems.append(Problem(f"-i {name}", *why))
+    if not problems and (why := too_large(dict(given))):  # one RunSubmitted must hold them
+        problems.append(Problem("-i", f"the input object {why[0]}", why[1]))
     return problems
 
 

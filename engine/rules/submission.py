@@ -19,7 +19,7 @@ import msgspec
 from engine.rules.errors import Problem, ValidationError
 from engine.rules.events import RunSubmitted
 from engine.rules.spec import WorkflowSpec
-from engine.rules.values import unstorable
+from engine.rules.values import unloggable
 
 RUN_ID_RULE: Final = "letters, digits, _ . -; starts with a letter or digit; 1-100 chars"
 _RUN_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
@@ -92,7 +92,7 @@ def signal_problems(name: str, data: object) -> list[Problem]:
         problems.append(
             Problem("--data", f"signal data must be a JSON object, not {type(data).__name__}")
         )
-    elif why := unstorable(data):
+    elif why := unloggable(data):
         problems.append(Problem("--data", f"signal data {why[0]}", why[1]))
     return problems
 

@@ -13,10 +13,16 @@ import math
 from collections.abc import Mapping
 from typing import Final
 
+import msgspec
+
 MAX_INT: Final = 2**63 - 1
 """Whole numbers in free-form values must lie within ±MAX_INT."""
 MAX_OUTPUT_BYTES: Final = 1 << 20
-"""The most a step's outputs may take, as JSON (larger ones fail with kind `output`)."""
+"""The most a free-form value may take as JSON: a step's outputs (larger ones fail with
+kind `output`), a run's inputs or outputs, a child run's `with:`, a foreach's items, a
+signal's data. One event must hold it, beside its run's other events of one commit."""
+MAX_MESSAGE_CHARS: Final = 16_384
+"""The most of a failure's message the log keeps (the whole traceback is in stderr.log)."""
 MAX_EVENT_BYTES: Final = 4 * MAX_OUTPUT_BYTES
 """The most one event of the engine's log may take (its store's `max_payload`). Outputs
 of MAX_OUTPUT_BYTES as JSON take up to 2.25 times as much as msgpack (a short float,
@@ -48,3 +54,29 @@ def unstorable(value: object) -> tuple[str, str] | None:
         elif isinstance(item, list | tuple):
             pending.extend(item)
     return None
+
+
+def too_large(value: object) -> tuple[str, str] | None:
+    """Whether `value` (plain data the log can keep) takes more than MAX_OUTPUT_BYTES as
+    JSON, and what to do instead; None when it fits."""
+    size = len(msgspec.json.encode(value))
+    if size <= MAX_OUTPUT_BYTES:
+        return None
+    return (
+        f"takes {size:,} bytes as JSON, more than the limit of {MAX_OUTPUT_BYTES:,}",
+        "write the bulk to a file and pass its path instead",
+    )
+
+
+def unloggable(value: object) -> tuple[str, str] | None:
+    """What keeps `value` out of one event, and what to do instead: `unstorable`, else
+    `too_large`; None when the log can keep it."""
+    return unstorable(value) or too_large(value)
+
+
+def clipped(message: str) -> str:
+    """`message` cut to MAX_MESSAGE_CHARS, saying how much was cut."""
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    cut = len(message) - MAX_MESSAGE_CHARS
+    return f"{message[:MAX_MESSAGE_CHARS]}... [{cut:,} more characters not kept]"

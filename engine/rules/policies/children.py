@@ -39,7 +39,7 @@ from engine.rules.expressions import evaluate, render_template
 from engine.rules.policies.conditions import step_variables
 from engine.rules.spec import WorkflowSpec
 from engine.rules.state import TERMINAL_RUN, RunState, RunStatus, WaitReason, spec_of
-from engine.rules.values import MAX_OUTPUT_BYTES, unstorable
+from engine.rules.values import unloggable
 
 if TYPE_CHECKING:
     from engine.rules.planner import Planner
@@ -118,6 +118,9 @@ def start_child(plan: Planner, step_id: str) -> None:
             f"(its inputs: {', '.join(sorted(declared))})",
         )
         return
+    if why := unloggable(inputs):  # one ChildRunSubmitted must hold them
+        plan.fail_now(step_id, f"with: the child run's input object {why[0]}; {why[1]}")
+        return
     attempt = work.steps[step_id].attempts + 1
     plan.emit(
         ChildRunSubmitted(
@@ -155,18 +158,8 @@ def end_with_outputs(plan: Planner) -> None:
     except ExpressionError as exc:
         plan.emit(RunFailed(at=plan.now, reason=f"outputs: {exc}"))
         return
-    size = len(msgspec.json.encode(outputs))
-    if size > MAX_OUTPUT_BYTES:  # one event holds them, as one step's hold its own
-        plan.emit(
-            RunFailed(
-                at=plan.now,
-                reason=f"outputs: {size} bytes as JSON, more than the limit of "
-                f"{MAX_OUTPUT_BYTES} bytes; return paths to files instead of their contents",
-            )
-        )
-        return
-    if why := unstorable(outputs):
-        plan.emit(RunFailed(at=plan.now, reason=f"outputs: {why[0]} ({why[1]})"))
+    if why := unloggable(outputs):  # one event holds them, as one step's hold its own
+        plan.emit(RunFailed(at=plan.now, reason=f"outputs: the output object {why[0]}; {why[1]}"))
         return
     plan.emit(RunOutputsProduced(at=plan.now, outputs=outputs))
     plan.emit(RunSucceeded(at=plan.now))

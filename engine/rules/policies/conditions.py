@@ -18,6 +18,7 @@ from engine.rules.errors import ExpressionError
 from engine.rules.expressions import evaluate, render_template
 from engine.rules.spec import MAX_DURATION
 from engine.rules.state import RunState, spec_of
+from engine.rules.values import unloggable
 
 
 def step_variables(state: RunState, step_id: str) -> dict[str, Any]:
@@ -48,6 +49,8 @@ def foreach_items(state: RunState, step_id: str, source: str) -> list[Any]:
     value = evaluate(source, step_variables(state, step_id))
     if not isinstance(value, list | tuple):
         raise ExpressionError(f"foreach {source!r} gave {type(value).__name__}, not a list")
+    if why := unloggable(value):  # one ForeachExpanded must hold them
+        raise ExpressionError(f"the list of items {why[0]}; {why[1]}")
     return list(value)
 
 

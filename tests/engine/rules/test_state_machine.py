@@ -373,3 +373,38 @@ def test_ready_events_name_only_steps_whose_dependencies_ended(parallel: bool) -
     sim = Sim(spec, settings=RunSettings(enable_parallel_execution=parallel))
     out = sim.start()
     assert "b" not in [e.step_id for e in out if isinstance(e, StepReady)]
+
+
+def test_foreach_items_too_large_for_the_log_fail_the_step_before_they_are_logged() -> None:
+    """Not a `ForeachExpanded` too large to append, which crashed the run's actor."""
+    from engine.rules.values import MAX_OUTPUT_BYTES
+
+    spec = workflow(
+        step("a"),
+        step("b"),
+        step("fan", after=("a", "b"), foreach="steps.a.outputs.l + steps.b.outputs.l"),
+    )
+    sim = Sim(spec)
+    sim.start()
+    half = ["y" * 100] * (MAX_OUTPUT_BYTES // 200)
+    sim.succeed("a", {"l": half})
+    out = sim.succeed("b", {"l": [*half, "z"]})
+    assert "ForeachExpanded" not in sim.types(out)
+    error = sim.state.steps["fan"].error
+    assert error is not None and error.message.startswith("foreach: the list of items takes")
+
+
+def test_a_failures_message_is_logged_clipped_however_long() -> None:
+    """A step raising with a whole response body as its message: every event that repeats
+    the message keeps its head only (the log's events are bounded; stderr.log has it all)."""
+    from engine.rules.errors import ErrorKind
+    from engine.rules.spec import OnFailure
+    from engine.rules.values import MAX_MESSAGE_CHARS
+
+    sim = Sim(workflow(step("a", on_failure=OnFailure.PAUSE)))
+    sim.start()
+    body = "<html>" + "x" * 6_000_000
+    out = sim.fail("a", ErrorKind.DEPENDENCY, body)
+    texts = [getattr(e, "message", None) or getattr(e, "reason", "") for e in out]
+    assert sim.types(out) == ["AttemptFailed", "StepPaused", "RunPaused"]
+    assert all(body[:100] in t and len(t) < MAX_MESSAGE_CHARS + 200 for t in texts)

@@ -173,6 +173,38 @@ def test_run_outputs_the_log_cannot_keep_fail_the_run_saying_why(
     assert sim.state.status is RunStatus.FAILED and reason in (sim.state.reason or "")
 
 
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("x" * (MAX_OUTPUT_BYTES // 2), "bytes as JSON, more than the limit of"),  # twice
+        (float("nan"), "nan, which JSON cannot hold"),
+    ],
+)
+def test_with_inputs_the_log_cannot_keep_fail_the_step_before_any_child_run(
+    value: Any, reason: str
+) -> None:
+    """Not a `ChildRunSubmitted` too large to append, which crashed the parent's actor."""
+    sim = Sim(
+        parent(
+            step("a"),
+            step("b"),
+            sub(
+                after=("a", "b"),
+                params={"x": "${{ steps.a.outputs.t }}", "y": "${{ steps.b.outputs.t }}"},
+            ),
+        )
+    )
+    sim.start()
+    sim.succeed("a", {"t": value})
+    out = sim.succeed("b", {"t": value})
+    assert "ChildRunSubmitted" not in sim.types(out)
+    error = sim.state.steps["sub"].error
+    assert error is not None and error.kind is ErrorKind.USER
+    assert (
+        error.message.startswith("with: the child run's input object") and reason in error.message
+    )
+
+
 def test_foreach_instances_each_get_their_own_child_run() -> None:
     sim = Sim(parent(sub(foreach="[1, 2]", params={"n": "${{ item }}"})))
     out = sim.start()

@@ -65,3 +65,23 @@ def test_a_deeply_nested_value_is_walked_without_recursion() -> None:
     for _ in range(100_000):
         value = [value]
     assert unstorable(value) is not None
+
+
+def test_a_value_is_too_large_exactly_when_its_json_passes_the_limit() -> None:
+    from engine.rules.values import MAX_OUTPUT_BYTES, too_large
+
+    fits = "x" * (MAX_OUTPUT_BYTES - 2)  # the two quotes make it MAX_OUTPUT_BYTES
+    assert too_large(fits) is None
+    message, hint = too_large(fits + "x") or ("", "")
+    assert f"{MAX_OUTPUT_BYTES + 1:,} bytes as JSON" in message and "file" in hint
+
+
+def test_a_long_message_is_clipped_saying_how_much_went() -> None:
+    from engine.rules.values import MAX_MESSAGE_CHARS, clipped
+
+    assert clipped("x" * MAX_MESSAGE_CHARS) == "x" * MAX_MESSAGE_CHARS
+    long = "ab" * MAX_MESSAGE_CHARS
+    short = clipped(long)
+    assert short.startswith(long[:MAX_MESSAGE_CHARS])
+    assert short.endswith(f"[{MAX_MESSAGE_CHARS:,} more characters not kept]")
+    assert len(short) < MAX_MESSAGE_CHARS + 50
