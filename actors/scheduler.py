@@ -79,6 +79,7 @@ class SchedulerActor(Accounted, pykka.ThreadingActor):
                     else:
                         log.error("run %s: given up after %d crashes", run_id, MAX_RESTARTS)
                         del self._restarts[run_id]  # a resume gets restarts again
+                        self._candidates.pop(run_id, None)  # and is admitted afresh
                         self.runtime.give_up(run_id, MAX_RESTARTS, error)
                 self._admit()
             case DeliverCommand(run_id=run_id):
