@@ -40,12 +40,15 @@ steps:
   - {id: a, call: "big_steps:floats"}
 """
 
+
+def five(name: str, call: str) -> str:
+    """A workflow `name` whose steps s0..s4 each call `big_steps:<call>`."""
+    steps = "".join(f'  - {{id: s{i}, call: "big_steps:{call}"}}\n' for i in range(5))
+    return f"name: {name}\nsteps:\n{steps}"
+
+
 # Each step's outputs fit; the child run that takes all five as inputs could not be logged.
-TOO_MUCH = """
-name: too-much
-steps:
-"""
-TOO_MUCH += "".join(f'  - {{id: s{i}, call: "big_steps:text"}}\n' for i in range(5))
+TOO_MUCH = five("too-much", "text")
 TOO_MUCH += """  - id: kid
     after: [s0, s1, s2, s3, s4]
     workflow: kid
@@ -60,11 +63,7 @@ TOO_MUCH += """workflows:
 """
 
 # Five lists that each fit, joined into one list of items that does not.
-TOO_MANY = """
-name: too-many
-steps:
-"""
-TOO_MANY += "".join(f'  - {{id: s{i}, call: "big_steps:strings"}}\n' for i in range(5))
+TOO_MANY = five("too-many", "strings")
 TOO_MANY += """  - id: fan
     after: [s0, s1, s2, s3, s4]
     foreach: "steps.s0.outputs.l + steps.s1.outputs.l + steps.s2.outputs.l
