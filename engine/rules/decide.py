@@ -333,7 +333,8 @@ def decide(state: RunState, trigger: Trigger, now: float) -> list[Event]:
             plan.emit(RunResumed(at=now))
             plan.fail_paused_steps()
         case GiveUp(reason=reason):
-            if state.status is RunStatus.PAUSED:  # a `wfa resume` the crashes kept from acting
+            if state.status is RunStatus.PAUSED:  # a command (resume, retry) the crashes
+                # kept from acting: the log says it was tried, and its waiter sees a move
                 plan.emit(RunResumed(at=now))
             if state.status in (RunStatus.RUNNING, RunStatus.PAUSED):
                 plan.emit(RunPaused(at=now, reason=clipped(reason)))

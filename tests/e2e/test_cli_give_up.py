@@ -78,8 +78,12 @@ steps:
 """
 
 
-def write(tmp_path: Path, name: str, text: str) -> Path:
+def write_steps(tmp_path: Path) -> None:
     (tmp_path / "big_steps.py").write_text(STEPS.replace("OUTPUT_BYTES", str(MAX_OUTPUT_BYTES)))
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    write_steps(tmp_path)
     flow = tmp_path / name
     flow.write_text(text)
     return flow
@@ -144,9 +148,9 @@ def test_the_python_api_refuses_values_no_event_could_hold_and_logs_nothing(
 def test_a_run_the_engine_cannot_drive_is_paused_with_why_and_wfa_run_ends(
     tmp_path: Path,
 ) -> None:
-    """The one crash path left that I know of: a child's workflow (a Python one: files
+    """The one crash path known to be left: a child's workflow (a Python one: files
     are at most 1 MiB) and its inputs, each within limits, together over one event."""
-    write(tmp_path, "unused.yaml", "")
+    write_steps(tmp_path)
     kid = {
         "name": "kid",
         "steps": [{"id": f"k{i}", "run": ["echo", "k" * 70_000]} for i in range(40)],

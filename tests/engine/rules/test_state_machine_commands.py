@@ -203,6 +203,19 @@ def test_an_engine_that_gives_up_on_a_running_run_pauses_it_with_why() -> None:
     assert sim.state.status is RunStatus.RUNNING
 
 
+def test_giving_up_on_a_run_paused_by_its_step_keeps_the_step_paused() -> None:
+    """A `wfa retry` whose actor crashed before it acted: the log shows the try and the
+    engine's reason; the step still waits for an operator."""
+    sim = Sim(workflow(step("a", on_failure=OnFailure.PAUSE, retry=ONCE)))
+    sim.start()
+    sim.fail("a", ErrorKind.DEPENDENCY)
+    assert sim.state.status is RunStatus.PAUSED
+    out = sim.do(GiveUp(reason="crashed 3 times"))
+    assert sim.types(out) == ["RunResumed", "RunPaused"]
+    assert (sim.state.status, sim.state.reason) == (RunStatus.PAUSED, "crashed 3 times")
+    assert sim.state.steps["a"].waiting is WaitReason.PAUSED
+
+
 def test_resume_a_run_that_is_not_paused_is_not_applicable() -> None:
     sim = Sim(workflow(step("a")))
     sim.start()
