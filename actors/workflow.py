@@ -48,6 +48,7 @@ from engine.rules.policies.caching import cache_entry
 from engine.rules.policies.children import still_wanted
 from engine.rules.policies.timeouts import Timer, active_timers, run_timer, step_timer
 from engine.rules.state import (
+    InvalidTransition,
     RunState,
     RunStatus,
     StepStatus,
@@ -163,17 +164,27 @@ class WorkflowActor(Accounted, pykka.ThreadingActor):
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
         # A damaged log refuses every later use, so a restart cannot help, and whoever
-        # uses the store next (the command, the engine) reports the damage once.
-        damaged = isinstance(exception_value, CorruptStoreError)
-        log.log(
-            logging.DEBUG if damaged else logging.ERROR,
-            "run %s: workflow actor crashed: %s",
-            self.run_id,
-            exception_value,
-        )
+        # uses the store next (the command, the engine) reports the damage once. Nor
+        # can it for a history that does not fold: each rebuild would fail alike, and
+        # each reader of the run reports it.
+        unfolded = isinstance(exception_value, InvalidTransition)
+        if unfolded:
+            log.error(
+                "run %s is not driven: its history does not fold (`wfa show %s` says why)",
+                self.run_id,
+                self.run_id,
+            )
+        else:
+            log.log(
+                logging.DEBUG if isinstance(exception_value, CorruptStoreError) else logging.ERROR,
+                "run %s: workflow actor crashed: %s",
+                self.run_id,
+                exception_value,
+            )
+        crashed = not (unfolded or isinstance(exception_value, CorruptStoreError))
         self.runtime.pool.withdraw(self.run_id)
         error = f"{exception_type.__name__}: {exception_value}"
-        self.runtime.scheduler.tell(RunEnded(self.run_id, crashed=not damaged, error=error))
+        self.runtime.scheduler.tell(RunEnded(self.run_id, crashed=crashed, error=error))
 
     # -- the cycle -----------------------------------------------------------
 

@@ -65,7 +65,7 @@ from engine.rules.policies.caching import CACHE_STREAM, CacheIndex
 from engine.rules.policies.health import HealthPolicy
 from engine.rules.results import RunResult, result_of
 from engine.rules.spec import WorkflowSpec
-from engine.rules.state import TERMINAL_RUN, RunState, evolve, fold, index_of
+from engine.rules.state import TERMINAL_RUN, InvalidTransition, RunState, evolve, fold, index_of
 from engine.rules.submission import check_run_id, same_submission, signal_problems
 from engine.rules.values import MAX_EVENT_BYTES, unloggable
 from engine.run_index import (
@@ -217,13 +217,20 @@ class _StateFollower:
         self.position = 0  # of the run's last event
         self.commands_seen = 0  # version in the commands stream
         self.last_command = 0  # position of the run's last command
+        self.damage: InvalidTransition | None = None  # the history does not fold
 
     def refresh(self) -> bool:
         """Fold what is new; True if there was anything."""
+        if self.damage is not None:  # the state is half changed by the event that failed
+            raise self.damage
         before = self.version
-        for rec in self.store.read_stream(self.stream, self.version + 1):
-            self.state = evolve(self.state, rec.event)
-            self.version, self.position = rec.version, rec.position
+        try:
+            for rec in self.store.read_stream(self.stream, self.version + 1):
+                self.state = evolve(self.state, rec.event)
+                self.version, self.position = rec.version, rec.position
+        except InvalidTransition as exc:
+            self.damage = exc
+            raise
         if self.state is None:
             raise UnknownRunError(missing_run(self.store, self.run_id, self.store.path))
         return self.version != before
@@ -796,8 +803,12 @@ class Engine:
 
 
 def _quiet(follower: _StateFollower) -> bool:
-    """The run has ended, or waits only for a person and has no command in flight."""
-    follower.refresh()
+    """The run has ended, or waits only for a person and has no command in flight (or
+    its history does not fold: nothing drives it, and each reader of it says why)."""
+    try:
+        follower.refresh()
+    except InvalidTransition:
+        return True
     state = follower.state
     assert state is not None
     if state.status in TERMINAL_RUN:

@@ -44,6 +44,7 @@ from engine.rules.events import (
     RunSubmitted,
     RunSucceeded,
     RunTimedOut,
+    iso,
 )
 from engine.rules.state import TERMINAL_RUN, RunStatus
 from eventstore import EventLog, EventStore, IndexTxn, Recorded
@@ -83,8 +84,6 @@ class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
 
     def to_json(self) -> dict[str, Any]:
         """The `wfa runs --json` object (README, Machine output)."""
-        from engine.rules.results import iso
-
         return {
             "run_id": self.run_id,
             "workflow": self.workflow,

@@ -36,6 +36,7 @@ from engine.input.preflight import call_problems, run_problems
 from engine.input.validation import validate_config, validate_file
 from engine.rules.config import EngineConfig
 from engine.rules.errors import Problem, ValidationError, WorkflowAutomatorError
+from engine.rules.state import InvalidTransition
 from eventstore import CorruptEventError, CorruptStoreError, EventStoreError, StoreReadOnlyError
 
 if TYPE_CHECKING:
@@ -292,6 +293,8 @@ class WfaGroup(click.Group):
         except ValidationError as exc:
             where = f"{exc.source}: " if exc.source else ""
             fail(f"{where}invalid", [str(p) for p in exc.problems])
+        except InvalidTransition as exc:  # a run's history does not fold
+            fail(str(exc), DAMAGE_ADVICE)
         except WorkflowAutomatorError as exc:
             fail(str(exc))
         except CorruptStoreError as exc:

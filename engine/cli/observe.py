@@ -44,7 +44,7 @@ from engine.cli.app import EXIT_FAILED, CliState, fail, main, parse_since, pass_
 from engine.cli.complete import complete_run
 from engine.cli.views import STATUS_STYLE, console, driver_line, duration
 from engine.rules.config import EngineConfig
-from engine.rules.results import iso
+from engine.rules.events import RUN_STREAM_PREFIX, iso
 from engine.rules.stats import compute_stats, window_records
 from engine.telemetry.export import export_now, make_exporter, to_jaeger_json, traces_url
 from engine.telemetry.spans import SpanData, spans_for_run
@@ -294,8 +294,9 @@ def _stopped_by_signals(stop: threading.Event) -> Iterator[None]:
 def snapshot(view: Any, config: EngineConfig) -> dict[str, Any]:
     """One frame of `wfa watch` as plain data (`--json` prints it as is): `at`, `runs`
     (active: `steps` counts by status, `running` step ids, `seconds` since it started),
-    `recent` (ended), `agents`, `resources` (use and cap in percent; cap null when none)
-    and open `alerts`. Times are ISO 8601 UTC."""
+    `recent` (ended), `agents`, `resources` (use and cap in percent; cap null when none),
+    `damaged` (ids of runs whose history does not fold) and open `alerts`. Times are
+    ISO 8601 UTC."""
     now = time.time()
     runs = []
     for state in sorted(view.active.values(), key=lambda s: s.submitted_at):
@@ -334,6 +335,7 @@ def snapshot(view: Any, config: EngineConfig) -> dict[str, Any]:
             for name, capacity in agent_capacities(config).items()
         ],
         "resources": _resources(config),
+        "damaged": sorted(s[len(RUN_STREAM_PREFIX) :] for s in view.damaged),
         "alerts": [
             {
                 "rule": rule,
@@ -376,6 +378,10 @@ def frame(snap: dict[str, Any], driver: str | None = None) -> Group:
         Text(f"wfa watch  {snap['at']}  {len(snap['runs'])} active runs", style="bold"),
         runs,
         *([Text(driver, style="bold yellow")] if driver and snap["runs"] else []),
+        *[
+            Text(f"run {run_id}: its history does not fold (`wfa show {run_id}`)", "bold red")
+            for run_id in snap["damaged"]
+        ],
         agents,
         resources,
     ]

@@ -26,6 +26,7 @@ import click
 import msgspec
 
 from engine.cli.app import (
+    DAMAGE_ADVICE,
     EXIT_OK,
     CliState,
     exit_code,
@@ -44,7 +45,7 @@ from engine.input.validation import check_inputs, load_checked
 from engine.rules import decide as rules
 from engine.rules.events import CommandIssued, run_stream
 from engine.rules.spec import MAX_PRIORITY
-from engine.rules.state import TERMINAL_RUN, paused_as_a_whole
+from engine.rules.state import TERMINAL_RUN, InvalidTransition, paused_as_a_whole
 from engine.rules.submission import RUN_ID_RULE
 from engine.run_index import command_positions, incomplete_runs
 
@@ -73,8 +74,10 @@ def follow_to_exit(
     *,
     json_list: bool = False,
     settle_after: dict[str, int] | None = None,
+    damaged: Sequence[str] = (),
 ) -> NoReturn:
-    """Follow the runs to their end (or a person's turn); exit with the worst outcome."""
+    """Follow the runs to their end (or a person's turn); exit with the worst outcome, or
+    2 after saying why, once each, if some runs were left out as `damaged`."""
     try:
         with sigterm_as_interrupt():
             results = follow_runs(engine, run_ids, show=not as_json, settle_after=settle_after)
@@ -83,6 +86,8 @@ def follow_to_exit(
         interrupted(engine, run_ids)
     if as_json:
         print_json([r.to_json() for r in results] if json_list else results[0].to_json())
+    if damaged:
+        fail(damaged[0], [*damaged[1:], *DAMAGE_ADVICE])
     raise click.exceptions.Exit(exit_code(results))
 
 
@@ -213,15 +218,35 @@ def resume(state: CliState, run_ids: Sequence[str], as_json: bool) -> None:
                 ["follow a run with `wfa show RUN`"],
             )
         targets = list(run_ids) or [r.run_id for r in incomplete_runs(engine.store)]
-        if not targets:
+        damaged = {} if run_ids else unfolded(engine, targets)  # named: the probe said so
+        targets = [run_id for run_id in targets if run_id not in damaged]
+        if not targets and not damaged:
             if as_json:
                 print_json([])
             else:
                 click.echo("nothing to resume: every run has ended")
             return
-        if not as_json:
-            click.echo(f"resuming {len(targets)} run{'s' if len(targets) != 1 else ''}")
-        follow_to_exit(engine, targets, as_json, json_list=True, settle_after=settle)
+        if targets and not as_json:
+            click.echo(f"resuming {plural(len(targets), 'run')}")
+        follow_to_exit(
+            engine,
+            targets,
+            as_json,
+            json_list=True,
+            settle_after=settle,
+            damaged=list(damaged.values()),
+        )
+
+
+def unfolded(engine: Engine, run_ids: Sequence[str]) -> dict[str, str]:
+    """Those of `run_ids` whose history does not fold (a damaged log), and why."""
+    found = {}
+    for run_id in run_ids:
+        try:
+            engine.state(run_id)
+        except InvalidTransition as exc:
+            found[run_id] = str(exc)
+    return found
 
 
 def unseen_command_versions(engine: Engine, run_ids: Sequence[str]) -> dict[str, int]:

@@ -31,9 +31,10 @@ from engine.rules.events import (
     ChildRunSubmitted,
     Event,
     RunSubmitted,
+    iso,
     run_stream,
 )
-from engine.rules.results import RunResult, StepResult, iso, result_of
+from engine.rules.results import RunResult, StepResult, result_of
 from engine.rules.state import TERMINAL_RUN, RunState, evolve
 from engine.run_index import RunSummary
 from eventstore import EventStore, Recorded

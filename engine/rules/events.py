@@ -20,6 +20,7 @@ Schema evolution (`SCHEMA_VERSION` counts breaking changes; there are none yet):
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import msgspec
@@ -560,3 +561,14 @@ def decode_event(data: bytes) -> Event:
 def decode_event_json(data: bytes | str) -> Event:
     event: Event = _JSON_DECODER.decode(data)
     return event
+
+
+def iso(at: float | None) -> str | None:
+    """Unix seconds as ISO 8601 UTC with milliseconds, e.g. 2026-11-26T05:15:23.120Z."""
+    if at is None:
+        return None
+    try:
+        stamp = datetime.fromtimestamp(at, UTC)
+    except (OverflowError, ValueError, OSError):  # beyond any calendar: an old log's .inf
+        return "never" if at > 0 else repr(at)
+    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -7,12 +7,11 @@ Built from a `RunState` (live or replayed), so `wfa show`, `wfa replay` and
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from engine.rules.events import RUN_STREAM_PREFIX, ChildOf, Event
+from engine.rules.events import RUN_STREAM_PREFIX, ChildOf, Event, iso
 from engine.rules.state import RunState, StepError, Waiting, waiting_for
 
 if TYPE_CHECKING:
@@ -124,17 +123,6 @@ def _waiting_text(waiting: Waiting) -> str:
     """`approval of gate`, `retry of api until 2026-11-26T05:15:23.120Z`."""
     text = waiting.reason + (f" of {waiting.step_id}" if waiting.step_id else "")
     return text + (f" until {iso(waiting.at)}" if waiting.at is not None else "")
-
-
-def iso(at: float | None) -> str | None:
-    """Unix seconds as ISO 8601 UTC with milliseconds, e.g. 2026-11-26T05:15:23.120Z."""
-    if at is None:
-        return None
-    try:
-        stamp = datetime.fromtimestamp(at, UTC)
-    except (OverflowError, ValueError, OSError):  # beyond any calendar: an old log's .inf
-        return "never" if at > 0 else repr(at)
-    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def event_json(rec: Recorded[Event], *, with_stream: bool = False) -> dict[str, Any]:

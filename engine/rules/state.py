@@ -60,6 +60,7 @@ from engine.rules.events import (
     StepWaitingForApproval,
     StepWaitingForResources,
     StepWaitingForSignal,
+    iso,
 )
 from engine.rules.input_types import input_defaults
 from engine.rules.spec import Mode, StepSpec, WorkflowSpec
@@ -587,13 +588,34 @@ def evolve(state: RunState | None, event: Event) -> RunState:
     if state is None:
         if type(event) is RunSubmitted:
             return _submitted(event)
-        raise InvalidTransition(f"a run's history must begin with RunSubmitted, not {event!r}")
+        raise InvalidTransition(
+            f"a run's history must begin with RunSubmitted, not {type(event).__name__}"
+        )
     handler = _HANDLERS.get(type(event))
     if handler is not None:
-        handler(state, event)
+        try:
+            handler(state, event)
+        except InvalidTransition:
+            raise
+        except Exception as exc:  # e.g. a step the workflow lacks: from a damaged log
+            raise _does_not_fit(state, event, exc) from exc
     elif type(event) is RunSubmitted:
         raise InvalidTransition(f"run {state.run_id} was already submitted")
     return state
+
+
+def _does_not_fit(state: RunState, event: Event, exc: Exception) -> InvalidTransition:
+    """Why `event` cannot be folded, naming it so that `wfa history` finds it."""
+    step_id = getattr(event, "step_id", None)
+    what = type(event).__name__ + ("" if step_id is None else f" of step {step_id}")
+    if isinstance(exc, KeyError) and exc.args == (step_id,):
+        cause = f"the run has no step {step_id}"
+    else:
+        cause = f"{type(exc).__name__}: {exc}"
+    return InvalidTransition(
+        f"run {state.run_id}: {what} at {iso(event.at)} does not fit the run's history "
+        f"({cause}); the log is corrupt or this is a bug: please report it"
+    )
 
 
 def fold(events: Iterable[Event], state: RunState | None = None) -> RunState:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from engine.rules import events as ev
 from engine.rules.events import RUN_STREAM_PREFIX
 from engine.rules.policies.alerts import ALERTS_STREAM, open_alerts
-from engine.rules.state import TERMINAL_RUN, RunState, evolve
+from engine.rules.state import TERMINAL_RUN, InvalidTransition, RunState, evolve
 
 if TYPE_CHECKING:
     from eventstore import EventLog
@@ -37,6 +37,7 @@ class LiveView:
         self.active: dict[str, RunState] = {}  # stream -> state
         self.recent: deque[RecentRun] = deque(maxlen=RECENT_LIMIT)
         self.alerts: dict[str, ev.AlertRaised] = {}
+        self.damaged: set[str] = set()  # streams of runs whose history does not fold
         self.position = store.last_position()
         infos = sorted(store.streams(RUN_STREAM_PREFIX), key=lambda i: i.updated_at)
         lasts = [r.event for r in store.read_positions([i.last_position for i in infos])]
@@ -56,7 +57,7 @@ class LiveView:
             for rec in store.read_stream(info.name):
                 if rec.position > self.position:
                     break
-                state = evolve(state, rec.event)
+                state = self._evolve(info.name, state, rec.event)
             if state is not None:
                 self.active[info.name] = state
         self.alerts = open_alerts(
@@ -81,13 +82,27 @@ class LiveView:
             state = self.active.get(stream)
             if state is None and not isinstance(event, ev.RunSubmitted):
                 continue
-            state = evolve(state, event)
+            state = self._evolve(stream, state, event)
+            if state is None:
+                continue
             if state.status in TERMINAL_RUN:
                 self.active.pop(stream, None)
                 self._ended(stream, state.spec.name, event)
             else:
                 self.active[stream] = state
         return changed
+
+    def _evolve(self, stream: str, state: RunState | None, event: Any) -> RunState | None:
+        """`evolve`, or None for a run whose history does not fold (a damaged log): it is
+        left out from then on, and counted in `damaged` (`wfa show RUN` says why)."""
+        if stream in self.damaged:
+            return None
+        try:
+            return evolve(state, event)
+        except InvalidTransition:
+            self.active.pop(stream, None)
+            self.damaged.add(stream)
+            return None
 
     def _ended(self, stream: str, workflow: str, last: Any) -> None:
         status = _END_NAMES.get(type(last).__name__, "ended")

@@ -33,9 +33,9 @@ from starlette.staticfiles import StaticFiles
 from actors.execution.files import STDERR_FILE, STDOUT_FILE
 from engine.facade import Engine, UnknownRunError
 from engine.input.datadir import ATTEMPTS, attempt_dir
-from engine.rules.errors import WorkflowAutomatorError
-from engine.rules.results import iso
-from engine.rules.state import RunStatus
+from engine.rules.errors import ValidationError
+from engine.rules.events import iso
+from engine.rules.state import InvalidTransition, RunStatus
 from engine.run_index import list_runs
 from engine.ui import pages
 from engine.ui.actions import action, confirm_page, offered
@@ -141,7 +141,16 @@ def create_app(
         Route("/api/alerts", bind(api_alerts)),
         Mount("/static", StaticFiles(packages=[("engine.ui", "static")]), name="static"),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+
+    def damaged(request: Request, exc: Exception) -> Response:
+        """A run whose history does not fold, on any page or API that reads it."""
+        if request.url.path.startswith(f"{ROOT_PATH.get()}/api/"):
+            return JSONResponse({"error": str(exc)}, 500)
+        return ui.render("error.html", 500, title="damaged run", message=str(exc))
+
+    app = Starlette(
+        routes=routes, lifespan=lifespan, exception_handlers={InvalidTransition: damaged}
+    )
     app.state.ui = ui
 
     async def mounted(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -225,7 +234,7 @@ def run_page(ui: Ui, request: Request) -> Response:
         view = pages.run_view(ui.engine, run_id, _at(request), request.query_params.get("step"))
     except UnknownRunError as exc:
         return ui.not_found(str(exc))
-    except (ValueError, WorkflowAutomatorError) as exc:
+    except (ValueError, ValidationError) as exc:  # at=
         return ui.render("error.html", 400, title="bad request", message=str(exc))
     template = "run_live.html" if request.query_params.get("fragment") else "run.html"
     return ui.render(template, jaeger=_jaeger_url(ui, run_id), actions=offered(ui, view), **view)
@@ -246,7 +255,7 @@ def api_run(ui: Ui, request: Request) -> Response:
         result = ui.engine.replay(run_id, at)
     except UnknownRunError as exc:
         return JSONResponse({"error": str(exc)}, 404)
-    except (ValueError, WorkflowAutomatorError) as exc:
+    except (ValueError, ValidationError) as exc:  # at=
         return JSONResponse({"error": str(exc)}, 400)
     return JSONResponse(result.to_json())
 

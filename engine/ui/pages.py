@@ -14,9 +14,9 @@ from typing import Any
 from actors.execution.files import STDERR_FILE, STDOUT_FILE
 from engine.facade import Engine
 from engine.input.datadir import attempt_dir
-from engine.rules.events import AgentHealthChanged
+from engine.rules.events import AgentHealthChanged, iso
 from engine.rules.policies.alerts import ALERTS_STREAM
-from engine.rules.results import iso, result_of
+from engine.rules.results import result_of
 from engine.rules.state import RunState, RunStatus, spec_of
 from engine.rules.stats import compute_stats, window_records
 from engine.run_index import KEYS

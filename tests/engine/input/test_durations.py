@@ -10,8 +10,8 @@ import pytest
 
 from engine.input.loading import load_config, workflow_from_data
 from engine.rules.errors import ValidationError
+from engine.rules.events import iso
 from engine.rules.policies.retry import retry_delay
-from engine.rules.results import iso
 from engine.rules.spec import MAX_DURATION, RetrySpec
 
 HUGE = (10_000_000_000, math.inf, MAX_DURATION + 1)

@@ -1,0 +1,112 @@
+"""A run whose history does not fold (an event naming a step its workflow lacks: a log
+written by another version, a bug) is reported as damage by every command, and
+does not stop the engine from driving the other runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+from engine.input.datadir import EVENTS
+from engine.rules.events import AttemptStarted, Event, run_stream
+from engine.run_index import RunIndexer
+from eventstore import EventStore
+from tests.e2e import ui_support
+from tests.e2e.test_cli_runs import as_json, cli, write
+from tests.e2e.ui_support import Processes, http
+
+procs_fixture = ui_support.procs_fixture
+
+GATED = """
+name: gated
+steps:
+  - {id: gate, run: ["python3", "-c", "pass"], approval: true}
+  - {id: after, after: [gate], run: ["python3", "-c", "pass"]}
+"""
+DAMAGE = "AttemptStarted of step zzz at 2023-11-14T22:13:20.000Z does not fit the run's history"
+
+
+def gated_runs(tmp_path: Path, data: Path, count: int) -> list[str]:
+    """`count` runs, each waiting for approval of its first step."""
+    flow = write(tmp_path, "gated.yaml", GATED)
+    for _ in range(count):
+        assert cli(data, "run", flow).returncode == 3
+    return sorted(row["run_id"] for row in as_json(cli(data, "runs", "--json")))
+
+
+def damage(data: Path, run_id: str) -> None:
+    """Append an event naming a step the run's workflow does not have."""
+    bad = AttemptStarted(
+        at=1_700_000_000.0,
+        step_id="zzz",
+        attempt=1,
+        agent="local",
+        idempotency_key=f"{run_id}/zzz/1",
+        timeout_at=time.time() + 60,
+    )
+    with EventStore.open(data / EVENTS, Event, indexer=RunIndexer()) as store:
+        store.append(run_stream(run_id), [bad])
+
+
+def assert_damage_reported(result: subprocess.CompletedProcess[str], run_id: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert f"error: run {run_id}: {DAMAGE} (the run has no step zzz)" in result.stderr
+    assert "restore the data directory from a backup" in result.stderr
+    assert "internal error" not in result.stderr
+
+
+def test_readers_report_the_damaged_run_and_the_engine_drives_the_others(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    bad, good = gated_runs(tmp_path, data, 2)
+    damage(data, bad)
+    for command in ("show", "replay", "approve", "cancel"):
+        args = (command, bad, "gate") if command == "approve" else (command, bad)
+        assert_damage_reported(cli(data, *args), bad)
+
+    checked = cli(data, "check", "--json")
+    assert checked.returncode == 2
+    (problem,) = as_json(checked)["problems"]
+    assert problem["problem"].startswith(f"run {bad}: {DAMAGE}")
+    history = cli(data, "history", bad, "--json").stdout.splitlines()
+    assert problem["position"] == json.loads(history[-1])["seq"]
+
+    resumed = cli(data, "resume")  # follows the others; reports the damaged one, exit 2
+    assert_damage_reported(resumed, bad)
+    assert f"{good}" in resumed.stdout and "waits for approval of gate" in resumed.stdout
+
+    approved = cli(data, "approve", good, "gate")  # an engine holding the damaged run too
+    assert approved.returncode == 0, approved.stderr
+    assert f"run {good} (gated) succeeded" in approved.stdout
+    assert "internal error" not in approved.stderr
+
+
+def test_the_ui_and_wfa_watch_say_the_run_is_damaged_and_show_the_others(
+    tmp_path: Path, procs: Processes
+) -> None:
+    data = tmp_path / "data"
+    bad, good = gated_runs(tmp_path, data, 2)
+    damage(data, bad)
+    base = procs.ui(data)
+    for path in (
+        f"/runs/{bad}",
+        f"/runs/{bad}/confirm?action=cancel",
+        f"/runs/{bad}/steps/gate/log",
+    ):
+        page = http(base + path)
+        assert page.status == 500, (path, page.text)
+        assert "damaged run" in page.text and "the run has no step zzz" in page.text
+    answer = http(f"{base}/api/runs/{bad}")
+    assert answer.status == 500
+    assert json.loads(answer.body)["error"].startswith(f"run {bad}: {DAMAGE}")
+    for path in ("/", "/agents", f"/runs/{good}", "/api/agents"):
+        assert http(base + path).status == 200, path
+    assert "Traceback" not in procs.started[0].log.read_text()
+
+    snapshot = as_json(cli(data, "watch", "--once", "--json"))
+    assert snapshot["damaged"] == [bad]
+    assert [run["run_id"] for run in snapshot["runs"]] == [good]
+    assert f"run {bad}: its history does not fold" in cli(data, "watch", "--once").stdout
