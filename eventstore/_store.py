@@ -59,6 +59,7 @@ class EventStore(Generic[E]):
         self._max_payload = max_payload
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder = fmt.event_decoder(event_type)
+        self._event_decoder = msgspec.msgpack.Decoder(event_type)  # what append writes
         self._closed = False
         self._close_lock = threading.Lock()
 
@@ -122,17 +123,30 @@ class EventStore(Generic[E]):
             raise ValueError(f"expected_version must be >= 0, got {expected_version}")
         if not events:
             return []
-        encode = self._encoder.encode
-        payloads = [encode(event) for event in events]
-        for payload in payloads:
-            if len(payload) > self._max_payload:
-                raise PayloadTooLargeError(stream, len(payload), self._max_payload)
+        payloads = self._encode(stream, events)
         request = AppendRequest(stream, skey, payloads, expected_version, events)
         self._shared.writer.submit(request)
         request.wait()
         if request.error is not None:
             raise request.error
         return request.positions
+
+    def _encode(self, stream: str, events: Sequence[E]) -> list[bytes]:
+        """The events' payloads, each within ``max_payload`` and decoding back as the
+        store's event type: msgpack encodes a field of the wrong type (``None`` in a
+        ``float``) that every later read would refuse as corrupt."""
+        payloads = [self._encoder.encode(event) for event in events]
+        for number, payload in enumerate(payloads, 1):
+            if len(payload) > self._max_payload:
+                raise PayloadTooLargeError(stream, len(payload), self._max_payload)
+            try:
+                self._event_decoder.decode(payload)
+            except msgspec.ValidationError as exc:
+                raise ValueError(
+                    f"event {number} of {len(events)} for stream {stream!r} would not read "
+                    f"back as the store's event type ({exc}); nothing was written"
+                ) from None
+        return payloads
 
     # --- reading --------------------------------------------------------------
 
@@ -402,10 +416,7 @@ class EventStore(Generic[E]):
     ) -> list[int]:
         """Remove the streams ``skeys``, then append ``events`` to ``stream``, in one commit."""
         self._check_writable()
-        payloads = [self._encoder.encode(event) for event in events]
-        for payload in payloads:
-            if len(payload) > self._max_payload:
-                raise PayloadTooLargeError(stream, len(payload), self._max_payload)
+        payloads = self._encode(stream, events)
         request = AppendRequest(stream, fmt.stream_key(stream), payloads, None, events)
         self._shared.writer.remove_streams(skeys, request)
         request.wait()

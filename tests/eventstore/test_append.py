@@ -54,6 +54,22 @@ def test_payload_over_the_limit_is_refused(store_path: pathlib.Path) -> None:
         assert store.last_position() == 0
 
 
+def test_an_event_that_would_not_read_back_is_refused(store: EventStore[Event]) -> None:
+    """Encoding does not check field types (`None` in an `int` field encodes), but every
+    reader would then fail on the event: append and replace_stream raise ValueError
+    naming the event and the field, and write nothing."""
+    store.append("a", [Opened("a")])
+    wrong = Counted(None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError) as caught:
+        store.append("a", [Counted(1), wrong])
+    assert "event 2 of 2 for stream 'a' would not read back" in str(caught.value)
+    assert "$.n" in str(caught.value) and "nothing was written" in str(caught.value)
+    with pytest.raises(ValueError):
+        store.replace_stream("a", [wrong])
+    assert store.last_position() == 1
+    assert [r.event for r in store.read_stream("a")] == [Opened("a")]
+
+
 def test_invalid_stream_names_are_rejected(store: EventStore[Event]) -> None:
     """Empty names, names containing NUL and overlong names raise ValueError."""
     for name in ["", "a\0b", "x" * 401]:
