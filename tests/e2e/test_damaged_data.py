@@ -242,7 +242,9 @@ def test_damage_deep_in_the_log_is_an_error_for_what_reads_it_never_a_signal(
     log: Log, name: str, tmp_path: Path
 ) -> None:
     """What reads the damage exits 2 (`check` always); no command dies by a signal,
-    hangs or shows a traceback, and none that fails has changed a byte."""
+    hangs or shows a traceback, and none but `run` has changed a byte: `wfa run`
+    appends its submission while the engine recovers the queued run beside it, so
+    whether it meets the damage before or after it wrote is a race."""
     damage, refusers = DEEP[name]
     data = damaged_copy(log, damage, tmp_path)
     before = digest(data / "events" / "data.mdb")
@@ -251,8 +253,9 @@ def test_damage_deep_in_the_log_is_an_error_for_what_reads_it_never_a_signal(
         what = f"{name}: wfa {command}"
         if command in refusers or result.returncode != 0:
             assert_one_error_line(result, what)
-        if command != "run" or result.returncode != 0:
-            assert digest(data / "events" / "data.mdb") == before, f"{what} wrote"
+        if command != "run":
+            wrote = f"{what} wrote (exit {result.returncode}): {result.stderr}"
+            assert digest(data / "events" / "data.mdb") == before, wrote
 
 
 def test_check_on_a_sound_log_counts_what_it_verified(log: Log) -> None:
