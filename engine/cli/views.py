@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -333,6 +334,17 @@ def steps_table(result: RunResult, title: str | None = None, now: float | None =
 def console() -> Console:
     """A terminal's own width; when piped, wide enough that tables never truncate ids."""
     return Console() if sys.stdout.isatty() else Console(width=200)
+
+
+@contextmanager
+def progress(what: str) -> Iterator[Callable[[str], None]]:
+    """A spinner on stderr saying what long work does, on a terminal only (a pipe or a
+    log file gets nothing); yields the function that changes what it says."""
+    if not sys.stderr.isatty():
+        yield lambda text: None
+        return
+    with Console(stderr=True).status(what) as status:
+        yield lambda text: status.update(text)
 
 
 def print_result(result: RunResult, title: str | None = None, now: float | None = None) -> None:

@@ -4,7 +4,10 @@ does not stop the engine from driving the other runs."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import pty
 import subprocess
 import time
 from pathlib import Path
@@ -14,7 +17,7 @@ from engine.rules.events import AttemptStarted, Event, run_stream
 from engine.run_index import RunIndexer
 from eventstore import EventStore
 from tests.e2e import ui_support
-from tests.e2e.test_cli_runs import as_json, cli, write
+from tests.e2e.test_cli_runs import as_json, cli, wfa_command, write
 from tests.e2e.ui_support import Processes, http
 
 procs_fixture = ui_support.procs_fixture
@@ -110,3 +113,27 @@ def test_the_ui_and_wfa_watch_say_the_run_is_damaged_and_show_the_others(
     assert snapshot["damaged"] == [bad]
     assert [run["run_id"] for run in snapshot["runs"]] == [good]
     assert f"run {bad}: its history does not fold" in cli(data, "watch", "--once").stdout
+
+
+def test_wfa_check_says_what_it_checks_on_a_terminal_and_nothing_in_a_pipe(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    gated_runs(tmp_path, data, 1)
+    piped = cli(data, "check")
+    assert piped.returncode == 0 and piped.stderr == ""
+    primary, secondary = pty.openpty()
+    with subprocess.Popen(
+        [*wfa_command(), "--data", str(data), "check"],
+        stdout=subprocess.PIPE,
+        stderr=secondary,
+        env={**os.environ, "TERM": "xterm", "COLUMNS": "120"},
+    ) as process:
+        os.close(secondary)
+        shown = b""
+        with contextlib.suppress(OSError):  # EIO once the process has closed its end
+            while chunk := os.read(primary, 4096):
+                shown += chunk
+        assert process.wait(30) == 0
+    os.close(primary)
+    assert b"rebuilding every run from its events: 0 of 1" in shown  # the last it said
