@@ -24,7 +24,7 @@ import os
 import shutil
 import stat
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -41,6 +41,8 @@ from eventstore import EventStore
 
 BATCH: Final = 500
 """Runs removed per LMDB transaction: bounded transactions, steady followers."""
+SAY_EVERY: Final = 1000  # runs between two progress reports
+Say = Callable[[str], None]  # told how far long work got (a spinner's text)
 
 
 @dataclass(frozen=True)
@@ -107,18 +109,20 @@ def archived_runs(archive: Path) -> dict[str, int]:
     return counts
 
 
-def _write_archive(archive: Path, store: EventStore[Event], run_ids: Iterable[str]) -> int:
+def _write_archive(
+    archive: Path, store: EventStore[Event], run_ids: Sequence[str], say: Say
+) -> int:
     """Append the runs' events to `archive` as a new gzip member: written to a temporary
     file (the old content first), fsynced, renamed over, directory fsynced."""
     try:
-        return _write_member(archive, store, run_ids)
+        return _write_member(archive, store, run_ids, say)
     except OSError as exc:  # nothing was removed from the log yet
         raise ArchiveError(
             f"cannot write archive {archive}: {exc.strerror}; name another file"
         ) from None
 
 
-def _write_member(archive: Path, store: EventStore[Event], run_ids: Iterable[str]) -> int:
+def _write_member(archive: Path, store: EventStore[Event], run_ids: Sequence[str], say: Say) -> int:
     archive.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = archive.with_name(archive.name + ".tmp")
     encode = msgspec.json.Encoder().encode
@@ -128,7 +132,9 @@ def _write_member(archive: Path, store: EventStore[Event], run_ids: Iterable[str
             with open(archive, "rb") as old:
                 shutil.copyfileobj(old, out)
         with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=6) as member:
-            for run_id in run_ids:
+            for done, run_id in enumerate(run_ids):
+                if done % SAY_EVERY == 0:
+                    say(f"archiving runs: {done:,} of {len(run_ids):,}")
                 for rec in store.read_stream(run_stream(run_id)):
                     member.write(encode(event_json(rec, with_stream=True)) + b"\n")
                     events += 1
@@ -153,13 +159,15 @@ def prune(
     run_ids: Sequence[str],
     archive: Path,
     now: float | None = None,
+    say: Say = lambda text: None,
 ) -> PruneReport:
-    """Archive then remove `run_ids` (terminal runs; see the module docstring)."""
+    """Archive then remove `run_ids` (terminal runs; see the module docstring); `say`
+    hears how far it got."""
     now = time.time() if now is None else now
     archive = archive.resolve()
     held = archived_runs(archive)
     new = [r for r in run_ids if r not in held]
-    events = _write_archive(archive, store, new) if new else 0
+    events = _write_archive(archive, store, new, say) if new else 0
     held = archived_runs(archive) if new else held
     # Everything the archive holds that is still in the log, whole: resumes a prune cut short.
     removable = [
@@ -168,12 +176,14 @@ def prune(
         if r in held and store.stream_version(run_stream(r)) == held[r]
     ]
     for i in range(0, len(removable), BATCH):
+        say(f"removing runs from the log: {i:,} of {len(removable):,}")
         batch = tuple(removable[i : i + BATCH])
         store.remove_streams(
             [run_stream(r) for r in batch],
             PRUNED_STREAM,
             [RunsPruned(at=now, run_ids=batch, archive=str(archive))],
         )
+    say("removing the pruned runs' attempt files")
     for run_id in held:
         if pruned_into(store, run_id) is not None:
             shutil.rmtree(data_dir / ATTEMPTS / run_id, ignore_errors=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from engine.cli.app import CliState, fail, main, parse_since, pass_state, print_json
+from engine.cli.views import progress
 from engine.input.datadir import COMPACTING, EVENTS, EngineLock, check_data_dir
 from engine.retention import candidates, default_archive, prune
 
@@ -54,13 +55,16 @@ def prune_command(
     before = parse_time(ended_before, now, "--ended-before")
     if archive is not None and archive.is_dir():
         fail(f"--archive {archive} is a directory; name a file, e.g. {archive / 'pruned.jsonl.gz'}")
-    with state.engine(drive=False, create=False) as engine:
+    with (
+        state.engine(drive=False, create=False) as engine,
+        progress("finding the runs to prune") as say,
+    ):
         try:
             run_ids = candidates(engine.store, before, workflow, status)
         except ValueError as exc:
             fail(str(exc))
         target = archive if archive is not None else default_archive(engine.data_dir, now)
-        report = prune(engine.store, engine.data_dir, run_ids, target, now)
+        report = prune(engine.store, engine.data_dir, run_ids, target, now, say)
     if as_json:
         print_json(report.__dict__)
     else:

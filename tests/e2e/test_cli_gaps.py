@@ -16,6 +16,7 @@ from benchmarks.scale_bench import ended_run, flow
 from engine import Engine
 from engine.facade import UnknownRunError
 from engine.input.datadir import EVENTS
+from engine.retention import prune
 from engine.rules.events import Event, run_stream
 from engine.run_index import RunIndexer
 from eventstore import EventStore
@@ -129,3 +130,18 @@ def test_a_driving_engine_goes_on_across_a_prune_made_by_another_process(tmp_pat
         assert [r.run_id for r in eng.runs()] == [later.id]
         with pytest.raises(UnknownRunError, match=f"was pruned from .* into {archive}"):
             eng.handle(ended[0].id)
+
+
+def test_prune_says_how_far_it_got(tmp_path: Path) -> None:
+    """What a long prune reports (`wfa prune` shows it on a terminal), phase by phase."""
+    data = tmp_path / "data"
+    write(data, KEPT + PRUNED)
+    heard: list[str] = []
+    with EventStore.open(data / EVENTS, Event, indexer=RunIndexer()) as store:
+        report = prune(store, data, PRUNED, tmp_path / "archive.jsonl.gz", say=heard.append)
+    assert report.runs == 2
+    assert heard == [
+        "archiving runs: 0 of 2",
+        "removing runs from the log: 0 of 2",
+        "removing the pruned runs' attempt files",
+    ]
