@@ -179,8 +179,9 @@ class Resume(_Trigger, frozen=True, tag=True, kw_only=True):
 
 class GiveUp(_Trigger, frozen=True, tag=True, kw_only=True):
     """The engine stopped driving the run: its workflow actor crashed again on every
-    restart (a bug). A running run is paused with `reason`, so that whoever waits on it
-    learns why instead of waiting for ever, and `Resume` lets an engine try again."""
+    restart (a bug). The run is paused with `reason` (a queued one is started first), so
+    that whoever waits on it learns why instead of waiting for ever, and `Resume` lets
+    an engine try again."""
 
     reason: str
 
@@ -333,10 +334,13 @@ def decide(state: RunState, trigger: Trigger, now: float) -> list[Event]:
             plan.emit(RunResumed(at=now))
             plan.fail_paused_steps()
         case GiveUp(reason=reason):
-            if state.status is RunStatus.PAUSED:  # a command (resume, retry) the crashes
+            if state.status is RunStatus.QUEUED:  # it crashed while starting: a resume
+                # goes on as `Start` would have (`Recover` makes its first steps ready)
+                plan.emit(RunStarted(at=now, deadline=run_deadline(state.spec, now)))
+            elif state.status is RunStatus.PAUSED:  # a command (resume, retry) the crashes
                 # kept from acting: the log says it was tried, and its waiter sees a move
                 plan.emit(RunResumed(at=now))
-            if state.status in (RunStatus.RUNNING, RunStatus.PAUSED):
+            if state.status in (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSED):
                 plan.emit(RunPaused(at=now, reason=clipped(reason)))
         case Recover(crashed=crashed, in_engine=in_engine):
             if state.status is not RunStatus.QUEUED:

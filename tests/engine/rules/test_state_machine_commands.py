@@ -188,7 +188,6 @@ def test_resume_accepts_the_paused_failures_and_goes_on() -> None:
 
 def test_an_engine_that_gives_up_on_a_running_run_pauses_it_with_why() -> None:
     sim = Sim(workflow(step("a"), step("b", after=("a",))))
-    assert sim.do(GiveUp(reason="crashed")) == []  # queued: nothing to pause
     sim.start()
     out = sim.do(GiveUp(reason="crashed 3 times"))
     assert sim.types(out) == ["RunPaused"]
@@ -201,6 +200,20 @@ def test_an_engine_that_gives_up_on_a_running_run_pauses_it_with_why() -> None:
     assert (sim.state.status, sim.state.reason) == (RunStatus.PAUSED, "again")
     assert sim.types(sim.do(Resume())) == ["RunResumed"]
     assert sim.state.status is RunStatus.RUNNING
+
+
+def test_an_engine_that_gives_up_on_a_queued_run_starts_and_pauses_it() -> None:
+    """Its actor crashed while starting it, before anything was logged: the waiter learns
+    why, and a resume starts its steps as `Start` would have."""
+    sim = Sim(workflow(step("a"), step("b", after=("a",)), timeout=60.0))
+    out = sim.do(GiveUp(reason="crashed 3 times"))
+    assert sim.types(out) == ["RunStarted", "RunPaused"]
+    assert (sim.state.status, sim.state.reason) == (RunStatus.PAUSED, "crashed 3 times")
+    assert sim.state.deadline == sim.now + 60.0
+    assert ready_steps(sim.state) == []
+    sim.do(Resume())
+    assert sim.types(sim.do(Recover(crashed=False))) == ["StepReady"]
+    assert ready_steps(sim.state) == ["a"]
 
 
 def test_giving_up_on_a_run_paused_by_its_step_keeps_the_step_paused() -> None:
