@@ -137,3 +137,38 @@ def test_bundled_demo_workflows_are_the_examples() -> None:
     bundled = Path(__file__).resolve().parents[2] / "engine" / "demo_workflows"
     for example in sorted(EXAMPLES.glob("*.yaml")):
         assert (bundled / example.name).read_text() == example.read_text(), example.name
+
+
+def test_a_command_whose_engine_dies_before_acting_is_carried_on_by_its_own_process(
+    tmp_path: Path, serve: Callable[..., subprocess.Popen[str]]
+) -> None:
+    """`wfa approve` logs the approval for the serving engine; that engine is frozen, then
+    killed, before it acts: the approving process takes the directory over and drives
+    the run to its end itself, so the command still ends like `wfa run`."""
+    data = tmp_path / "data"
+    server = serve(data)
+    eventually(lambda: "serving" in output(tmp_path))
+    run_id = as_json(cli(data, "run", EXAMPLES / "quality-gate.yaml", "--detach", "--json"))[
+        "run_id"
+    ]
+    eventually(
+        lambda: as_json(cli(data, "show", run_id, "--json"))["waiting_for"] == ["approval of gate"]
+    )
+    os.killpg(server.pid, signal.SIGSTOP)  # holds the lock, acts on nothing
+    env = {k: v for k, v in os.environ.items() if k not in ("WFA_CONFIG", "WFA_DATA")}
+    with subprocess.Popen(
+        [*wfa_command(), "--data", str(data), "approve", run_id, "gate"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    ) as approving:
+        eventually(lambda: '"command":"approve"' in cli(data, "export").stdout)
+        os.killpg(server.pid, signal.SIGKILL)  # while the approval waits for its engine
+        server.wait()
+        out, err = approving.communicate(timeout=60)
+    assert approving.returncode == 0, err
+    assert out.splitlines()[0] == f"approved gate; running {run_id}", out
+    assert f"run {run_id} (quality-gate) succeeded" in out
+    assert "Traceback" not in out + err
+    assert as_json(cli(data, "show", run_id, "--json"))["status"] == "succeeded"
