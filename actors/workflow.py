@@ -83,6 +83,7 @@ class WorkflowActor(Accounted, pykka.ThreadingActor):
         # attempt's end is granted just before its AttemptFinished arrives, and
         # both then share one cycle and one commit.
         self._grants: list[AgentGranted] = []
+        self._unfolded = False  # the run's own history does not fold
 
     def on_start(self) -> None:
         try:
@@ -94,7 +95,11 @@ class WorkflowActor(Accounted, pykka.ThreadingActor):
     def _begin(self) -> None:
         records = list(self.runtime.store.read_stream(run_stream(self.run_id)))
         self.version = records[-1].version if records else 0
-        self.state = fold(r.event for r in records)
+        try:
+            self.state = fold(r.event for r in records)
+        except InvalidTransition:
+            self._unfolded = True  # a rebuild would fail alike: no restarts (on_failure)
+            raise
         # Kept up to date from the events applied, so that no step of a long run
         # costs a scan of every step: ready steps not yet put to the pool, those
         # waiting in it, and what `ctx.steps` shows of each step.
@@ -166,8 +171,9 @@ class WorkflowActor(Accounted, pykka.ThreadingActor):
         # A damaged log refuses every later use, so a restart cannot help, and whoever
         # uses the store next (the command, the engine) reports the damage once. Nor
         # can it for a history that does not fold: each rebuild would fail alike, and
-        # each reader of the run reports it.
-        unfolded = isinstance(exception_value, InvalidTransition)
+        # each reader of the run reports it. (A parent's or child's that does not is
+        # a crash like any other: restarts, then the give-up pauses this run.)
+        unfolded = self._unfolded
         if unfolded:
             log.error(
                 "run %s is not driven: its history does not fold (`wfa show %s` says why)",

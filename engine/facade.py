@@ -804,16 +804,17 @@ class Engine:
 
 def _quiet(follower: _StateFollower) -> bool:
     """The run has ended, or waits only for a person and has no command in flight (or
-    its history does not fold: nothing drives it, and each reader of it says why)."""
+    its history, or that of a child it waits for, does not fold: nothing moves it on,
+    and each reader of it says why)."""
     try:
         follower.refresh()
+        state = follower.state
+        assert state is not None
+        if state.status in TERMINAL_RUN:
+            return True
+        quiet = waits_for_people(follower.store, result_of(state))
     except InvalidTransition:
         return True
-    state = follower.state
-    assert state is not None
-    if state.status in TERMINAL_RUN:
-        return True
-    quiet = waits_for_people(follower.store, result_of(state))
     return quiet and not follower.command_pending()
 
 

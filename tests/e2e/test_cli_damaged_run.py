@@ -12,11 +12,14 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from engine.input.datadir import EVENTS
 from engine.rules.events import AttemptStarted, Event, run_stream
 from engine.run_index import RunIndexer
 from eventstore import EventStore
 from tests.e2e import ui_support
+from tests.e2e.test_cli_children import GATED_CHILD, GATED_PARENT
 from tests.e2e.test_cli_runs import as_json, cli, wfa_command, write
 from tests.e2e.ui_support import Processes, http
 
@@ -137,3 +140,20 @@ def test_wfa_check_says_what_it_checks_on_a_terminal_and_nothing_in_a_pipe(
         assert process.wait(30) == 0
     os.close(primary)
     assert b"rebuilding every run from its events: 0 of 1" in shown  # the last it said
+
+
+@pytest.mark.parametrize("damaged", ["w-1.sub.1", "w-1"])
+def test_a_damaged_parent_or_child_run_ends_every_command_in_time(
+    tmp_path: Path, damaged: str
+) -> None:
+    """Neither run can move the other on (a parent waiting for a damaged child; a child
+    whose actor reads its damaged parent and crashes): `wfa resume` follows the sound
+    one until it waits for a person, names the damage and ends."""
+    (tmp_path / "gated.yaml").write_text(GATED_CHILD)
+    flow = write(tmp_path, "waits.yaml", GATED_PARENT)
+    data = tmp_path / "data"
+    assert cli(data, "run", flow, "--id", "w-1").returncode == 3
+    damage(data, damaged)
+    resumed = cli(data, "resume")
+    assert_damage_reported(resumed, damaged)
+    assert resumed.stdout.startswith("resuming 1 run")  # the sound one
