@@ -140,8 +140,8 @@ def test_watch_json_prints_one_snapshot_object_per_line_per_frame(
     data, run_id = logged
     (line,) = cli(data, "watch", "--once", "--json").stdout.splitlines()
     snap = json.loads(line)
-    assert set(snap) == {"at", "runs", "recent", "agents", "resources", "alerts"}
-    assert snap["at"].endswith("Z")
+    assert set(snap) == {"at", "runs", "recent", "agents", "resources", "damaged", "alerts"}
+    assert snap["at"].endswith("Z") and snap["damaged"] == []
     assert [(r["run_id"], r["status"]) for r in snap["recent"]] == [(run_id, "succeeded")]
     assert {r["resource"] for r in snap["resources"]} == {"cpu", "memory", "storage"}
     watch = Piped("--data", data, "watch", "--json", "--interval", "0.2")
