@@ -23,6 +23,7 @@ from engine.cli.views import (
     driver_line,
     event_line,
     print_result,
+    progress,
     runs_table,
 )
 from engine.rules.results import event_json
@@ -213,8 +214,14 @@ def export(state: CliState, since: int, as_json: bool) -> None:
     """
     out = sys.stdout.buffer
     encoder = msgspec.json.Encoder()
-    with state.engine(drive=False, create=False) as engine:
-        for rec in engine.export(since):
+    with (
+        state.engine(drive=False, create=False) as engine,
+        progress("exporting the log", show=not out.isatty()) as say,  # `> file`: how far
+    ):
+        last = engine.store.last_position()
+        for count, rec in enumerate(engine.export(since)):
+            if count % 10_000 == 0:
+                say(f"exporting events: {count:,} written, at seq {rec.position:,} of {last:,}")
             out.write(encoder.encode(event_json(rec, with_stream=True)))
             out.write(b"\n")
     out.flush()

@@ -337,10 +337,10 @@ def console() -> Console:
 
 
 @contextmanager
-def progress(what: str) -> Iterator[Callable[[str], None]]:
+def progress(what: str, *, show: bool = True) -> Iterator[Callable[[str], None]]:
     """A spinner on stderr saying what long work does, on a terminal only (a pipe or a
-    log file gets nothing); yields the function that changes what it says."""
-    if not sys.stderr.isatty():
+    log file gets nothing) and if `show`; yields the function that changes what it says."""
+    if not (show and sys.stderr.isatty()):
         yield lambda text: None
         return
     with Console(stderr=True).status(what) as status:

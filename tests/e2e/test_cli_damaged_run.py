@@ -118,28 +118,44 @@ def test_the_ui_and_wfa_watch_say_the_run_is_damaged_and_show_the_others(
     assert f"run {bad}: its history does not fold" in cli(data, "watch", "--once").stdout
 
 
-def test_wfa_check_says_what_it_checks_on_a_terminal_and_nothing_in_a_pipe(
-    tmp_path: Path,
-) -> None:
-    data = tmp_path / "data"
-    gated_runs(tmp_path, data, 1)
-    piped = cli(data, "check")
-    assert piped.returncode == 0 and piped.stderr == ""
+def on_a_terminal(data: Path, *args: str) -> tuple[bytes, bytes]:
+    """`wfa --data DATA ARGS` with stderr on a terminal and stdout to a file: (what the
+    file got, what the terminal got)."""
     primary, secondary = pty.openpty()
-    with subprocess.Popen(
-        [*wfa_command(), "--data", str(data), "check"],
-        stdout=subprocess.PIPE,
-        stderr=secondary,
-        env={**os.environ, "TERM": "xterm", "COLUMNS": "120"},
-    ) as process:
+    stdout = data.parent / "stdout"
+    with (
+        open(stdout, "wb") as out,
+        subprocess.Popen(
+            [*wfa_command(), "--data", str(data), *args],
+            stdout=out,
+            stderr=secondary,
+            env={**os.environ, "TERM": "xterm", "COLUMNS": "120"},
+        ) as process,
+    ):
         os.close(secondary)
         shown = b""
         with contextlib.suppress(OSError):  # EIO once the process has closed its end
             while chunk := os.read(primary, 4096):
                 shown += chunk
-        assert process.wait(30) == 0
+        assert process.wait(30) == 0, shown
     os.close(primary)
+    return stdout.read_bytes(), shown
+
+
+def test_long_commands_say_how_far_they_got_on_a_terminal_and_nothing_in_a_pipe(
+    tmp_path: Path,
+) -> None:
+    """`wfa check` and `wfa export > file` (the spinner's last text stays on screen)."""
+    data = tmp_path / "data"
+    gated_runs(tmp_path, data, 1)
+    for args in (["check"], ["export"]):
+        piped = cli(data, *args)
+        assert piped.returncode == 0 and piped.stderr == ""
+    _, shown = on_a_terminal(data, "check")
     assert b"rebuilding every run from its events: 0 of 1" in shown  # the last it said
+    exported, shown = on_a_terminal(data, "export")
+    assert exported == cli(data, "export").stdout.encode()
+    assert b"exporting events: 0 written, at seq 1 of " in shown
 
 
 @pytest.mark.parametrize("damaged", ["w-1.sub.1", "w-1"])
