@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from engine.rules.events import RUN_STREAM_PREFIX, run_stream
-from engine.rules.state import evolve
+from engine.rules.state import InvalidTransition, evolve
 from engine.run_index import RUN_LEVEL, summary
 from engine.ui import pages
 from eventstore import EventStore, Recorded
@@ -141,7 +141,10 @@ async def run_live(ui: Ui, request: Request) -> Response:
 
     async def events() -> AsyncIterator[str]:
         with ui.feed.subscribe() as feed:  # before the fold: nothing falls between the two
-            state = await asyncio.to_thread(ui.engine.state, run_id)
+            try:
+                state = await asyncio.to_thread(ui.engine.state, run_id)
+            except InvalidTransition:  # a damaged run: its page says so, with no stream
+                return
             version = ui.store.stream_version(stream)
             yield _sse("hello", {"status": state.status.value})
 
@@ -150,7 +153,10 @@ async def run_live(ui: Ui, request: Request) -> Response:
                 if rec.stream != stream or rec.version <= version:
                     return None
                 version = rec.version
-                state = evolve(state, rec.event)
+                try:
+                    state = evolve(state, rec.event)
+                except InvalidTransition:  # the page reloads, and says why
+                    return _sse("reload", {})
                 return _sse("event", pages.live_change(state, rec))
 
             async for text in _frames(feed, change):

@@ -105,6 +105,8 @@ def test_the_ui_and_wfa_watch_say_the_run_is_damaged_and_show_the_others(
         page = http(base + path)
         assert page.status == 500, (path, page.text)
         assert "damaged run" in page.text and "the run has no step zzz" in page.text
+    live = http(f"{base}/runs/{bad}/live")  # ends at once: the page says why
+    assert live.status == 200 and b"hello" not in live.body
     answer = http(f"{base}/api/runs/{bad}")
     assert answer.status == 500
     assert json.loads(answer.body)["error"].startswith(f"run {bad}: {DAMAGE}")
