@@ -27,7 +27,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -123,9 +123,15 @@ def command_trigger(command: CommandIssued) -> Any:
 
 class RunPage(list[RunResult]):
     """A page of `Engine.runs`: a list of results, newest first, and the cursor to
-    pass as `before=` for the next page (None: there is none)."""
+    pass as `before=` for the next page (None: there is none). `damaged`: the ids
+    of the page's runs whose history does not fold, left out of the list
+    (`Engine.state` of one raises `InvalidTransition`, saying why)."""
 
     next_before: str | None = None
+
+    def __init__(self, results: Iterable[RunResult] = (), damaged: Iterable[str] = ()) -> None:
+        super().__init__(results)
+        self.damaged = list(damaged)
 
 
 class RunHandle:
@@ -627,10 +633,13 @@ class Engine:
         rows = list_runs(
             self.store, status=status, workflow=workflow, since=since, before=before, limit=limit
         )
-        page = RunPage(
-            result_of(fold(r.event for r in self.store.read_stream(run_stream(row.run_id))))
-            for row in rows
-        )
+        results, damaged = [], []
+        for row in rows:
+            try:
+                results.append(result_of(self.state(row.run_id)))
+            except InvalidTransition:
+                damaged.append(row.run_id)
+        page = RunPage(results, damaged)
         if limit is not None and len(rows) == limit and rows:
             page.next_before = rows[-1].run_id
         return page

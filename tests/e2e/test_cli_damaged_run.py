@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from engine import Engine
 from engine.input.datadir import EVENTS
 from engine.rules.events import AttemptStarted, Event, run_stream
 from engine.run_index import RunIndexer
@@ -83,6 +84,11 @@ def test_readers_report_the_damaged_run_and_the_engine_drives_the_others(
     resumed = cli(data, "resume")  # follows the others; reports the damaged one, exit 2
     assert_damage_reported(resumed, bad)
     assert f"{good}" in resumed.stdout and "waits for approval of gate" in resumed.stdout
+
+    with Engine(data, drive=False) as engine:  # the Python listing leaves it out, by name
+        page = engine.runs()
+        assert [r.run_id for r in page] == [good] and page.damaged == [bad]
+        assert engine.runs(limit=1).damaged == [] and engine.runs(before=good).damaged == [bad]
 
     approved = cli(data, "approve", good, "gate")  # an engine holding the damaged run too
     assert approved.returncode == 0, approved.stderr
