@@ -8,6 +8,7 @@ refused. The schema walk over the result is engine/input/walker.py.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -30,37 +31,39 @@ FORMATS: Mapping[str, Format] = {".yaml": "yaml", ".yml": "yaml", ".json": "json
 
 
 def read_file(path: Path, source: str) -> tuple[str, Format]:
-    if path.is_dir():
-        raise ValidationError(
-            [Problem("$", "is a directory, not a file", "name a workflow file")], source=source
-        )
-    fmt = FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        problem = Problem(
-            "$",
-            f"unsupported file type `{path.suffix or '(none)'}`",
-            "use a .yaml, .yml, .json or .toml file",
-        )
-        raise ValidationError([problem], source=source)
+    def refuse(message: str, hint: str) -> ValidationError:
+        return ValidationError([Problem("$", message, hint)], source=source)
+
     try:
         # Non-blocking open: a FIFO would otherwise block until someone writes to it.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        with os.fdopen(fd, "rb") as stream:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise ValidationError(
-                    [Problem("$", "is not a regular file", "name a regular file")],
-                    source=source,
-                )
-            raw = stream.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
-        raise ValidationError(
-            [Problem("$", "no such file", "check the path")], source=source
-        ) from None
+        raise refuse("no such file", "check the path") from None
     except OSError as exc:
-        raise ValidationError(
-            [Problem("$", f"cannot read the file: {exc.strerror or exc}", "check its permissions")],
-            source=source,
-        ) from None
+        hint = (
+            "check its permissions"
+            if exc.errno in (errno.EACCES, errno.EPERM)
+            else "check the path"
+        )
+        raise refuse(f"cannot read the file: {exc.strerror or exc}", hint) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise refuse("is a directory, not a file", "name a workflow file")
+        if not stat.S_ISREG(mode):
+            raise refuse("is not a regular file", "name a regular file")
+        fmt = FORMATS.get(path.suffix.lower())
+        if fmt is None:
+            raise refuse(
+                f"unsupported file type `{path.suffix or '(none)'}`",
+                "use a .yaml, .yml, .json or .toml file",
+            )
+        with os.fdopen(fd, "rb", closefd=False) as stream:
+            raw = stream.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise refuse(f"cannot read the file: {exc.strerror or exc}", "check the disk") from None
+    finally:
+        os.close(fd)
     if len(raw) > MAX_FILE_BYTES:
         problem = Problem(
             "$",

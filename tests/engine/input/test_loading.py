@@ -205,6 +205,10 @@ def test_format_is_chosen_by_extension(tmp_path: Path) -> None:
         ("a-directory.yaml", "is a directory, not a file"),
         ("huge.yaml", f"the file is larger than {MAX_FILE_BYTES // 1024} KiB"),
         ("latin1.yaml", "the file is not UTF-8 text"),
+        ("missing", "no such file"),  # what is wrong with it first, then its name
+        ("dangling", "no such file"),
+        ("loop.yaml", "cannot read the file: Too many levels of symbolic links"),
+        ("fifo", "is not a regular file"),
     ],
 )
 def test_unusable_file_is_one_clear_problem(tmp_path: Path, name: str, message: str) -> None:
@@ -217,6 +221,12 @@ def test_unusable_file_is_one_clear_problem(tmp_path: Path, name: str, message: 
         path.write_text("# " + "x" * MAX_FILE_BYTES)
     elif name == "latin1.yaml":
         path.write_bytes("name: caf\u00e9".encode("latin-1"))
+    elif name == "dangling":
+        path.symlink_to(tmp_path / "nowhere.yaml")
+    elif name == "loop.yaml":
+        path.symlink_to(path)
+    elif name == "fifo":
+        os.mkfifo(path)
     with pytest.raises(ValidationError) as excinfo:
         load_workflow(path)
     assert [p.message for p in excinfo.value.problems] == [message]
