@@ -14,6 +14,11 @@ The AgentActor owns its step actors: it cancels attempts (`CancelAttempt`),
 replacing a step actor stuck in a thread-isolated call that was cancelled or
 timed out, and stops them all with itself.
 
+A thread-isolated `call` of an `async def` function takes no step actor: it
+runs as a task on the agent's event loop thread (actors/execution/agent_loop.py),
+handed there by the workflow actor (or, on the function's first call, by the
+step actor that imported it), and the loop tells the outcome.
+
 An agent with `backend: dask` has the same step actors, given a
 `ClusterConnection`: they run every attempt, whatever its isolation, with
 `run_attempt_on_cluster` (bounded waits, so no abandonment is needed), and a
@@ -33,6 +38,7 @@ import pykka
 from actors.agent_load import AttemptKey
 from actors.cluster import ClusterConnection, run_attempt_on_cluster  # imports no Dask
 from actors.execution import AttemptRequest, run_attempt
+from actors.execution.agent_loop import AgentLoop, is_async_call
 from actors.execution.attempt import failed_outcome
 from actors.execution.call_thread import run_call_here
 from actors.messages import AttemptFinished, CancelAttempt, StartAttempt
@@ -53,6 +59,7 @@ class _Attempt:
         "cancel",
         "finished",
         "inline",
+        "on_loop",
         "reply_to",
         "request",
         "resources",
@@ -65,6 +72,7 @@ class _Attempt:
         self.reply_to = reply_to
         self.cancel = threading.Event()
         self.inline = request.call is not None and request.isolation == "thread"
+        self.on_loop = False  # an `async def` call, on the agent's loop (no step actor)
         self.started = self.finished = self.abandoned = False
         self.step_actor: pykka.ActorRef[Any]  # set by StepActors.start
         self.resources: Mapping[str, float]  # Dask resources; set by a dask agent only
@@ -99,6 +107,7 @@ class StepActors:
         self._lock = threading.Lock()
         self._running: dict[AttemptKey, _Attempt] = {}
         self._idle: list[pykka.ActorRef[Any]] = [StepActor.start(self) for _ in range(capacity)]
+        self._loop = AgentLoop(name)
 
     def start(self, request: AttemptRequest, reply_to: Any) -> None:
         """Hand a durable attempt to an idle step actor (runs on the workflow actor's thread).
@@ -111,6 +120,11 @@ class StepActors:
             attempt.resources = (
                 self._cluster_resources(attempt.key) if self._cluster_resources else {}
             )
+        elif attempt.inline and is_async_call(request, may_import=False):
+            with self._lock:
+                self._running[attempt.key] = attempt
+            self._to_loop(attempt)
+            return
         with self._lock:
             self._running[attempt.key] = attempt
             # The pool grants no more than `capacity` slots, so one is idle; a
@@ -130,9 +144,13 @@ class StepActors:
             if stuck:
                 attempt.abandoned = True
                 del self._running[key]
-                self._idle.append(StepActor.start(self))
-        if stuck:
+                if not attempt.on_loop:
+                    self._idle.append(StepActor.start(self))
+        if attempt.on_loop:
+            self._loop.cancel(key)
+        elif stuck:
             attempt.step_actor.stop(block=False)  # it stops once the function returns
+        if stuck:
             self.pool.release(key)
 
     def run(self, key: AttemptKey, step_actor: pykka.ActorRef[Any]) -> None:
@@ -141,8 +159,14 @@ class StepActors:
             attempt = self._running.get(key)
             if attempt is None:  # cannot happen: start registers before it tells
                 return
-            attempt.started = True
         request = attempt.request
+        if attempt.inline and is_async_call(request, may_import=True):
+            with self._lock:
+                self._idle.append(step_actor)
+            self._to_loop(attempt)  # as later attempts of the function, now imported
+            return
+        with self._lock:
+            attempt.started = True
         try:
             if attempt.cancel.is_set():
                 outcome = failed_outcome(ErrorKind.AGENT, "cancelled before it started")
@@ -158,12 +182,31 @@ class StepActors:
         except Exception as exc:  # a bug in execution must not leave the step hanging
             log.exception("agent %s: attempt %s crashed", self.name, attempt.key)
             outcome = failed_outcome(ErrorKind.AGENT, f"the agent failed: {exc!r}")
+        self._finished(attempt, outcome, step_actor)
+
+    def _to_loop(self, attempt: _Attempt) -> None:
+        """Start an `async def` call on the agent's loop, which reports its outcome."""
+        with self._lock:
+            attempt.on_loop = attempt.started = True
+        self._loop.start(
+            attempt.key,
+            attempt.request,
+            attempt.cancel,
+            lambda outcome: self._finished(attempt, outcome),
+        )
+
+    def _finished(
+        self, attempt: _Attempt, outcome: Any, step_actor: pykka.ActorRef[Any] | None = None
+    ) -> None:
+        """Report the attempt's outcome, unless it was abandoned (any thread)."""
+        request = attempt.request
         with self._lock:
             attempt.finished = True
             if attempt.abandoned:
                 return
             self._running.pop(attempt.key, None)
-            self._idle.append(step_actor)  # before the reply: the freed slot may be reused at once
+            if step_actor is not None:  # before the reply: the freed slot may be reused at once
+                self._idle.append(step_actor)
         finished = AttemptFinished(
             request.run_id, request.step_id, request.attempt, self.name, outcome
         )
@@ -180,8 +223,11 @@ class StepActors:
         with self._lock:
             for attempt in self._running.values():
                 attempt.cancel.set()
-            step_actors = self._idle + [a.step_actor for a in self._running.values()]
+            step_actors = self._idle + [
+                a.step_actor for a in self._running.values() if not a.on_loop
+            ]
             self._idle = []
+        self._loop.stop()
         for step_actor in step_actors:
             step_actor.stop()
 

@@ -3,8 +3,8 @@
 Run: ``python benchmarks/async_bench.py [--rounds 5]``. Each round opens one
 engine on a fresh data directory (the repo's file system, `sync` durability)
 and runs 100 workflows of 10 sequential sync no-op `call` steps, the same with
-`async def` no-op steps (which run as tasks on the event loop of the thread
-that runs the attempt), and both at once (50 + 50). Sync and async run twice a
+`async def` no-op steps (which run as tasks on their agent's event loop
+thread), and both at once (50 + 50). Sync and async run twice a
 round, in the order sync, async, async, sync (or the reverse, alternating
 between rounds), so that a machine whose speed drifts within a round favours
 neither; a round's ratio compares its two async runs with its two sync runs.

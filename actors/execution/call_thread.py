@@ -29,7 +29,7 @@ from actors.execution.invoke import CallResult, call_logged
 from actors.execution.process_group import WAIT_SLICE
 from engine.rules.errors import ErrorKind
 
-__all__ = ["outcome_from_result", "run_call_here", "run_call_in_thread"]
+__all__ = ["outcome_from_result", "run_call_here", "run_call_in_thread", "tails"]
 
 
 def run_call_in_thread(request: AttemptRequest, cancel: threading.Event) -> AttemptOutcome:
@@ -92,11 +92,11 @@ def run_call_in_thread(request: AttemptRequest, cancel: threading.Event) -> Atte
                 started_at=started,
                 ended_at=time.time(),
             )
-    out, err = _tails(request)
+    out, err = tails(request)
     return outcome_from_result(results[0], started=started, stdout_tail=out, stderr_tail=err)
 
 
-def _tails(request: AttemptRequest) -> tuple[str, str]:
+def tails(request: AttemptRequest) -> tuple[str, str]:
     """The ends of what the call printed and logged (files that are absent read as "")."""
     out_dir, limit = request.output_dir, request.tail_bytes
     return (
@@ -142,5 +142,5 @@ def run_call_here(request: AttemptRequest, cancel: threading.Event) -> AttemptOu
     """
     started = time.time()
     result = call_logged(request, cancel, private_copies=True, capture_prints=True)
-    out, err = _tails(request)
+    out, err = tails(request)
     return outcome_from_result(result, started=started, stdout_tail=out, stderr_tail=err)

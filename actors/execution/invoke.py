@@ -4,8 +4,10 @@ Shared by both isolations: `invoke_call` runs in a daemon thread of the engine
 (isolation `thread`) or in the main thread of a child process (isolation
 `process`, see call_runner.py). It never raises.
 
-A function may also be `async def`; its coroutine runs as a task on the
-process's step loop (step_loop.py), cancelled when `ctx.cancelled` is set.
+A function may also be `async def`; called here, its coroutine runs as a task
+on this thread's step loop (step_loop.py), cancelled when `ctx.cancelled` is
+set. (An agent of the engine's process runs them on its own loop instead,
+agent_loop.py, with `finish_call` turning what the task did into a result.)
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ __all__ = [
     "call_logged",
     "encode_outputs",
     "extend_import_path",
+    "finish_call",
     "invoke_call",
     "load_function",
     "make_context",
@@ -77,21 +80,28 @@ def invoke_call(request: AttemptRequest, ctx: StepContext, output: AttemptOutput
     """
     assert request.call is not None
     try:
-        fn = load_function(request.call, request.code_dir)
-    except CallLoadError as exc:
-        _write_traceback(output, exc)
-        return CallResult(succeeded=False, error_kind=exc.kind, message=str(exc))
-    try:
-        value = fn(ctx)
+        value = load_function(request.call, request.code_dir)(ctx)
         if inspect.iscoroutine(value):
             value = run_on_step_loop(value, ctx.cancelled, current_output())
     except BaseException as exc:  # the step's failure, whatever it is, is data
-        _write_traceback(output, exc)
+        return finish_call(output, None, exc, request.max_output_bytes)
+    return finish_call(output, value, None, request.max_output_bytes)
+
+
+def finish_call(
+    output: AttemptOutput, value: Any, error: BaseException | None, limit: int
+) -> CallResult:
+    """The result of a call that returned `value` or raised `error` (its traceback
+    goes to the attempt's stderr); outputs over `limit` bytes fail."""
+    if error is not None:
+        _write_traceback(output, error)
+        if isinstance(error, CallLoadError):
+            return CallResult(succeeded=False, error_kind=error.kind, message=str(error))
         return CallResult(
-            succeeded=False, error_kind=classify_exception(exc), message=describe_exception(exc)
+            succeeded=False, error_kind=classify_exception(error), message=describe_exception(error)
         )
     try:
-        data = encode_outputs(value, request.max_output_bytes)
+        data = encode_outputs(value, limit)
     except OutputsError as exc:
         return CallResult(succeeded=False, error_kind=ErrorKind.OUTPUT, message=str(exc))
     return CallResult(succeeded=True, outputs_json=data)

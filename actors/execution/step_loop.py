@@ -1,9 +1,8 @@
-"""The event loop that runs `async def` step functions: one per thread that runs steps.
+"""An event loop per thread that runs `async def` step functions on that thread.
 
 `asyncio.run` per attempt built and tore down a loop for every attempt and gave
 a timeout or a cancel no way to stop the coroutine. Here the thread that runs
-the attempt (a step actor's, the child of a process-isolated call, a Dask
-worker's) keeps one event loop of its own, made on its first async step and
+the attempt keeps one event loop of its own, made on its first async step and
 reused by every later one, and runs the step on it as a task, as an asyncio
 application would; while the task runs, the loop looks at `ctx.cancelled`
 every `_WAIT_SLICE` seconds and cancels the task once it is set (timeout or
@@ -11,15 +10,12 @@ cancel; in a process-isolated child, SIGTERM sets it, so the task is
 cancelled within the kill grace). Tasks the step started and left running
 when it returned are cancelled then, as `asyncio.run` does.
 
-Measured and chosen (benchmarks/async_bench.py, W2 with async beside sync
-no-op steps): one loop thread shared by every async step of the process cost
-two thread hand-offs per attempt (to the loop thread and back) and ran async
-steps at 0.77 of the sync ones' rate; a loop on the attempt's own thread has
-no hand-off. It also isolates steps as sync steps are: an async step that
-blocks its loop (`time.sleep` in `async def`) holds up only its own agent slot.
-What an async step costs beyond a sync one is now one pass of the loop and a
-task (about 8 µs alone, 35-45 µs of CPU inside a busy engine, where that code
-runs cold); the README's Benchmarks give the figures.
+On an agent of the engine's own process, an `async def` step runs on the
+agent's loop thread instead (agent_loop.py), which the workflow actor hands
+it to without a step actor: that is the loop measured fastest
+(benchmarks/async_bench.py). This loop serves the threads that run an
+attempt themselves: the child of a process-isolated call, a Dask worker, and
+a step actor whose function returned an awaitable without being `async def`.
 """
 
 from __future__ import annotations

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -52,3 +55,35 @@ def deaf(ctx: StepContext) -> None:
     path = Path(ctx.params["path"])
     while not path.exists():
         time.sleep(0.02)
+
+
+async def async_where(ctx: StepContext) -> dict[str, Any]:
+    """Says which thread and loop ran it."""
+    await asyncio.sleep(0)
+    return {"thread": threading.current_thread().name, "loop": id(asyncio.get_running_loop())}
+
+
+async def async_until_cancelled(ctx: StepContext) -> None:
+    """Sleeps a minute; writes "cancelled" to the file `marker` once the task is cancelled."""
+    try:
+        await asyncio.sleep(60)
+    except asyncio.CancelledError:
+        Path(ctx.params["marker"]).write_text("cancelled")
+        raise
+
+
+async def async_blocks(ctx: StepContext) -> None:
+    """Blocks its loop (no await) until the file `path` exists."""
+    path = Path(ctx.params["path"])
+    while not path.exists():
+        time.sleep(0.02)
+
+
+TASKS: list[weakref.ref[asyncio.Task[Any]]] = []
+
+
+async def async_notes_its_task(ctx: StepContext) -> None:
+    """Keeps a weak reference to the task that runs it in `TASKS`."""
+    task = asyncio.current_task()
+    assert task is not None
+    TASKS.append(weakref.ref(task))

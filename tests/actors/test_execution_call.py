@@ -28,7 +28,15 @@ def call(
     raw: bool = False,
     **kw: Any,
 ) -> AttemptOutcome:
-    request = AttemptRequest(
+    request = call_request(tmp_path, function, key, raw, **kw)
+    return run_attempt(request, cancel or threading.Event())
+
+
+def call_request(
+    tmp_path: Path, function: str, key: str = "run-1/api", raw: bool = False, **kw: Any
+) -> AttemptRequest:
+    """An attempt of `function` (of this file's steps module unless `raw` or dotted)."""
+    return AttemptRequest(
         run_id="run-1",
         step_id="api",
         attempt=1,
@@ -38,7 +46,6 @@ def call(
         call=function if raw or ":" in function else f"{STEPS}:{function}",
         **kw,
     )
-    return run_attempt(request, cancel or threading.Event())
 
 
 ISOLATIONS = pytest.mark.parametrize("isolation", ["thread", "process"])
