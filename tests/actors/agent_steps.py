@@ -87,3 +87,11 @@ async def async_notes_its_task(ctx: StepContext) -> None:
     task = asyncio.current_task()
     assert task is not None
     TASKS.append(weakref.ref(task))
+
+
+async def async_fails_first(ctx: StepContext) -> dict[str, Any]:
+    """Fails (kind `user`) on its first attempt; returns its attempt number after."""
+    await asyncio.sleep(0)
+    if ctx.attempt == 1:
+        raise ValueError("first attempt fails")
+    return {"attempt": ctx.attempt}

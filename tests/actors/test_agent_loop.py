@@ -65,6 +65,16 @@ def test_a_timeout_cancels_the_task_and_the_agent_runs_the_next_async_step(
     assert after.status == "succeeded" and after.steps["t"].outputs["thread"] == "wfa-async-a"
 
 
+def test_a_failed_async_attempt_is_retried_and_its_outputs_are_the_steps(
+    tmp_path: Path,
+) -> None:
+    step = call("s", "async_fails_first", retry={"max_attempts": 2, "initial_delay": 0})
+    with Engine(data_dir=tmp_path / "wfa", config=config(agent("a"))) as eng:
+        result = eng.submit(workflow(step)).wait(timeout=30)
+    assert result.status == "succeeded", result
+    assert (result.steps["s"].attempts, result.steps["s"].outputs) == (2, {"attempt": 2})
+
+
 def test_cancelling_the_run_cancels_its_async_steps_task(tmp_path: Path) -> None:
     marker = tmp_path / "marker"
     step = call("s", "async_until_cancelled", **{"with": {"marker": str(marker)}})
