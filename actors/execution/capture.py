@@ -13,10 +13,10 @@ once per process and again if someone else replaced them, by a proxy that
 sends each write to the calling thread's attempt, or to the stream it
 replaced when the thread runs no step; an `async def` step's task (on its
 agent's loop, agent_loop.py) is routed the same way through a context
-variable, which the tasks it starts inherit. Threads the step starts itself are not
-followed (their prints reach the engine's streams); run such steps with
-`isolation: process`, where the child's own file descriptors 1 and 2 are
-these files.
+variable, which the tasks it starts inherit. Threads the step starts itself
+are not followed (their prints reach the engine's streams); run such steps
+with `isolation: process`, where the child's own file descriptors 1 and 2
+are these files.
 """
 
 from __future__ import annotations
@@ -129,7 +129,8 @@ def current_output() -> AttemptOutput | None:
 
 
 async def routed_here(coroutine: Awaitable[Any], output: AttemptOutput | None) -> Any:
-    """Await `coroutine` (on the step loop) with this task's prints going to `output`."""
+    """Await `coroutine` (a step's, on an event loop) with this task's prints going to
+    `output`."""
     if output is not None:
         _install()
         _task_output.set(output)  # the task's own context: no reset needed
