@@ -105,7 +105,10 @@ class AgentLoop:
                 self._loop = asyncio.new_event_loop()
                 self._loop.set_task_factory(_noted_task)
                 self._thread = threading.Thread(
-                    target=self._loop.run_forever, name=f"wfa-async-{self.name}", daemon=True
+                    target=self._serve,
+                    args=(self._loop,),
+                    name=f"wfa-async-{self.name}",
+                    daemon=True,
                 )
                 self._thread.start()
             self._handed.append((key, request, cancel, report))
@@ -132,6 +135,15 @@ class AgentLoop:
             thread.join(STOP_WAIT)
 
     # -- on the loop's thread ------------------------------------------------
+
+    def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Run the loop until `stop`: a step that stops it (`loop.stop()`) only makes
+        it start again, instead of leaving every later async step of the agent unrun."""
+        while True:
+            loop.run_forever()
+            with self._lock:
+                if self._loop is not loop:
+                    return
 
     def _shut_down(self, loop: asyncio.AbstractEventLoop) -> None:
         tasks = list(self._tasks.values())

@@ -95,3 +95,10 @@ async def async_fails_first(ctx: StepContext) -> dict[str, Any]:
     if ctx.attempt == 1:
         raise ValueError("first attempt fails")
     return {"attempt": ctx.attempt}
+
+
+async def async_stops_its_loop(ctx: StepContext) -> dict[str, Any]:
+    """Stops the event loop it runs on, then returns once it runs again."""
+    asyncio.get_running_loop().stop()
+    await asyncio.sleep(0)
+    return {"stopped": True}

@@ -115,6 +115,16 @@ def test_an_async_step_that_blocks_its_loop_holds_up_its_agents_other_async_step
         assert blocked.wait(timeout=30).status == "succeeded"
 
 
+def test_a_step_that_stops_its_loop_does_not_stop_its_agents_async_steps(
+    tmp_path: Path,
+) -> None:
+    with Engine(data_dir=tmp_path / "wfa", config=config(agent("a"))) as eng:
+        stopped = eng.submit(workflow(call("s", "async_stops_its_loop"))).wait(timeout=30)
+        after = eng.submit(workflow(call("t", "async_where"))).wait(timeout=30)
+    assert stopped.status == after.status == "succeeded"
+    assert stopped.steps["s"].outputs == {"stopped": True}
+
+
 # -- the loop alone ---------------------------------------------------------------------------
 
 
