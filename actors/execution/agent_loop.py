@@ -93,29 +93,38 @@ class AgentLoop:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._stopped = False
         self._handed: list[tuple[Hashable, AttemptRequest, threading.Event, Report]] = []
         self._tasks: dict[Hashable, asyncio.Task[Any]] = {}  # on the loop's thread only
 
     def start(
         self, key: Hashable, request: AttemptRequest, cancel: threading.Event, report: Report
     ) -> None:
-        """Start the attempt on the loop (any thread); `report` gets its outcome there."""
+        """Start the attempt on the loop (any thread); `report` gets its outcome there
+        (or here, as cancelled, once the loop has been stopped)."""
         with self._lock:
-            if self._loop is None:
-                self._loop = asyncio.new_event_loop()
-                self._loop.set_task_factory(_noted_task)
-                self._thread = threading.Thread(
-                    target=self._serve,
-                    args=(self._loop,),
-                    name=f"wfa-async-{self.name}",
-                    daemon=True,
-                )
-                self._thread.start()
-            self._handed.append((key, request, cancel, report))
-            if len(self._handed) > 1:
-                return  # the loop has been woken and has not taken them yet
-            loop = self._loop
-        loop.call_soon_threadsafe(self._take)
+            if self._stopped:
+                loop = None
+            else:
+                if self._loop is None:
+                    self._loop = self._new_loop()
+                self._handed.append((key, request, cancel, report))
+                if len(self._handed) > 1:
+                    return  # the loop has been woken and has not taken them yet
+                loop = self._loop
+        if loop is None:
+            report(cancelled_outcome(time.time()))
+        else:
+            loop.call_soon_threadsafe(self._take)
+
+    def _new_loop(self) -> asyncio.AbstractEventLoop:
+        loop = asyncio.new_event_loop()
+        loop.set_task_factory(_noted_task)
+        self._thread = threading.Thread(
+            target=self._serve, args=(loop,), name=f"wfa-async-{self.name}", daemon=True
+        )
+        self._thread.start()
+        return loop
 
     def cancel(self, key: Hashable) -> None:
         """Cancel the attempt's task, if it still runs (any thread)."""
@@ -128,6 +137,7 @@ class AgentLoop:
         """Cancel every step's task, and stop the loop once they have ended (waiting
         at most `STOP_WAIT` seconds for a task that ignores its cancellation)."""
         with self._lock:
+            self._stopped = True
             loop, self._loop = self._loop, None
             thread, self._thread = self._thread, None
         if loop is not None and thread is not None:

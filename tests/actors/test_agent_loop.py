@@ -195,3 +195,12 @@ def test_a_steps_task_is_freed_once_it_has_reported(tmp_path: Path) -> None:
     finally:
         gc.enable()
         loop.stop()
+
+
+def test_an_attempt_handed_to_a_stopped_loop_is_reported_cancelled(tmp_path: Path) -> None:
+    loop = AgentLoop("stopping")
+    assert on_loop(loop, tmp_path, "async_step").succeeded
+    loop.stop()
+    outcome = on_loop(loop, tmp_path, "async_step")
+    assert outcome.cancelled and not outcome.succeeded
+    assert "wfa-async-stopping" not in {t.name for t in threading.enumerate()}  # none again
