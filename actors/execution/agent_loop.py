@@ -112,10 +112,8 @@ class AgentLoop:
                 if len(self._handed) > 1:
                     return  # the loop has been woken and has not taken them yet
                 loop = self._loop
-        if loop is None:
+        if loop is None or not _post(loop, self._take):
             report(cancelled_outcome(time.time()))
-        else:
-            loop.call_soon_threadsafe(self._take)
 
     def _new_loop(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.new_event_loop()
@@ -131,7 +129,7 @@ class AgentLoop:
         with self._lock:
             loop = self._loop
         if loop is not None:
-            loop.call_soon_threadsafe(self._cancel, key)
+            _post(loop, self._cancel, key)
 
     def stop(self) -> None:
         """Cancel every step's task, and stop the loop once they have ended (waiting
@@ -140,19 +138,19 @@ class AgentLoop:
             self._stopped = True
             loop, self._loop = self._loop, None
             thread, self._thread = self._thread, None
-        if loop is not None and thread is not None:
-            loop.call_soon_threadsafe(self._shut_down, loop)
+        if loop is not None and thread is not None and _post(loop, self._shut_down, loop):
             thread.join(STOP_WAIT)
 
     # -- on the loop's thread ------------------------------------------------
 
     def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Run the loop until `stop`: a step that stops it (`loop.stop()`) only makes
-        it start again, instead of leaving every later async step of the agent unrun."""
+        """Run the loop until `stop`, then close it: a step that stops it (`loop.stop()`)
+        only makes it start again, instead of leaving every later async step unrun."""
         while True:
             loop.run_forever()
             with self._lock:
                 if self._loop is not loop:
+                    loop.close()
                     return
 
     def _shut_down(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -236,6 +234,15 @@ class _OnLoop:
             log.exception("attempt %s of step %s crashed", request.attempt, request.step_id)
             outcome = failed_outcome(ErrorKind.AGENT, f"the agent failed: {exc!r}")
         self.report(outcome)
+
+
+def _post(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> bool:
+    """Have the loop call `callback(*args)`; False if it is closed (its agent has stopped)."""
+    try:
+        loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:
+        return False
+    return True
 
 
 def _noted_task(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import threading
 import uuid
 from pathlib import Path
@@ -198,9 +199,11 @@ def test_a_steps_task_is_freed_once_it_has_reported(tmp_path: Path) -> None:
 
 
 def test_an_attempt_handed_to_a_stopped_loop_is_reported_cancelled(tmp_path: Path) -> None:
+    descriptors = len(os.listdir("/proc/self/fd"))
     loop = AgentLoop("stopping")
     assert on_loop(loop, tmp_path, "async_step").succeeded
     loop.stop()
+    assert len(os.listdir("/proc/self/fd")) == descriptors  # the loop is closed
     outcome = on_loop(loop, tmp_path, "async_step")
     assert outcome.cancelled and not outcome.succeeded
     assert "wfa-async-stopping" not in {t.name for t in threading.enumerate()}  # none again
