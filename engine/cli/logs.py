@@ -12,14 +12,17 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import click
 
 from actors.execution.files import STDERR_FILE, STDOUT_FILE
-from engine.cli.app import CliState, fail, main, pass_state, print_json
+from engine.cli.app import DAMAGE_ADVICE, CliState, fail, main, pass_state, print_json
 from engine.input.datadir import attempt_dir
+from engine.rules.events import AttemptStarted
 from engine.rules.results import RunResult
+from engine.rules.state import InvalidTransition
+from eventstore import Recorded
 
 FOLLOW_POLL_SECONDS = 0.2
 _CHUNK = 1 << 16
@@ -48,47 +51,70 @@ def logs(
     Without STEP, every step that ran, in order, each under a `==> step (attempt
     N) <==` line. The latest attempt unless --attempt. --follow prints a running
     attempt's output as it comes and ends when the attempt ends. Exit code 2 for
-    an unknown run, step or attempt.
+    an unknown run, step or attempt; for a damaged run (its events do not fit
+    together), after printing the attempts its events record.
     """
     if follow and step_id is None:
         fail("--follow needs a STEP", ["e.g. wfa logs RUN build --follow"])
     if attempt is not None and step_id is None:
         fail("--attempt needs a STEP", ["e.g. wfa logs RUN build --attempt 2"])
     name = STDERR_FILE if stderr else STDOUT_FILE
+    damage: InvalidTransition | None = None
     with state.engine(drive=False, create=False) as engine:
-        result = engine.handle(run_id).result()
+        handle = engine.handle(run_id)
+        try:
+            steps = {
+                sid: (step.attempts, step.status) for sid, step in handle.result().steps.items()
+            }
+        except InvalidTransition as exc:  # its events still name the attempts, whose files stay
+            if follow:
+                raise
+            damage, steps = exc, _recorded_attempts(engine.history(run_id))
         data_dir = Path(engine.data_dir)
         if step_id is None:
-            chosen = [(sid, step.attempts) for sid, step in result.steps.items() if step.attempts]
+            chosen = [(sid, attempts) for sid, (attempts, _) in steps.items() if attempts]
         else:
-            chosen = [(step_id, _attempt_of(result, step_id, attempt, follow))]
+            chosen = [(step_id, _attempt_of(steps, run_id, step_id, attempt, follow))]
         if as_json:
             print_json([_files(data_dir, run_id, sid, n) for sid, n in chosen])
-            return
-        out = sys.stdout.buffer
-        if follow:
+        elif follow:
             sid, n = chosen[0]
-            _follow(lambda: engine.handle(run_id).result(), sid, n, data_dir, out, name)
-            return
-        for sid, n in chosen:
-            if step_id is None:
-                out.write(f"==> {sid} (attempt {n}) <==\n".encode())
-            _copy(attempt_dir(data_dir, run_id, sid, n) / name, 0, out)
-            out.flush()
+            _follow(handle.result, sid, n, data_dir, sys.stdout.buffer, name)
+        else:
+            out = sys.stdout.buffer
+            for sid, n in chosen:
+                if step_id is None:
+                    out.write(f"==> {sid} (attempt {n}) <==\n".encode())
+                _copy(attempt_dir(data_dir, run_id, sid, n) / name, 0, out)
+                out.flush()
+    if damage is not None:
+        fail(str(damage), ["the attempts shown are those its events record", *DAMAGE_ADVICE])
 
 
-def _attempt_of(result: RunResult, step_id: str, attempt: int | None, follow: bool) -> int:
+def _recorded_attempts(records: list[Recorded[Any]]) -> dict[str, tuple[int, str]]:
+    """Each step's latest attempt as the run's events record it, in the order they started."""
+    steps: dict[str, tuple[int, str]] = {}
+    for record in records:
+        if isinstance(record.event, AttemptStarted):
+            latest = max(record.event.attempt, steps.get(record.event.step_id, (0, ""))[0])
+            steps[record.event.step_id] = (latest, "recorded")
+    return steps
+
+
+def _attempt_of(
+    steps: dict[str, tuple[int, str]], run_id: str, step_id: str, attempt: int | None, follow: bool
+) -> int:
     """The attempt to show: `attempt`, else the latest (the first, when following one to come)."""
-    step = result.steps.get(step_id)
-    if step is None:
-        known = ", ".join(result.steps) or "none"
-        fail(f"run {result.run_id} has no step {step_id!r}", [f"its steps: {known}"])
+    if step_id not in steps:
+        known = ", ".join(steps) or "none"
+        fail(f"run {run_id} has no step {step_id!r}", [f"its steps: {known}"])
+    attempts, status = steps[step_id]
     if attempt is None:
-        if step.attempts == 0 and not follow:
-            fail(f"step {step_id} of run {result.run_id} has not run yet ({step.status})")
-        return max(step.attempts, 1)
-    if attempt > step.attempts and not follow:
-        fail(f"step {step_id} of run {result.run_id} has {step.attempts} attempt(s), not {attempt}")
+        if attempts == 0 and not follow:
+            fail(f"step {step_id} of run {run_id} has not run yet ({status})")
+        return max(attempts, 1)
+    if attempt > attempts and not follow:
+        fail(f"step {step_id} of run {run_id} has {attempts} attempt(s), not {attempt}")
     return attempt
 
 

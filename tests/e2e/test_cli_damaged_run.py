@@ -99,6 +99,33 @@ def test_readers_report_the_damaged_run_and_the_engine_drives_the_others(
     assert "internal error" not in approved.stderr
 
 
+PRINTING = """
+name: printing
+steps:
+  - {id: a, run: ["python3", "-c", "print('hello from a')"]}
+  - {id: gate, after: [a], run: ["python3", "-c", "pass"], approval: true}
+"""
+
+
+def test_wfa_logs_prints_what_the_damaged_runs_events_record_then_reports_it(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    assert cli(data, "run", write(tmp_path, "printing.yaml", PRINTING)).returncode == 3
+    (run,) = [row["run_id"] for row in as_json(cli(data, "runs", "--json"))]
+    damage(data, run)
+    every = cli(data, "logs", run)
+    assert_damage_reported(every, run)
+    assert "the attempts shown are those its events record" in every.stderr
+    assert every.stdout == "==> a (attempt 1) <==\nhello from a\n==> zzz (attempt 1) <==\n"
+    one = cli(data, "logs", run, "a")
+    assert_damage_reported(one, run)
+    assert one.stdout == "hello from a\n"
+    followed = cli(data, "logs", run, "a", "--follow")  # needs the run's state: refused
+    assert_damage_reported(followed, run)
+    assert followed.stdout == ""
+
+
 def test_the_ui_and_wfa_watch_say_the_run_is_damaged_and_show_the_others(
     tmp_path: Path, procs: Processes
 ) -> None:
