@@ -27,6 +27,7 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from actors.execution.attempt import (
+    KILL_GRACE_SECONDS,
     AttemptOutcome,
     AttemptRequest,
     cancelled_outcome,
@@ -49,8 +50,9 @@ log = logging.getLogger(__name__)
 
 Report = Callable[[AttemptOutcome], None]
 
-STOP_WAIT = 5.0
-"""How long stopping an agent waits for its async steps' cancelled tasks to end, seconds."""
+STOP_WAIT = KILL_GRACE_SECONDS
+"""How long stopping an agent waits for its async steps' cancelled tasks to end, seconds:
+the grace a process group has between SIGTERM and SIGKILL."""
 
 # The tasks the step whose task (or a task it started) runs now has started.
 _started_by_step: contextvars.ContextVar[set[asyncio.Task[Any]] | None] = contextvars.ContextVar(
