@@ -33,7 +33,7 @@ from actors.execution.attempt import (
     cancelled_outcome,
     failed_outcome,
 )
-from actors.execution.call_thread import outcome_from_result, tails
+from actors.execution.call_thread import outcome_from_result
 from actors.execution.capture import AttemptOutput, routed_here
 from actors.execution.invoke import (
     CallLoadError,
@@ -228,7 +228,7 @@ class _OnLoop:
             finally:
                 self.logger.close()
                 self.output.close()
-            out, err = tails(request)
+            out, err = self.output.tails(request.tail_bytes)
             outcome = outcome_from_result(
                 result, started=self.started, stdout_tail=out, stderr_tail=err
             )

@@ -23,6 +23,7 @@ from types import FrameType
 import msgspec
 
 from actors.execution.attempt import AttemptRequest
+from actors.execution.capture import AttemptOutput
 from actors.execution.files import open_private
 from actors.execution.invoke import call_logged
 
@@ -39,7 +40,8 @@ def main(argv: list[str]) -> int:
         request = msgspec.msgpack.decode(f.read(), type=AttemptRequest)
     cancelled = threading.Event()
     _set_on_sigterm(cancelled)
-    result = call_logged(request, cancelled, private_copies=False, capture_prints=False)
+    output = AttemptOutput(None, request.max_log_bytes)  # fds 1 and 2 are the attempt's
+    result = call_logged(request, cancelled, output, private_copies=False)
     partial = result_path + ".partial"
     with open_private(partial) as out:
         out.write(msgspec.msgpack.encode(result))

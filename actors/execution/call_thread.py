@@ -17,19 +17,18 @@ silently, and a no-op call should cost no file system operations.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
 import msgspec
 
 from actors.execution.attempt import AttemptOutcome, AttemptRequest, cancelled_outcome
-from actors.execution.files import STDERR_FILE, STDOUT_FILE, read_tail
+from actors.execution.capture import AttemptOutput
 from actors.execution.invoke import CallResult, call_logged
 from actors.execution.process_group import WAIT_SLICE
 from engine.rules.errors import ErrorKind
 
-__all__ = ["outcome_from_result", "run_call_here", "run_call_in_thread", "tails"]
+__all__ = ["outcome_from_result", "run_call_here", "run_call_in_thread"]
 
 
 def run_call_in_thread(request: AttemptRequest, cancel: threading.Event) -> AttemptOutcome:
@@ -40,12 +39,11 @@ def run_call_in_thread(request: AttemptRequest, cancel: threading.Event) -> Atte
     fn_cancelled = threading.Event()  # the function's ctx.cancelled
     results: list[CallResult] = []
     done = threading.Event()
+    output = AttemptOutput(request.output_dir, request.max_log_bytes)
 
     def call_step() -> None:  # runs in the daemon thread
         try:
-            results.append(
-                call_logged(request, fn_cancelled, private_copies=True, capture_prints=True)
-            )
+            results.append(call_logged(request, fn_cancelled, output, private_copies=True))
         except BaseException as exc:  # call_logged does not raise; this is a bug
             results.append(
                 CallResult(
@@ -92,17 +90,8 @@ def run_call_in_thread(request: AttemptRequest, cancel: threading.Event) -> Atte
                 started_at=started,
                 ended_at=time.time(),
             )
-    out, err = tails(request)
+    out, err = output.tails(request.tail_bytes)
     return outcome_from_result(results[0], started=started, stdout_tail=out, stderr_tail=err)
-
-
-def tails(request: AttemptRequest) -> tuple[str, str]:
-    """The ends of what the call printed and logged (files that are absent read as "")."""
-    out_dir, limit = request.output_dir, request.tail_bytes
-    return (
-        read_tail(os.path.join(out_dir, STDOUT_FILE), limit),
-        read_tail(os.path.join(out_dir, STDERR_FILE), limit),
-    )
 
 
 def outcome_from_result(
@@ -141,6 +130,7 @@ def run_call_here(request: AttemptRequest, cancel: threading.Event) -> AttemptOu
     actor) instead of waiting for it.
     """
     started = time.time()
-    result = call_logged(request, cancel, private_copies=True, capture_prints=True)
-    out, err = tails(request)
+    output = AttemptOutput(request.output_dir, request.max_log_bytes)
+    result = call_logged(request, cancel, output, private_copies=True)
+    out, err = output.tails(request.tail_bytes)
     return outcome_from_result(result, started=started, stdout_tail=out, stderr_tail=err)

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, TextIO
 
-from actors.execution.files import STDERR_FILE, STDOUT_FILE, open_append_private
+from actors.execution.files import STDERR_FILE, STDOUT_FILE, open_append_private, read_tail
 from actors.execution.log_cap import CappedLog
 
 __all__ = ["AttemptOutput", "captured", "current_output", "routed_here"]
@@ -55,8 +55,24 @@ class AttemptOutput:
         )
         self._max_bytes = max_bytes
         self._logs: dict[str, CappedLog] = {}
+        self._opened: set[str] = set()  # the streams whose files were written (kept on close)
         self._lock = threading.Lock()
         self._closed = False
+
+    @property
+    def to_files(self) -> bool:
+        """Writes go to the attempt's files (in a thread of the engine), not to fds 1 and 2."""
+        return self._paths is not None
+
+    def tails(self, limit: int) -> tuple[str, str]:
+        """The last `limit` bytes of what stdout and stderr got; a stream that got nothing
+        is "" without looking at the file system (most calls write nothing)."""
+        if self._paths is None:
+            return "", ""
+        with self._lock:
+            opened = set(self._opened)
+        out, err = (read_tail(self._paths[s], limit) if s in opened else "" for s in STREAMS)
+        return out, err
 
     def write(self, stream: str, text: str) -> bool:
         """Append `text` to `stream` ("stdout" or "stderr"); False once closed."""
@@ -73,6 +89,7 @@ class AttemptOutput:
             if log is None:
                 fd = open_append_private(self._paths[stream])
                 log = self._logs[stream] = CappedLog(fd, self._max_bytes)
+                self._opened.add(stream)
             log.write(data)
             return True
 
@@ -85,6 +102,8 @@ class AttemptOutput:
                 log.close()
             self._logs.clear()
 
+
+STREAMS = ("stdout", "stderr")
 
 _routes = threading.local()  # .output: the AttemptOutput of the step this thread runs
 # the AttemptOutput of the `async def` step this task (or its parent task) runs

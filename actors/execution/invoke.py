@@ -197,22 +197,21 @@ def encode_outputs(value: Any, limit: int) -> bytes:
 def call_logged(
     request: AttemptRequest,
     cancelled: threading.Event,
+    output: AttemptOutput,
     *,
     private_copies: bool,
-    capture_prints: bool,
 ) -> CallResult:
-    """Call `request.call` on this thread with its context and its attempt's output; never raises.
+    """Call `request.call` on this thread with its context, writing to `output` (closed
+    when it returns); never raises.
 
     `cancelled` becomes `ctx.cancelled`; `private_copies` as for `make_context`.
-    `ctx.logger` and a failure's traceback go to the attempt's stderr.log; with
-    `capture_prints` (a thread of the engine) so do this thread's prints (see
-    capture.py). The output directory is made only if something is written."""
-    # In a process-isolated child (no `capture_prints`) fds 1 and 2 are already the attempt's.
-    output = AttemptOutput(request.output_dir if capture_prints else None, request.max_log_bytes)
+    `ctx.logger` and a failure's traceback go to the attempt's stderr; when `output`
+    writes to the attempt's files (a thread of the engine) so do this thread's prints
+    (see capture.py). The output directory is made only if something is written."""
     logger = attempt_logger(request.step_id, output)
     try:
         ctx = make_context(request, cancelled, logger, private_copies=private_copies)
-        if not capture_prints:
+        if not output.to_files:  # a process-isolated child: fds 1 and 2 are the attempt's
             return invoke_call(request, ctx, output)
         with captured(output):
             return invoke_call(request, ctx, output)

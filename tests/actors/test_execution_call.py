@@ -188,6 +188,18 @@ def test_prints_and_log_records_are_captured_in_order_into_the_attempts_files(
     assert "out 1" not in seen.out and "err 1" not in seen.err
 
 
+def test_a_threads_tails_are_what_its_attempt_wrote_read_only_from_the_files_it_wrote(
+    tmp_path: Path,
+) -> None:
+    """A stream the attempt did not write is "" unread (a no-op call costs no file
+    system operation), even where a file of that name is there from before."""
+    attempt = tmp_path / "attempt"
+    attempt.mkdir()
+    (attempt / "stderr.log").write_text("from an earlier process\n")
+    outcome = call(tmp_path, "prints")
+    assert outcome.stdout_tail == "to stdout from the child\n" and outcome.stderr_tail == ""
+
+
 def test_prints_of_other_threads_still_reach_the_engines_streams(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
