@@ -12,8 +12,8 @@ when it returned are cancelled then, as `asyncio.run` does.
 
 On an agent of the engine's own process, an `async def` step runs on the
 agent's loop thread instead (agent_loop.py), which the workflow actor hands
-it to without a step actor: that is the loop measured fastest
-(benchmarks/async_bench.py). This loop serves the threads that run an
+it to without a step actor (it measured a little faster than this loop in
+benchmarks/async_bench.py, and cancels a task at once). This loop serves the threads that run an
 attempt themselves: the child of a process-isolated call, a Dask worker, and
 a step actor whose function returned an awaitable without being `async def`.
 """
