@@ -17,7 +17,6 @@ once they have ended (as `asyncio.run` does).
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import inspect
 import logging
 import sys
@@ -42,6 +41,7 @@ from actors.execution.invoke import (
     load_function,
     make_context,
 )
+from actors.execution.step_loop import cancel_leftovers, note_started_tasks, step_context
 from engine.rules.errors import ErrorKind
 
 __all__ = ["AgentLoop", "is_async_call"]
@@ -53,11 +53,6 @@ Report = Callable[[AttemptOutcome], None]
 STOP_WAIT = KILL_GRACE_SECONDS
 """How long stopping an agent waits for its async steps' cancelled tasks to end, seconds:
 the grace a process group has between SIGTERM and SIGKILL."""
-
-# The tasks the step whose task (or a task it started) runs now has started.
-_started_by_step: contextvars.ContextVar[set[asyncio.Task[Any]] | None] = contextvars.ContextVar(
-    "wfa_started_by_step", default=None
-)
 
 
 def is_async_call(request: AttemptRequest, *, may_import: bool) -> bool:
@@ -119,7 +114,7 @@ class AgentLoop:
 
     def _new_loop(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.new_event_loop()
-        loop.set_task_factory(_noted_task)
+        loop.set_task_factory(note_started_tasks)
         self._thread = threading.Thread(
             target=self._serve, args=(loop,), name=f"wfa-async-{self.name}", daemon=True
         )
@@ -187,11 +182,14 @@ class AgentLoop:
         except Exception as exc:  # CallLoadError among them
             attempt.end(None, exc)
             return
-        context = contextvars.copy_context()
-        context.run(_started_by_step.set, set())
-        self._tasks[key] = asyncio.Task(self._run(key, attempt, coroutine), context=context)
+        context, started = step_context()
+        self._tasks[key] = asyncio.Task(
+            self._run(key, attempt, coroutine, started), context=context
+        )
 
-    async def _run(self, key: Hashable, attempt: _OnLoop, coroutine: Any) -> None:
+    async def _run(
+        self, key: Hashable, attempt: _OnLoop, coroutine: Any, started: set[asyncio.Task[Any]]
+    ) -> None:
         """The step's task: the step, then its leftover tasks cancelled, then its report."""
         value, error = None, None
         try:
@@ -199,10 +197,7 @@ class AgentLoop:
         except BaseException as exc:  # the step's failure, cancellation among them, is data
             error = exc
         del self._tasks[key]
-        leftovers = [t for t in _started_by_step.get() or () if not t.done()]
-        for task in leftovers:
-            task.cancel()
-        if leftovers:
+        if leftovers := cancel_leftovers(started):
             await asyncio.gather(*leftovers, return_exceptions=True)
         attempt.end(value, error)
 
@@ -245,12 +240,3 @@ def _post(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args:
     except RuntimeError:
         return False
     return True
-
-
-def _noted_task(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
-    task = asyncio.Task(coro, loop=loop, **kwargs)
-    started = _started_by_step.get()
-    if started is not None:
-        started.add(task)
-        task.add_done_callback(started.discard)
-    return task

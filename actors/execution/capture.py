@@ -36,6 +36,9 @@ from actors.execution.log_cap import CappedLog
 __all__ = ["AttemptOutput", "captured", "current_output", "routed_here"]
 
 
+STREAMS = ("stdout", "stderr")
+
+
 class AttemptOutput:
     """The attempt's stdout.log and stderr.log, opened on first write; thread-safe.
 
@@ -102,8 +105,6 @@ class AttemptOutput:
                 log.close()
             self._logs.clear()
 
-
-STREAMS = ("stdout", "stderr")
 
 _routes = threading.local()  # .output: the AttemptOutput of the step this thread runs
 # the AttemptOutput of the `async def` step this task (or its parent task) runs

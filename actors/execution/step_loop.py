@@ -21,50 +21,70 @@ a step actor whose function returned an awaitable without being `async def`.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from collections.abc import Coroutine
 from typing import Any
 
 from actors.execution.capture import AttemptOutput, routed_here
 
-__all__ = ["run_on_step_loop"]
+__all__ = ["cancel_leftovers", "note_started_tasks", "run_on_step_loop", "step_context"]
 
 _WAIT_SLICE = 0.1  # how often the loop looks at ctx.cancelled, seconds
 
 _this_thread = threading.local()
 
+# The tasks started by the step whose task (or a task it started) runs now.
+_started_by_step: contextvars.ContextVar[set[asyncio.Task[Any]] | None] = contextvars.ContextVar(
+    "wfa_started_by_step", default=None
+)
 
-class _StepLoop:
-    """A thread's event loop, and the tasks that steps started on it and may leave running.
+
+def note_started_tasks(
+    loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any
+) -> asyncio.Task[Any]:
+    """The task factory of a loop that runs steps: it notes each task a step starts in
+    the set of its `step_context`, so that the step's leftovers are found when it ends.
 
     `asyncio.all_tasks(loop)` would find those too, but it walks every live task of
     every loop in the process, an embedding application's own among them (a web
-    server's thousands), so that each async step would cost more the busier its
-    host is. The loop's task factory notes each task a step starts instead
-    (`create_task`, `ensure_future`, `gather`, `TaskGroup`; a task made by calling
-    `asyncio.Task(...)` itself, which asyncio's documentation advises against, is
-    not seen); the step's own task is made apart, so a step that starts none leaves
-    nothing to look through.
-    """
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.started: set[asyncio.Task[Any]] = set()
-        self.loop.set_task_factory(self._task)
-
-    def _task(self, loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
-        task = asyncio.Task(coro, loop=loop, **kwargs)
-        self.started.add(task)
-        task.add_done_callback(self.started.discard)
-        return task
+    server's thousands), so that each async step would cost more the busier its host
+    is. Noted: `create_task`, `ensure_future`, `gather`, `TaskGroup`; a task made by
+    calling `asyncio.Task(...)` itself, which asyncio's documentation advises
+    against, is not. The step's own task is made apart (in its `step_context`), so a
+    step that starts none leaves nothing to look through."""
+    task = asyncio.Task(coro, loop=loop, **kwargs)
+    started = _started_by_step.get()
+    if started is not None:
+        started.add(task)
+        task.add_done_callback(started.discard)
+    return task
 
 
-def _step_loop() -> _StepLoop:
+def step_context() -> tuple[contextvars.Context, set[asyncio.Task[Any]]]:
+    """The context to run a step's task in, and the set the tasks it starts go to."""
+    started: set[asyncio.Task[Any]] = set()
+    context = contextvars.copy_context()
+    context.run(_started_by_step.set, started)
+    return context, started
+
+
+def cancel_leftovers(started: set[asyncio.Task[Any]]) -> list[asyncio.Task[Any]]:
+    """Cancel the tasks a step started and left running; the ones to wait for (as
+    `asyncio.run` does) before its outcome is told."""
+    leftovers = [t for t in started if not t.done()]
+    for task in leftovers:
+        task.cancel()
+    return leftovers
+
+
+def _step_loop() -> asyncio.AbstractEventLoop:
     """This thread's step loop (a thread forked into a child has a fresh `local`)."""
-    here: _StepLoop | None = getattr(_this_thread, "step_loop", None)
-    if here is None or here.loop.is_closed():
-        here = _this_thread.step_loop = _StepLoop()
-    return here
+    loop: asyncio.AbstractEventLoop | None = getattr(_this_thread, "step_loop", None)
+    if loop is None or loop.is_closed():
+        loop = _this_thread.step_loop = asyncio.new_event_loop()
+        loop.set_task_factory(note_started_tasks)
+    return loop
 
 
 def run_on_step_loop(
@@ -78,9 +98,9 @@ def run_on_step_loop(
     still waits for it to end (a coroutine that ignores the cancellation runs on,
     as a sync function that ignores `ctx.cancelled` does).
     """
-    here = _step_loop()
-    loop = here.loop
-    task = asyncio.Task(routed_here(coroutine, output), loop=loop)
+    loop = _step_loop()
+    context, started = step_context()
+    task = asyncio.Task(routed_here(coroutine, output), loop=loop, context=context)
     watch: list[asyncio.TimerHandle] = []
     if cancelled.is_set():
         task.cancel()
@@ -97,7 +117,8 @@ def run_on_step_loop(
     finally:
         for handle in watch:
             handle.cancel()  # and so drops its arguments, which hold `watch`
-        _cancel_leftovers(here)
+        if leftovers := cancel_leftovers(started):
+            loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
 
 
 def _cancel_once_set(
@@ -111,13 +132,3 @@ def _cancel_once_set(
     else:
         timer = task.get_loop().call_later(_WAIT_SLICE, _cancel_once_set, task, cancelled, watch)
         watch[:] = [timer]
-
-
-def _cancel_leftovers(here: _StepLoop) -> None:
-    """Cancel the tasks the step left running, and let them end (as `asyncio.run`)."""
-    leftovers = [t for t in here.started if not t.done()]
-    if not leftovers:
-        return
-    for task in leftovers:
-        task.cancel()
-    here.loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
